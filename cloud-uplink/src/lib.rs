@@ -1,0 +1,1 @@
+//! Placeholder; see the module docs once written.
