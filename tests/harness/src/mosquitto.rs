@@ -65,11 +65,38 @@ impl Mosquitto {
             .prefix("vigil-mosquitto-")
             .tempdir()
             .map_err(HarnessError::io("creating mosquitto tempdir"))?;
-        let plain_port = free_port();
-        let tls_port = opts.tls.map(|_| free_port());
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).map_err(HarnessError::io("mkdir data"))?;
+        let conf = dir.path().join("mosquitto.conf");
+        let log = dir.path().join("mosquitto.log");
+        let mut m = Mosquitto {
+            dir,
+            conf,
+            log,
+            plain_port: 0,
+            tls_port: None,
+            out: LineBuffer::new(),
+            proc: None,
+        };
+        // A "free" port can be taken by another process (another test binary) before mosquitto
+        // binds it: then mosquitto exits with "Address already in use"; pick new ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            m.plain_port = free_port();
+            m.tls_port = opts.tls.map(|_| free_port());
+            m.write_config(&opts)?;
+            match m.start_again() {
+                Err(HarnessError::Exited { recent, .. })
+                    if attempt < 4 && recent.contains("Address already in use") => {}
+                r => return r.map(|()| m),
+            }
+        }
+    }
 
+    fn write_config(&self, opts: &MosquittoOptions<'_>) -> Result<()> {
+        let (plain_port, tls_port) = (self.plain_port, self.tls_port);
+        let data = self.dir.path().join("data");
         let mut c = String::new();
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
@@ -89,7 +116,7 @@ impl Mosquitto {
         c += &format!("\nlistener {plain_port} 127.0.0.1\n");
         if let (Some(pki), Some(port)) = (opts.tls, tls_port) {
             // Copy the files so the broker does not depend on the Pki's directory living on.
-            let tls = dir.path().join("tls");
+            let tls = self.dir.path().join("tls");
             std::fs::create_dir_all(&tls).map_err(HarnessError::io("mkdir tls"))?;
             for (src, name) in [
                 (pki.ca_cert(), "ca.crt"),
@@ -107,21 +134,7 @@ impl Mosquitto {
                 c += "require_certificate true\n";
             }
         }
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, c).map_err(HarnessError::io("writing mosquitto.conf"))?;
-        let log = dir.path().join("mosquitto.log");
-
-        let mut m = Mosquitto {
-            dir,
-            conf,
-            log,
-            plain_port,
-            tls_port,
-            out: LineBuffer::new(),
-            proc: None,
-        };
-        m.start_again()?;
-        Ok(m)
+        std::fs::write(&self.conf, c).map_err(HarnessError::io("writing mosquitto.conf"))
     }
 
     /// Starts the broker again after [`stop`](Self::stop) / [`kill_9`](Self::kill_9), with the
@@ -134,7 +147,20 @@ impl Mosquitto {
         // stdbuf: mosquitto logs to stdout through stdio, which is block-buffered on a pipe.
         let mut cmd = Command::new("stdbuf");
         cmd.arg("-oL").arg(mosquitto_bin()).arg("-c").arg(&self.conf).stdin(Stdio::null());
+        let from = self.out.len();
         let mut proc = Proc::spawn("mosquitto", cmd, self.out.clone(), Some(self.log.clone()))?;
+        // "... running" is logged once every listener is bound: this start's broker, not some
+        // other process that happens to hold the port, is what accepts below.
+        let running = self.out.wait_for_from(
+            from,
+            "mosquitto's \"running\" log line",
+            |l| l.contains(" running"),
+            START_TIMEOUT,
+        );
+        if let Err(e) = running {
+            proc.ensure_running("logging \"running\"")?;
+            return Err(e);
+        }
         let mut ports = vec![self.plain_port];
         ports.extend(self.tls_port);
         let addrs: Vec<SocketAddr> =

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# THE test command of Vigil (CI runs it through .ci/run):
+#   1. install the real peers the tests start (tests/peers/install.sh; quick when warm),
+#   2. provide the TFLite runtime (cross/tflite/provide-runtime.sh, when present),
+#   3. run every test of the workspace: cargo nextest when installed, else cargo test.
+# The exit code is the tests' result. Extra arguments go to the test runner,
+# e.g. `bash tests/run-all.sh -p vigil-test-harness`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==== %s ====\n' "$*"; }
+t0=$SECONDS
+
+step "peers: tests/peers/install.sh"
+bash tests/peers/install.sh
+
+if [[ -f cross/tflite/provide-runtime.sh ]]; then
+  step "tflite runtime: cross/tflite/provide-runtime.sh"
+  bash cross/tflite/provide-runtime.sh
+else
+  step "tflite runtime: cross/tflite/provide-runtime.sh not present, skipped"
+fi
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# 2 cores shared by everything: keep the build from starving the peers the tests start.
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+args=("$@")
+[[ ${#args[@]} -gt 0 ]] || args=(--workspace)
+
+rc=0
+if cargo nextest --version >/dev/null 2>&1 && [[ "${VIGIL_NO_NEXTEST:-}" != 1 ]]; then
+  step "cargo nextest run ${args[*]} --all-targets (then doctests)"
+  # nextest does not run doctests: run them separately.
+  cargo nextest run "${args[@]}" --all-targets --no-fail-fast --failure-output final || rc=$?
+  if [[ $rc -eq 0 ]]; then
+    cargo test "${args[@]}" --doc || rc=$?
+  fi
+else
+  step "cargo test ${args[*]} --all-targets"
+  cargo test "${args[@]}" --all-targets --no-fail-fast || rc=$?
+fi
+
+if [[ $rc -eq 0 ]]; then
+  step "ALL TESTS PASSED ($((SECONDS - t0)) s)"
+else
+  step "TESTS FAILED (exit $rc, $((SECONDS - t0)) s)"
+fi
+exit "$rc"
