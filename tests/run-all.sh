@@ -31,12 +31,11 @@ args=("$@")
 
 rc=0
 if cargo nextest --version >/dev/null 2>&1 && [[ "${VIGIL_NO_NEXTEST:-}" != 1 ]]; then
-  step "cargo nextest run ${args[*]} --all-targets (then doctests)"
-  # nextest does not run doctests: run them separately.
+  # nextest does not run doctests: run them first, so nextest's summary closes the output.
+  step "cargo test ${args[*]} --doc"
+  cargo test "${args[@]}" --doc --no-fail-fast || rc=$?
+  step "cargo nextest run ${args[*]} --all-targets"
   cargo nextest run "${args[@]}" --all-targets --no-fail-fast --failure-output final || rc=$?
-  if [[ $rc -eq 0 ]]; then
-    cargo test "${args[@]}" --doc || rc=$?
-  fi
 else
   step "cargo test ${args[*]} --all-targets"
   cargo test "${args[@]}" --all-targets --no-fail-fast || rc=$?

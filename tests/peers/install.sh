@@ -11,6 +11,8 @@
 # Environment:
 #   VIGIL_PEERS_VENV   venv location (default: <repo>/target/peers-venv)
 #   VIGIL_SKIP_APT=1   skip the apt step (e.g. a developer machine without root)
+#   VIGIL_FORCE_APT=1  run apt-get update + install even when everything is installed
+#   VIGIL_FORCE_PIP=1  re-run pip install even when the venv stamp matches
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,11 +41,15 @@ t0=$SECONDS
 # ---------------------------------------------------------------- apt
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+  status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+  if [[ "$status" != "install ok installed" ]]; then
     missing+=("$p")
   fi
 done
 
+if [[ "${VIGIL_FORCE_APT:-}" == 1 ]]; then
+  missing=("${APT_PACKAGES[@]}")
+fi
 if [[ ${#missing[@]} -eq 0 ]]; then
   log "apt: all ${#APT_PACKAGES[@]} packages already installed"
 elif [[ "${VIGIL_SKIP_APT:-}" == 1 ]]; then
@@ -88,7 +94,7 @@ log "apt step done ($((SECONDS - t0)) s)"
 t1=$SECONDS
 STAMP="$VENV/.vigil-peers-stamp"
 want="$(printf '%s\n' "${PIP_REQUIREMENTS[@]}")"
-if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+if [[ "${VIGIL_FORCE_PIP:-}" != 1 && -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   log "venv: $VENV up to date"
 else
   PY=/usr/bin/python3
