@@ -34,9 +34,15 @@ impl DirectorySink {
     /// every class.
     pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> Result<Self, SinkError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| SinkError::Io { context: format!("creating sink directory {}", dir.display()), source })?;
-        Ok(DirectorySink { name: name.into(), dir, classes: ClassSet::ALL })
+        std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
+            context: format!("creating sink directory {}", dir.display()),
+            source,
+        })?;
+        Ok(DirectorySink {
+            name: name.into(),
+            dir,
+            classes: ClassSet::ALL,
+        })
     }
 
     /// Restricts the classes this sink wants.
@@ -69,7 +75,9 @@ fn write_durably(dir: &Path, name: &str, contents: &[u8]) -> Result<(), SinkErro
     f.sync_all().map_err(io("fsyncing", &tmp))?;
     drop(f);
     std::fs::rename(&tmp, &dst).map_err(io("renaming into place", &dst))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsyncing directory", dir))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsyncing directory", dir))?;
     Ok(())
 }
 
@@ -83,16 +91,23 @@ impl Sink for DirectorySink {
     }
 
     async fn deliver(&mut self, batch: &[StoredRecord]) -> Result<(), SinkError> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
         let name = Self::file_name(first.class, first.seq, last.seq);
         let mut buf = Vec::with_capacity(8 + batch.iter().map(|r| r.cbor.len() + 8).sum::<usize>());
         buf.extend_from_slice(&header());
         for r in batch {
-            encode_frame(&mut buf, &r.cbor).map_err(|e| SinkError::Fatal { message: e.to_string() })?;
+            encode_frame(&mut buf, &r.cbor).map_err(|e| SinkError::Fatal {
+                message: e.to_string(),
+            })?;
         }
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || write_durably(&dir, &name, &buf))
             .await
-            .map_err(|e| SinkError::Transient { message: "directory write task failed".into(), source: Some(Box::new(e)) })?
+            .map_err(|e| SinkError::Transient {
+                message: "directory write task failed".into(),
+                source: Some(Box::new(e)),
+            })?
     }
 }

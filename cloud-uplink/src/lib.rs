@@ -21,10 +21,12 @@ pub mod sink;
 pub mod stream;
 
 pub use directory_sink::DirectorySink;
-pub use outbox::{ClassStats, Outbox, OutboxConfig, OutboxError, OutboxStats, QuotaPolicy, SinkStats};
+pub use outbox::{
+    ClassStats, Outbox, OutboxConfig, OutboxError, OutboxStats, QuotaPolicy, SinkStats,
+};
 pub use record::{
-    decode_cbor, decode_json, encode_cbor, encode_json, AlertState, Body, Bytes, DecodeError, EncodeError, Envelope,
-    ModelRef, Quality, RecordClass, SCHEMA_VERSION,
+    decode_cbor, decode_json, encode_cbor, encode_json, AlertState, Body, Bytes, DecodeError,
+    EncodeError, Envelope, ModelRef, Quality, RecordClass, SCHEMA_VERSION,
 };
 pub use sink::{ClassSet, Sink, SinkError, StoredRecord};
 pub use stream::{RecordReader, RecordWriter};

@@ -69,10 +69,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    WriteTransaction,
+};
 use tokio::sync::watch;
 
-use crate::record::{encode_cbor, Body, DecodeError, EncodeError, Envelope, RecordClass, SCHEMA_VERSION};
+use crate::record::{
+    encode_cbor, Body, DecodeError, EncodeError, Envelope, RecordClass, SCHEMA_VERSION,
+};
 use crate::sink::{ClassSet, Sink, SinkError, StoredRecord};
 
 /// Version of the table layout described in the module docs.
@@ -199,7 +204,9 @@ pub enum OutboxError {
     /// nothing droppable is left). The caller's transaction is unchanged by
     /// the failed append and may still be committed or aborted. This is the
     /// backpressure signal: see [`OutboxError::is_backpressure`].
-    #[error("outbox quota exceeded: {used} + {needed} bytes > {limit} available to {class} records")]
+    #[error(
+        "outbox quota exceeded: {used} + {needed} bytes > {limit} available to {class} records"
+    )]
     QuotaExceeded {
         /// Class of the rejected record.
         class: RecordClass,
@@ -243,7 +250,10 @@ trait Ctx<T> {
 
 impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
     fn ctx(self, context: &'static str) -> Result<T, OutboxError> {
-        self.map_err(|e| OutboxError::Storage { context, source: e.into() })
+        self.map_err(|e| OutboxError::Storage {
+            context,
+            source: e.into(),
+        })
     }
 }
 
@@ -331,46 +341,76 @@ struct TxnTables<'t> {
 
 impl<'t> TxnTables<'t> {
     fn new(txn: &'t WriteTransaction) -> Result<Self, OutboxError> {
-        Ok(TxnTables { txn, meta: txn.open_table(META).ctx("opening outbox meta table")?, records: [None, None, None, None, None] })
+        Ok(TxnTables {
+            txn,
+            meta: txn.open_table(META).ctx("opening outbox meta table")?,
+            records: [None, None, None, None, None],
+        })
     }
 
-    fn records(&mut self, class: RecordClass) -> Result<&mut Table<'t, u64, &'static [u8]>, OutboxError> {
+    fn records(
+        &mut self,
+        class: RecordClass,
+    ) -> Result<&mut Table<'t, u64, &'static [u8]>, OutboxError> {
         let slot = &mut self.records[class.id() as usize];
         if slot.is_none() {
-            *slot = Some(self.txn.open_table(RECORDS[class.id() as usize]).ctx("opening outbox records table")?);
+            *slot = Some(
+                self.txn
+                    .open_table(RECORDS[class.id() as usize])
+                    .ctx("opening outbox records table")?,
+            );
         }
         // Invariant: the slot was filled just above if it was empty.
-        slot.as_mut().ok_or(OutboxError::Task("records table slot empty".into()))
+        slot.as_mut()
+            .ok_or(OutboxError::Task("records table slot empty".into()))
     }
 
     fn meta_get(&self, key: &str) -> Result<u64, OutboxError> {
-        Ok(self.meta.get(key).ctx("reading outbox meta")?.map(|g| g.value()).unwrap_or(0))
+        Ok(self
+            .meta
+            .get(key)
+            .ctx("reading outbox meta")?
+            .map(|g| g.value())
+            .unwrap_or(0))
     }
 
     fn meta_add(&mut self, key: &str, delta: i128) -> Result<(), OutboxError> {
         let v = self.meta_get(key)? as i128 + delta;
-        self.meta.insert(key, v.max(0) as u64).ctx("writing outbox meta")?;
+        self.meta
+            .insert(key, v.max(0) as u64)
+            .ctx("writing outbox meta")?;
         Ok(())
     }
 
     fn used_bytes(&self) -> Result<u64, OutboxError> {
-        RecordClass::ALL.into_iter().try_fold(0u64, |acc, c| Ok(acc + self.meta_get(bytes_key(c))?))
+        RecordClass::ALL
+            .into_iter()
+            .try_fold(0u64, |acc, c| Ok(acc + self.meta_get(bytes_key(c))?))
     }
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Outbox {
     /// Opens (creating if needed) the outbox tables in `db`.
-    pub fn open(db: Arc<Database>, agent_id: String, config: OutboxConfig) -> Result<Outbox, OutboxError> {
+    pub fn open(
+        db: Arc<Database>,
+        agent_id: String,
+        config: OutboxConfig,
+    ) -> Result<Outbox, OutboxError> {
         let txn = db.begin_write().ctx("beginning outbox open transaction")?;
         {
             let mut t = TxnTables::new(&txn)?;
             if t.meta.get(NEXT_SEQ).ctx("reading next_seq")?.is_none() {
                 t.meta.insert(NEXT_SEQ, 1).ctx("initialising next_seq")?;
-                t.meta.insert(LAYOUT, LAYOUT_VERSION).ctx("writing layout version")?;
+                t.meta
+                    .insert(LAYOUT, LAYOUT_VERSION)
+                    .ctx("writing layout version")?;
             }
             for c in RecordClass::ALL {
                 t.records(c)?;
@@ -380,7 +420,13 @@ impl Outbox {
         }
         txn.commit().ctx("committing outbox open")?;
         let (wake, _) = watch::channel(0);
-        Ok(Outbox { db, agent_id, config, wake, runtime: Mutex::new(BTreeMap::new()) })
+        Ok(Outbox {
+            db,
+            agent_id,
+            config,
+            wake,
+            runtime: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// The configuration.
@@ -402,7 +448,12 @@ impl Outbox {
     /// Errors: [`OutboxError::QuotaExceeded`] (backpressure; the transaction
     /// is unchanged by this call), [`OutboxError::UnknownKind`], storage and
     /// encoding errors (after which the caller should abort).
-    pub fn append(&self, txn: &WriteTransaction, event_time_ms: i64, body: Body) -> Result<u64, OutboxError> {
+    pub fn append(
+        &self,
+        txn: &WriteTransaction,
+        event_time_ms: i64,
+        body: Body,
+    ) -> Result<u64, OutboxError> {
         let mut t = TxnTables::new(txn)?;
         self.append_in(&mut t, event_time_ms, body)
     }
@@ -430,7 +481,12 @@ impl Outbox {
         self.wake.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    fn append_in(&self, t: &mut TxnTables<'_>, event_time_ms: i64, body: Body) -> Result<u64, OutboxError> {
+    fn append_in(
+        &self,
+        t: &mut TxnTables<'_>,
+        event_time_ms: i64,
+        body: Body,
+    ) -> Result<u64, OutboxError> {
         let class = body.class().ok_or(OutboxError::UnknownKind)?;
         let seq = t.meta_get(NEXT_SEQ)?.max(1);
         let env = Envelope {
@@ -444,7 +500,9 @@ impl Outbox {
         let cbor = encode_cbor(&env)?;
         let cost = cbor.len() as u64 + RECORD_OVERHEAD;
         self.make_room(t, class, cost)?;
-        t.records(class)?.insert(seq, cbor.as_slice()).ctx("inserting outbox record")?;
+        t.records(class)?
+            .insert(seq, cbor.as_slice())
+            .ctx("inserting outbox record")?;
         t.meta.insert(NEXT_SEQ, seq + 1).ctx("advancing next_seq")?;
         t.meta_add(bytes_key(class), i128::from(cost))?;
         Ok(seq)
@@ -452,22 +510,36 @@ impl Outbox {
 
     /// Ensures `cost` more bytes of `class` fit, dropping per policy. Either
     /// succeeds or changes nothing.
-    fn make_room(&self, t: &mut TxnTables<'_>, class: RecordClass, cost: u64) -> Result<(), OutboxError> {
+    fn make_room(
+        &self,
+        t: &mut TxnTables<'_>,
+        class: RecordClass,
+        cost: u64,
+    ) -> Result<(), OutboxError> {
         let limit = if class == RecordClass::Alert {
             self.config.quota_bytes
         } else {
-            self.config.quota_bytes.saturating_sub(self.config.alert_reserve_bytes)
+            self.config
+                .quota_bytes
+                .saturating_sub(self.config.alert_reserve_bytes)
         };
         let used = t.used_bytes()?;
         if used + cost <= limit {
             return Ok(());
         }
-        let exceeded = OutboxError::QuotaExceeded { class, used, needed: cost, limit };
+        let exceeded = OutboxError::QuotaExceeded {
+            class,
+            used,
+            needed: cost,
+            limit,
+        };
         if self.config.quota_policy == QuotaPolicy::Backpressure {
             return Err(exceeded);
         }
         const DROPPABLE: [RecordClass; 2] = [RecordClass::Reading, RecordClass::Heartbeat];
-        let droppable: u64 = DROPPABLE.iter().try_fold(0u64, |a, &c| Ok::<_, OutboxError>(a + t.meta_get(bytes_key(c))?))?;
+        let droppable: u64 = DROPPABLE.iter().try_fold(0u64, |a, &c| {
+            Ok::<_, OutboxError>(a + t.meta_get(bytes_key(c))?)
+        })?;
         if used - droppable.min(used) + cost > limit {
             return Err(exceeded);
         }
@@ -477,7 +549,9 @@ impl Outbox {
             {
                 let table = t.records(c)?;
                 while used + cost > limit {
-                    let Some((_, v)) = table.pop_first().ctx("dropping oldest record")? else { break };
+                    let Some((_, v)) = table.pop_first().ctx("dropping oldest record")? else {
+                        break;
+                    };
                     let b = v.value().len() as u64 + RECORD_OVERHEAD;
                     freed += b;
                     used = used.saturating_sub(b);
@@ -506,7 +580,10 @@ impl Outbox {
         let txn = self.db.begin_write().ctx("beginning sink registration")?;
         {
             let mut sinks = txn.open_table(SINKS).ctx("opening sinks table")?;
-            let old = sinks.insert(name, classes.bits()).ctx("registering sink")?.map(|g| g.value());
+            let old = sinks
+                .insert(name, classes.bits())
+                .ctx("registering sink")?
+                .map(|g| g.value());
             drop(sinks);
             if old != Some(classes.bits()) {
                 let mut t = TxnTables::new(&txn)?;
@@ -524,7 +601,10 @@ impl Outbox {
     pub fn unregister_sink(&self, name: &str) -> Result<(), OutboxError> {
         let txn = self.db.begin_write().ctx("beginning sink removal")?;
         {
-            txn.open_table(SINKS).ctx("opening sinks table")?.remove(name).ctx("removing sink")?;
+            txn.open_table(SINKS)
+                .ctx("opening sinks table")?
+                .remove(name)
+                .ctx("removing sink")?;
             let mut cursors = txn.open_table(CURSORS).ctx("opening cursors table")?;
             for c in RecordClass::ALL {
                 cursors.remove((name, c.id())).ctx("removing cursor")?;
@@ -563,11 +643,17 @@ impl Outbox {
                 if !ClassSet::from_bits(bits.value()).contains(class) {
                     continue;
                 }
-                let cur = cursors.get((name.value(), class.id())).ctx("reading cursor")?.map(|g| g.value()).unwrap_or(0);
+                let cur = cursors
+                    .get((name.value(), class.id()))
+                    .ctx("reading cursor")?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
                 min = Some(min.map_or(cur, |m| m.min(cur)));
             }
         }
-        let Some(min) = min.filter(|&m| m > 0) else { return Ok(()) };
+        let Some(min) = min.filter(|&m| m > 0) else {
+            return Ok(());
+        };
         let mut freed = 0u64;
         t.records(class)?
             .retain_in(..=min, |_, v| {
@@ -583,7 +669,11 @@ impl Outbox {
 
     /// Reads the next batch for a sink: the highest-priority class with
     /// pending records (ties: the older pending record), in seq order.
-    fn next_batch(&self, sink: &str, wants: ClassSet) -> Result<Option<(RecordClass, Vec<StoredRecord>)>, OutboxError> {
+    fn next_batch(
+        &self,
+        sink: &str,
+        wants: ClassSet,
+    ) -> Result<Option<(RecordClass, Vec<StoredRecord>)>, OutboxError> {
         let rtxn = self.db.begin_read().ctx("beginning read")?;
         let cursors = rtxn.open_table(CURSORS).ctx("opening cursors table")?;
         let mut best: Option<(u8, u64, RecordClass, u64)> = None; // (priority, first seq, class, cursor)
@@ -591,8 +681,14 @@ impl Outbox {
             if !wants.contains(class) {
                 continue;
             }
-            let cur = cursors.get((sink, class.id())).ctx("reading cursor")?.map(|g| g.value()).unwrap_or(0);
-            let table = rtxn.open_table(RECORDS[class.id() as usize]).ctx("opening records table")?;
+            let cur = cursors
+                .get((sink, class.id()))
+                .ctx("reading cursor")?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            let table = rtxn
+                .open_table(RECORDS[class.id() as usize])
+                .ctx("opening records table")?;
             let first = match table.range((cur + 1)..).ctx("scanning records")?.next() {
                 Some(entry) => entry.ctx("reading record")?.0.value(),
                 None => continue,
@@ -602,20 +698,29 @@ impl Outbox {
                 best = Some((class.priority(), first, class, cur));
             }
         }
-        let Some((_, _, class, cur)) = best else { return Ok(None) };
-        let table = rtxn.open_table(RECORDS[class.id() as usize]).ctx("opening records table")?;
+        let Some((_, _, class, cur)) = best else {
+            return Ok(None);
+        };
+        let table = rtxn
+            .open_table(RECORDS[class.id() as usize])
+            .ctx("opening records table")?;
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         for entry in table.range((cur + 1)..).ctx("scanning records")? {
             let (k, v) = entry.ctx("reading record")?;
             let cbor = v.value();
             if !batch.is_empty()
-                && (batch.len() >= self.config.max_batch_records || bytes + cbor.len() > self.config.max_batch_bytes)
+                && (batch.len() >= self.config.max_batch_records
+                    || bytes + cbor.len() > self.config.max_batch_bytes)
             {
                 break;
             }
             bytes += cbor.len();
-            batch.push(StoredRecord { seq: k.value(), class, cbor: cbor.to_vec() });
+            batch.push(StoredRecord {
+                seq: k.value(),
+                class,
+                cbor: cbor.to_vec(),
+            });
         }
         Ok(Some((class, batch)))
     }
@@ -625,13 +730,25 @@ impl Outbox {
     fn confirm(&self, sink: &str, class: RecordClass, last_seq: u64) -> Result<(), OutboxError> {
         let txn = self.db.begin_write().ctx("beginning confirmation")?;
         {
-            if txn.open_table(SINKS).ctx("opening sinks table")?.get(sink).ctx("reading sink")?.is_none() {
+            if txn
+                .open_table(SINKS)
+                .ctx("opening sinks table")?
+                .get(sink)
+                .ctx("reading sink")?
+                .is_none()
+            {
                 return Err(OutboxError::SinkNotRegistered(sink.to_string()));
             }
             let mut cursors = txn.open_table(CURSORS).ctx("opening cursors table")?;
-            let cur = cursors.get((sink, class.id())).ctx("reading cursor")?.map(|g| g.value()).unwrap_or(0);
+            let cur = cursors
+                .get((sink, class.id()))
+                .ctx("reading cursor")?
+                .map(|g| g.value())
+                .unwrap_or(0);
             if last_seq > cur {
-                cursors.insert((sink, class.id()), last_seq).ctx("advancing cursor")?;
+                cursors
+                    .insert((sink, class.id()), last_seq)
+                    .ctx("advancing cursor")?;
             }
             drop(cursors);
             let mut t = TxnTables::new(&txn)?;
@@ -647,7 +764,9 @@ impl Outbox {
         f: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || f(&this)).await.map_err(|e| OutboxError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| OutboxError::Task(e.to_string()))?
     }
 
     fn runtime<R>(&self, sink: &str, f: impl FnOnce(&mut SinkRuntime) -> R) -> R {
@@ -679,7 +798,8 @@ impl Outbox {
         let wants = ClassSet::from_sink(&sink);
         {
             let name = name.clone();
-            self.blocking(move |ob| ob.register_sink(&name, wants)).await?;
+            self.blocking(move |ob| ob.register_sink(&name, wants))
+                .await?;
         }
         let mut wake = self.wake.subscribe();
         tokio::pin!(shutdown);
@@ -712,7 +832,8 @@ impl Outbox {
                     let last = records.last().map(|r| r.seq).unwrap_or(0);
                     {
                         let name = name.clone();
-                        self.blocking(move |ob| ob.confirm(&name, class, last)).await?;
+                        self.blocking(move |ob| ob.confirm(&name, class, last))
+                            .await?;
                     }
                     self.runtime(&name, |r| {
                         r.delivered_records += records.len() as u64;
@@ -746,7 +867,10 @@ impl Outbox {
                         r.last_error = Some(error_chain(&e));
                     });
                     tracing::error!(sink = %name, error = %error_chain(&e), "sink failed fatally; drain loop stops");
-                    return Err(OutboxError::SinkFatal { sink: name, source: e });
+                    return Err(OutboxError::SinkFatal {
+                        sink: name,
+                        source: e,
+                    });
                 }
             }
         }
@@ -757,11 +881,17 @@ impl Outbox {
         let rtxn = self.db.begin_read().ctx("beginning read")?;
         let meta = rtxn.open_table(META).ctx("opening meta table")?;
         let get = |k: &str| -> Result<u64, OutboxError> {
-            Ok(meta.get(k).ctx("reading meta")?.map(|g| g.value()).unwrap_or(0))
+            Ok(meta
+                .get(k)
+                .ctx("reading meta")?
+                .map(|g| g.value())
+                .unwrap_or(0))
         };
         let mut classes = Vec::new();
         for class in RecordClass::ALL {
-            let table = rtxn.open_table(RECORDS[class.id() as usize]).ctx("opening records table")?;
+            let table = rtxn
+                .open_table(RECORDS[class.id() as usize])
+                .ctx("opening records table")?;
             classes.push(ClassStats {
                 class,
                 records: table.len().ctx("counting records")?,
@@ -780,13 +910,24 @@ impl Outbox {
             let mut cur_list = Vec::new();
             let mut oldest: Option<i64> = None;
             for class in RecordClass::ALL.into_iter().filter(|&c| wants.contains(c)) {
-                let cur = cursors.get((name.as_str(), class.id())).ctx("reading cursor")?.map(|g| g.value()).unwrap_or(0);
+                let cur = cursors
+                    .get((name.as_str(), class.id()))
+                    .ctx("reading cursor")?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
                 cur_list.push((class, cur));
-                let table = rtxn.open_table(RECORDS[class.id() as usize]).ctx("opening records table")?;
+                let table = rtxn
+                    .open_table(RECORDS[class.id() as usize])
+                    .ctx("opening records table")?;
                 if let Some(entry) = table.range((cur + 1)..).ctx("scanning records")?.next() {
                     let (seq, bytes) = entry.ctx("reading record")?;
-                    let env = crate::record::decode_cbor(bytes.value())
-                        .map_err(|source| OutboxError::Corrupt { class, seq: seq.value(), source })?;
+                    let env = crate::record::decode_cbor(bytes.value()).map_err(|source| {
+                        OutboxError::Corrupt {
+                            class,
+                            seq: seq.value(),
+                            source,
+                        }
+                    })?;
                     oldest = Some(oldest.map_or(env.emitted_ms, |o| o.min(env.emitted_ms)));
                 }
             }
@@ -826,7 +967,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Up to 25 % of `d`, from the clock's sub-second nanos (spreads retries of
 /// many agents; not cryptographic).
 fn jitter(d: Duration) -> Duration {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
     let quarter = d.as_nanos() / 4;
     if quarter == 0 {
         return Duration::ZERO;

@@ -335,7 +335,10 @@ impl<'de> Deserialize<'de> for Bytes {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Bytes, E> {
                 base64::decode(v).map(Bytes).map_err(E::custom)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Bytes, A::Error> {
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
                 while let Some(b) = seq.next_element::<u8>()? {
                     out.push(b);
@@ -470,7 +473,11 @@ mod base64 {
     pub fn encode(input: &[u8]) -> String {
         let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
         for chunk in input.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -490,7 +497,10 @@ mod base64 {
     pub fn decode(input: &str) -> Result<Vec<u8>, String> {
         let bytes = input.as_bytes();
         if !bytes.len().is_multiple_of(4) {
-            return Err(format!("base64 length {} is not a multiple of 4", bytes.len()));
+            return Err(format!(
+                "base64 length {} is not a multiple of 4",
+                bytes.len()
+            ));
         }
         let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
         let quads = bytes.len() / 4;
@@ -501,7 +511,8 @@ mod base64 {
             }
             let mut n = 0u32;
             for &c in &quad[..4 - pad] {
-                let v = value(c).ok_or_else(|| format!("invalid base64 character {:?}", char::from(c)))?;
+                let v = value(c)
+                    .ok_or_else(|| format!("invalid base64 character {:?}", char::from(c)))?;
                 n = (n << 6) | v;
             }
             n <<= 6 * pad as u32;
@@ -516,7 +527,9 @@ mod base64 {
         #[test]
         fn round_trips_all_lengths() {
             for len in 0..10u8 {
-                let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37).wrapping_add(200)).collect();
+                let data: Vec<u8> = (0..len)
+                    .map(|i| i.wrapping_mul(37).wrapping_add(200))
+                    .collect();
                 let enc = super::encode(&data);
                 assert_eq!(super::decode(&enc).unwrap(), data, "len {len} enc {enc}");
             }

@@ -107,7 +107,10 @@ pub enum SinkError {
 impl SinkError {
     /// A transient error with a message and no source.
     pub fn transient(message: impl Into<String>) -> Self {
-        SinkError::Transient { message: message.into(), source: None }
+        SinkError::Transient {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Whether the drain loop retries after this error.
@@ -183,5 +186,8 @@ pub trait Sink: Send + 'static {
     fn wants(&self, class: RecordClass) -> bool;
 
     /// Durably delivers `batch`; see the trait docs for what `Ok`/`Err` mean.
-    fn deliver(&mut self, batch: &[StoredRecord]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn deliver(
+        &mut self,
+        batch: &[StoredRecord],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 }

@@ -40,7 +40,16 @@ pub const DEFAULT_MAX_FRAME: u32 = 16 << 20;
 
 /// The stream header bytes.
 pub fn header() -> [u8; HEADER_LEN] {
-    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], FORMAT_VERSION, 0, 0, 0]
+    [
+        MAGIC[0],
+        MAGIC[1],
+        MAGIC[2],
+        MAGIC[3],
+        FORMAT_VERSION,
+        0,
+        0,
+        0,
+    ]
 }
 
 /// Appends one frame holding `payload` (an already CBOR-encoded record) to
@@ -48,8 +57,12 @@ pub fn header() -> [u8; HEADER_LEN] {
 ///
 /// Fails only for a payload over 4 GiB (the outbox never stores one).
 pub fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), EncodeError> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| EncodeError::Cbor(format!("record of {} bytes is too large to frame", payload.len())))?;
+    let len = u32::try_from(payload.len()).map_err(|_| {
+        EncodeError::Cbor(format!(
+            "record of {} bytes is too large to frame",
+            payload.len()
+        ))
+    })?;
     out.reserve(FRAME_PREFIX_LEN + payload.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&crc32(payload).to_be_bytes());
@@ -67,7 +80,10 @@ impl<W: Write> RecordWriter<W> {
     /// Writes the header and returns the writer.
     pub fn new(mut inner: W) -> io::Result<Self> {
         inner.write_all(&header())?;
-        Ok(RecordWriter { inner, buf: Vec::new() })
+        Ok(RecordWriter {
+            inner,
+            buf: Vec::new(),
+        })
     }
 
     /// Encodes and writes one record.
@@ -117,7 +133,8 @@ impl<R: Read> RecordReader<R> {
     /// Reads and checks the header.
     pub fn new(mut inner: R) -> Result<Self, DecodeError> {
         let mut h = [0u8; HEADER_LEN];
-        let got = read_full(&mut inner, &mut h).map_err(|source| DecodeError::Io { offset: 0, source })?;
+        let got = read_full(&mut inner, &mut h)
+            .map_err(|source| DecodeError::Io { offset: 0, source })?;
         if got < 4 || h[..4] != MAGIC {
             let mut found = [0u8; 4];
             found[..got.min(4)].copy_from_slice(&h[..got.min(4)]);
@@ -140,7 +157,13 @@ impl<R: Read> RecordReader<R> {
         if h[4] > FORMAT_VERSION {
             return Err(DecodeError::UnsupportedVersion(h[4]));
         }
-        Ok(RecordReader { inner, offset: HEADER_LEN as u64, index: 0, max_frame: DEFAULT_MAX_FRAME, done: false })
+        Ok(RecordReader {
+            inner,
+            offset: HEADER_LEN as u64,
+            index: 0,
+            max_frame: DEFAULT_MAX_FRAME,
+            done: false,
+        })
     }
 
     /// Sets the largest payload accepted (protects against a corrupt length).
@@ -168,7 +191,8 @@ impl<R: Read> RecordReader<R> {
     fn read_frame(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
         let (index, offset) = (self.index, self.offset);
         let mut prefix = [0u8; FRAME_PREFIX_LEN];
-        let got = read_full(&mut self.inner, &mut prefix).map_err(|source| DecodeError::Io { offset, source })?;
+        let got = read_full(&mut self.inner, &mut prefix)
+            .map_err(|source| DecodeError::Io { offset, source })?;
         if got == 0 {
             return Ok(None);
         }
@@ -182,11 +206,18 @@ impl<R: Read> RecordReader<R> {
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         let stored = u32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
         if len > self.max_frame {
-            return Err(DecodeError::FrameTooLarge { index, offset, len, limit: self.max_frame });
+            return Err(DecodeError::FrameTooLarge {
+                index,
+                offset,
+                len,
+                limit: self.max_frame,
+            });
         }
         let mut payload = vec![0u8; len as usize];
-        let got = read_full(&mut self.inner, &mut payload)
-            .map_err(|source| DecodeError::Io { offset: offset + FRAME_PREFIX_LEN as u64, source })?;
+        let got = read_full(&mut self.inner, &mut payload).map_err(|source| DecodeError::Io {
+            offset: offset + FRAME_PREFIX_LEN as u64,
+            source,
+        })?;
         if got < payload.len() {
             return Err(DecodeError::Truncated {
                 index,
@@ -198,7 +229,12 @@ impl<R: Read> RecordReader<R> {
         self.offset += (FRAME_PREFIX_LEN + payload.len()) as u64;
         let computed = crc32(&payload);
         if computed != stored {
-            return Err(DecodeError::Checksum { index, offset, stored, computed });
+            return Err(DecodeError::Checksum {
+                index,
+                offset,
+                stored,
+                computed,
+            });
         }
         Ok(Some(payload))
     }
@@ -213,7 +249,11 @@ impl<R: Read> Iterator for RecordReader<R> {
             Ok(p) => p,
             Err(e) => return Some(Err(e)),
         };
-        Some(decode_cbor(&payload).map_err(|e| DecodeError::Record { index, offset, source: Box::new(e) }))
+        Some(decode_cbor(&payload).map_err(|e| DecodeError::Record {
+            index,
+            offset,
+            source: Box::new(e),
+        }))
     }
 }
 
@@ -239,7 +279,11 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;

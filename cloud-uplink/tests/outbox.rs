@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use cloud_uplink::record::{AlertState, Body, ModelRef, Quality, RecordClass};
 use cloud_uplink::{
-    ClassSet, DirectorySink, Outbox, OutboxConfig, OutboxError, QuotaPolicy, RecordReader, Sink, SinkError, StoredRecord,
+    ClassSet, DirectorySink, Outbox, OutboxConfig, OutboxError, QuotaPolicy, RecordReader, Sink,
+    SinkError, StoredRecord,
 };
 use redb::{Database, ReadableDatabase, TableDefinition};
 
@@ -29,7 +30,11 @@ fn fast_config() -> OutboxConfig {
 }
 
 fn model() -> ModelRef {
-    ModelRef { name: "m".into(), version: "1".into(), sha256: "00".repeat(32) }
+    ModelRef {
+        name: "m".into(),
+        version: "1".into(),
+        sha256: "00".repeat(32),
+    }
 }
 
 fn reading(i: u64) -> Body {
@@ -43,28 +48,55 @@ fn reading(i: u64) -> Body {
     }
 }
 fn score(i: u64) -> Body {
-    Body::Score { entity: "e".into(), window_end_ms: i as i64, score: 0.5, error: None, band: "normal".into(), model: model() }
+    Body::Score {
+        entity: "e".into(),
+        window_end_ms: i as i64,
+        score: 0.5,
+        error: None,
+        band: "normal".into(),
+        model: model(),
+    }
 }
 fn alert(i: u64) -> Body {
-    Body::Alert { entity: "e".into(), state: AlertState::Raised, band: "critical".into(), score: i as f64, model: model(), message: "m".into() }
+    Body::Alert {
+        entity: "e".into(),
+        state: AlertState::Raised,
+        band: "critical".into(),
+        score: i as f64,
+        model: model(),
+        message: "m".into(),
+    }
 }
 fn dlq(i: u64) -> Body {
-    Body::Dlq { id: format!("d{i}"), source: "serial".into(), topic: None, reason: "bad".into(), raw: vec![1, 2, 3].into(), received_ms: 0 }
+    Body::Dlq {
+        id: format!("d{i}"),
+        source: "serial".into(),
+        topic: None,
+        reason: "bad".into(),
+        raw: vec![1, 2, 3].into(),
+        received_ms: 0,
+    }
 }
 fn heartbeat(i: u64) -> Body {
-    Body::Heartbeat { uptime_s: i, counters: Default::default() }
+    Body::Heartbeat {
+        uptime_s: i,
+        counters: Default::default(),
+    }
 }
+
+/// Successful batches: (class, seqs).
+type DeliveryLog = Arc<Mutex<Vec<(RecordClass, Vec<u64>)>>>;
 
 /// Wraps a sink; fails while `failing` is set; logs successful batches.
 struct Gated<S> {
     inner: S,
     failing: Arc<AtomicBool>,
     attempts: Arc<AtomicU64>,
-    log: Arc<Mutex<Vec<(RecordClass, Vec<u64>)>>>,
+    log: DeliveryLog,
 }
 
 impl<S: Sink> Gated<S> {
-    fn new(inner: S, failing: bool) -> (Self, Arc<AtomicBool>, Arc<AtomicU64>, Arc<Mutex<Vec<(RecordClass, Vec<u64>)>>>) {
+    fn new(inner: S, failing: bool) -> (Self, Arc<AtomicBool>, Arc<AtomicU64>, DeliveryLog) {
         let g = Gated {
             inner,
             failing: Arc::new(AtomicBool::new(failing)),
@@ -89,7 +121,10 @@ impl<S: Sink> Sink for Gated<S> {
             return Err(SinkError::transient("link down"));
         }
         self.inner.deliver(batch).await?;
-        self.log.lock().unwrap().push((batch[0].class, batch.iter().map(|r| r.seq).collect()));
+        self.log
+            .lock()
+            .unwrap()
+            .push((batch[0].class, batch.iter().map(|r| r.seq).collect()));
         Ok(())
     }
 }
@@ -97,12 +132,21 @@ impl<S: Sink> Sink for Gated<S> {
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-fn spawn_sink<S: Sink>(ob: &Arc<Outbox>, sink: S) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), OutboxError>>) {
+fn spawn_sink<S: Sink>(
+    ob: &Arc<Outbox>,
+    sink: S,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), OutboxError>>,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let h = tokio::spawn(ob.clone().run_sink(sink, async move {
         let _ = rx.await;
@@ -131,7 +175,11 @@ fn seq_is_monotonic_across_reopen_and_never_reused() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let ob = Outbox::open(open_db(tmp.path()), "a".into(), OutboxConfig::default()).unwrap();
-        assert_eq!(ob.append_batch(vec![(1, reading(1)), (2, alert(2)), (3, score(3))]).unwrap(), vec![1, 2, 3]);
+        assert_eq!(
+            ob.append_batch(vec![(1, reading(1)), (2, alert(2)), (3, score(3))])
+                .unwrap(),
+            vec![1, 2, 3]
+        );
     }
     let db = open_db(tmp.path());
     let ob = Outbox::open(db.clone(), "a".into(), OutboxConfig::default()).unwrap();
@@ -157,7 +205,10 @@ fn append_in_aborted_caller_txn_leaves_nothing() {
     let ob = Outbox::open(db.clone(), "a".into(), OutboxConfig::default()).unwrap();
 
     let txn = db.begin_write().unwrap();
-    txn.open_table(AGENT_STATE).unwrap().insert("window", 7).unwrap();
+    txn.open_table(AGENT_STATE)
+        .unwrap()
+        .insert("window", 7)
+        .unwrap();
     assert_eq!(ob.append(&txn, 1, score(1)).unwrap(), 1);
     assert_eq!(ob.append(&txn, 1, alert(1)).unwrap(), 2);
     txn.abort().unwrap();
@@ -169,13 +220,25 @@ fn append_in_aborted_caller_txn_leaves_nothing() {
 
     // Committed together: both the agent's state and the records are there.
     let txn = db.begin_write().unwrap();
-    txn.open_table(AGENT_STATE).unwrap().insert("window", 8).unwrap();
+    txn.open_table(AGENT_STATE)
+        .unwrap()
+        .insert("window", 8)
+        .unwrap();
     assert_eq!(ob.append(&txn, 1, alert(1)).unwrap(), 1);
     txn.commit().unwrap();
     let r = db.begin_read().unwrap();
-    assert_eq!(redb::ReadableTable::get(&r.open_table(AGENT_STATE).unwrap(), "window").unwrap().unwrap().value(), 8);
+    assert_eq!(
+        redb::ReadableTable::get(&r.open_table(AGENT_STATE).unwrap(), "window")
+            .unwrap()
+            .unwrap()
+            .value(),
+        8
+    );
     assert_eq!(ob.stats().unwrap().class(RecordClass::Alert).records, 1);
-    assert!(matches!(ob.append_batch(vec![(0, Body::Unknown)]), Err(OutboxError::UnknownKind)));
+    assert!(matches!(
+        ob.append_batch(vec![(0, Body::Unknown)]),
+        Err(OutboxError::UnknownKind)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,30 +269,52 @@ async fn directory_sink_gets_everything_once_in_order_and_alerts_first_after_out
     let dir = tmp.path().join("out");
     let (sink, failing, attempts, log) = Gated::new(DirectorySink::new("dir", &dir).unwrap(), true);
     let (stop, handle) = spawn_sink(&ob, sink);
-    wait_until("two failed attempts", || attempts.load(Ordering::SeqCst) >= 2).await;
+    wait_until("two failed attempts", || {
+        attempts.load(Ordering::SeqCst) >= 2
+    })
+    .await;
 
     // Alerts raised during the outage, plus more readings after them.
     for i in 0..3u64 {
-        let seqs = ob.append_batch(vec![(100, alert(i)), (100, reading(100 + i))]).unwrap();
+        let seqs = ob
+            .append_batch(vec![(100, alert(i)), (100, reading(100 + i))])
+            .unwrap();
         expected.insert((RecordClass::Alert, seqs[0]));
         expected.insert((RecordClass::Reading, seqs[1]));
     }
     failing.store(false, Ordering::SeqCst);
     let ob2 = ob.clone();
-    wait_until("outbox drained", move || ob2.stats().unwrap().used_bytes == 0).await;
+    wait_until("outbox drained", move || {
+        ob2.stats().unwrap().used_bytes == 0
+    })
+    .await;
     stop.send(()).unwrap();
     handle.await.unwrap().unwrap();
 
     let log = log.lock().unwrap().clone();
     // Priority: class priorities of successive batches never go back up.
     let prios: Vec<u8> = log.iter().map(|(c, _)| c.priority()).collect();
-    assert_eq!(log[0].0, RecordClass::Alert, "first batch after the outage is alerts: {log:?}");
-    assert!(prios.windows(2).all(|w| w[0] <= w[1]), "drained out of priority order: {log:?}");
+    assert_eq!(
+        log[0].0,
+        RecordClass::Alert,
+        "first batch after the outage is alerts: {log:?}"
+    );
+    assert!(
+        prios.windows(2).all(|w| w[0] <= w[1]),
+        "drained out of priority order: {log:?}"
+    );
     // Exactly once, ascending seq per class.
     let mut seen = BTreeSet::new();
     for class in RecordClass::ALL {
-        let seqs: Vec<u64> = log.iter().filter(|(c, _)| *c == class).flat_map(|(_, s)| s.clone()).collect();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{class} not ascending: {seqs:?}");
+        let seqs: Vec<u64> = log
+            .iter()
+            .filter(|(c, _)| *c == class)
+            .flat_map(|(_, s)| s.clone())
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{class} not ascending: {seqs:?}"
+        );
         for s in seqs {
             assert!(seen.insert((class, s)), "{class} {s} delivered twice");
         }
@@ -266,14 +351,22 @@ async fn failing_sink_does_not_block_another_and_records_wait_for_both() {
 
     let dir_a = tmp.path().join("a");
     let (sink_a, _, _, _) = Gated::new(DirectorySink::new("a", &dir_a).unwrap(), false);
-    let (sink_b, _, attempts_b, _) =
-        Gated::new(DirectorySink::new("b", tmp.path().join("b")).unwrap().with_classes(alerts_only), true);
+    let (sink_b, _, attempts_b, _) = Gated::new(
+        DirectorySink::new("b", tmp.path().join("b"))
+            .unwrap()
+            .with_classes(alerts_only),
+        true,
+    );
     let (stop_a, ha) = spawn_sink(&ob, sink_a);
     let (stop_b, hb) = spawn_sink(&ob, sink_b);
 
     let ob2 = ob.clone();
     wait_until("sink a caught up", move || {
-        ob2.stats().unwrap().sinks.iter().any(|s| s.name == "a" && s.oldest_undelivered_age_ms.is_none())
+        ob2.stats()
+            .unwrap()
+            .sinks
+            .iter()
+            .any(|s| s.name == "a" && s.oldest_undelivered_age_ms.is_none())
     })
     .await;
     wait_until("sink b failing", || attempts_b.load(Ordering::SeqCst) >= 3).await;
@@ -291,11 +384,24 @@ async fn failing_sink_does_not_block_another_and_records_wait_for_both() {
     stop_b.send(()).unwrap();
     hb.await.unwrap().unwrap();
     let dir_b = tmp.path().join("b2");
-    let (sink_b2, _, _, log_b) = Gated::new(DirectorySink::new("b", &dir_b).unwrap().with_classes(alerts_only), false);
+    let (sink_b2, _, _, log_b) = Gated::new(
+        DirectorySink::new("b", &dir_b)
+            .unwrap()
+            .with_classes(alerts_only),
+        false,
+    );
     let (stop_b2, hb2) = spawn_sink(&ob, sink_b2);
     let ob3 = ob.clone();
     wait_until("outbox empty", move || ob3.stats().unwrap().used_bytes == 0).await;
-    assert_eq!(log_b.lock().unwrap().iter().map(|(_, s)| s.len()).sum::<usize>(), 2);
+    assert_eq!(
+        log_b
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.len())
+            .sum::<usize>(),
+        2
+    );
     assert_eq!(read_dir_records(&dir_b).len(), 2);
     stop_a.send(()).unwrap();
     stop_b2.send(()).unwrap();
@@ -309,24 +415,44 @@ async fn failing_sink_does_not_block_another_and_records_wait_for_both() {
     ob.register_sink("b", ClassSet::NONE).unwrap();
     assert_eq!(ob.stats().unwrap().class(RecordClass::Alert).records, 1);
     ob.unregister_sink("ghost").unwrap();
-    assert_eq!(ob.stats().unwrap().class(RecordClass::Alert).records, 1, "no sink wants alerts: retained");
+    assert_eq!(
+        ob.stats().unwrap().class(RecordClass::Alert).records,
+        1,
+        "no sink wants alerts: retained"
+    );
 }
 
 fn small_quota(policy: QuotaPolicy) -> OutboxConfig {
-    OutboxConfig { quota_bytes: 6_000, alert_reserve_bytes: 1_500, quota_policy: policy, ..fast_config() }
+    OutboxConfig {
+        quota_bytes: 6_000,
+        alert_reserve_bytes: 1_500,
+        quota_policy: policy,
+        ..fast_config()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_drop_oldest_readings_keeps_newest_and_never_drops_alerts() {
     let tmp = tempfile::tempdir().unwrap();
-    let ob = Arc::new(Outbox::open(open_db(tmp.path()), "a".into(), small_quota(QuotaPolicy::DropOldestReadings)).unwrap());
+    let ob = Arc::new(
+        Outbox::open(
+            open_db(tmp.path()),
+            "a".into(),
+            small_quota(QuotaPolicy::DropOldestReadings),
+        )
+        .unwrap(),
+    );
     ob.append_batch(vec![(0, alert(0))]).unwrap();
     let mut reading_seqs = Vec::new();
     for i in 0..200 {
         reading_seqs.extend(ob.append_batch(vec![(i, reading(i as u64))]).unwrap());
     }
     let stats = ob.stats().unwrap();
-    assert!(stats.used_bytes <= 6_000 - 1_500, "used {}", stats.used_bytes);
+    assert!(
+        stats.used_bytes <= 6_000 - 1_500,
+        "used {}",
+        stats.used_bytes
+    );
     let kept = stats.class(RecordClass::Reading).records;
     let dropped = stats.class(RecordClass::Reading).dropped;
     assert!(dropped > 0 && kept > 0);
@@ -354,8 +480,17 @@ async fn quota_drop_oldest_readings_keeps_newest_and_never_drops_alerts() {
     // The readings that were kept before the scores came were the newest:
     // check by draining a fresh instance's view (re-fill and drain).
     let tmp2 = tempfile::tempdir().unwrap();
-    let ob2 = Arc::new(Outbox::open(open_db(tmp2.path()), "a".into(), small_quota(QuotaPolicy::DropOldestReadings)).unwrap());
-    let seqs: Vec<u64> = (0..200).flat_map(|i| ob2.append_batch(vec![(i, reading(i as u64))]).unwrap()).collect();
+    let ob2 = Arc::new(
+        Outbox::open(
+            open_db(tmp2.path()),
+            "a".into(),
+            small_quota(QuotaPolicy::DropOldestReadings),
+        )
+        .unwrap(),
+    );
+    let seqs: Vec<u64> = (0..200)
+        .flat_map(|i| ob2.append_batch(vec![(i, reading(i as u64))]).unwrap())
+        .collect();
     let kept = ob2.stats().unwrap().class(RecordClass::Reading).records as usize;
     let dir = tmp2.path().join("out");
     let (stop, h) = spawn_sink(&ob2, DirectorySink::new("d", &dir).unwrap());
@@ -364,14 +499,24 @@ async fn quota_drop_oldest_readings_keeps_newest_and_never_drops_alerts() {
     stop.send(()).unwrap();
     h.await.unwrap().unwrap();
     let got: BTreeSet<u64> = read_dir_records(&dir).into_iter().map(|(_, s)| s).collect();
-    assert_eq!(got, seqs[200 - kept..].iter().copied().collect::<BTreeSet<_>>());
+    assert_eq!(
+        got,
+        seqs[200 - kept..].iter().copied().collect::<BTreeSet<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_backpressure_rejects_without_touching_the_caller_txn_and_recovers_after_drain() {
     let tmp = tempfile::tempdir().unwrap();
     let db = open_db(tmp.path());
-    let ob = Arc::new(Outbox::open(db.clone(), "a".into(), small_quota(QuotaPolicy::Backpressure)).unwrap());
+    let ob = Arc::new(
+        Outbox::open(
+            db.clone(),
+            "a".into(),
+            small_quota(QuotaPolicy::Backpressure),
+        )
+        .unwrap(),
+    );
     let mut n = 0u64;
     while ob.append_batch(vec![(0, reading(n))]).is_ok() {
         n += 1;
@@ -382,10 +527,19 @@ async fn quota_backpressure_rejects_without_touching_the_caller_txn_and_recovers
     assert_eq!(before.class(RecordClass::Reading).dropped, 0);
 
     let txn = db.begin_write().unwrap();
-    txn.open_table(AGENT_STATE).unwrap().insert("acked", n).unwrap();
+    txn.open_table(AGENT_STATE)
+        .unwrap()
+        .insert("acked", n)
+        .unwrap();
     let err = ob.append(&txn, 0, reading(n)).unwrap_err();
     assert!(err.is_backpressure(), "{err}");
-    assert!(matches!(err, OutboxError::QuotaExceeded { class: RecordClass::Reading, .. }));
+    assert!(matches!(
+        err,
+        OutboxError::QuotaExceeded {
+            class: RecordClass::Reading,
+            ..
+        }
+    ));
     // Alerts use the reserve.
     ob.append(&txn, 0, alert(0)).unwrap();
     txn.commit().unwrap();
@@ -394,7 +548,10 @@ async fn quota_backpressure_rejects_without_touching_the_caller_txn_and_recovers
     assert_eq!(after.class(RecordClass::Alert).records, 1);
     assert_eq!(after.next_seq, before.next_seq + 1);
 
-    let (stop, h) = spawn_sink(&ob, DirectorySink::new("d", tmp.path().join("out")).unwrap());
+    let (stop, h) = spawn_sink(
+        &ob,
+        DirectorySink::new("d", tmp.path().join("out")).unwrap(),
+    );
     let ob2 = ob.clone();
     wait_until("drained", move || ob2.stats().unwrap().used_bytes == 0).await;
     ob.append_batch(vec![(0, reading(n))]).unwrap();

@@ -3,15 +3,30 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 
-use cloud_uplink::record::{AlertState, Body, Bytes, DecodeError, Envelope, ModelRef, Quality, SCHEMA_VERSION};
-use cloud_uplink::{decode_cbor, decode_json, encode_cbor, encode_json, RecordReader, RecordWriter};
+use cloud_uplink::record::{
+    AlertState, Body, Bytes, DecodeError, Envelope, ModelRef, Quality, SCHEMA_VERSION,
+};
+use cloud_uplink::{
+    decode_cbor, decode_json, encode_cbor, encode_json, RecordReader, RecordWriter,
+};
 
 fn model() -> ModelRef {
-    ModelRef { name: "pump-ae".into(), version: "3".into(), sha256: "ab".repeat(32) }
+    ModelRef {
+        name: "pump-ae".into(),
+        version: "3".into(),
+        sha256: "ab".repeat(32),
+    }
 }
 
 fn env(seq: u64, body: Body) -> Envelope {
-    Envelope { schema: SCHEMA_VERSION, agent_id: "edge-7".into(), seq, event_time_ms: -5 + seq as i64, emitted_ms: 1_700_000_000_000, body }
+    Envelope {
+        schema: SCHEMA_VERSION,
+        agent_id: "edge-7".into(),
+        seq,
+        event_time_ms: -5 + seq as i64,
+        emitted_ms: 1_700_000_000_000,
+        body,
+    }
 }
 
 fn all_bodies() -> Vec<Body> {
@@ -32,8 +47,22 @@ fn all_bodies() -> Vec<Body> {
             ingest_time_ms: 1,
             source_seq: None,
         },
-        Body::Score { entity: "line1".into(), window_end_ms: 10_000, score: 0.93, error: Some(1.5e-3), band: "warn".into(), model: model() },
-        Body::Score { entity: "line1".into(), window_end_ms: 10_000, score: 0.1, error: None, band: "normal".into(), model: model() },
+        Body::Score {
+            entity: "line1".into(),
+            window_end_ms: 10_000,
+            score: 0.93,
+            error: Some(1.5e-3),
+            band: "warn".into(),
+            model: model(),
+        },
+        Body::Score {
+            entity: "line1".into(),
+            window_end_ms: 10_000,
+            score: 0.1,
+            error: None,
+            band: "normal".into(),
+            model: model(),
+        },
         Body::Alert {
             entity: "line1".into(),
             state: AlertState::Raised,
@@ -42,7 +71,14 @@ fn all_bodies() -> Vec<Body> {
             model: model(),
             message: "vibration anomaly".into(),
         },
-        Body::Alert { entity: "line1".into(), state: AlertState::Cleared, band: "normal".into(), score: 0.2, model: model(), message: String::new() },
+        Body::Alert {
+            entity: "line1".into(),
+            state: AlertState::Cleared,
+            band: "normal".into(),
+            score: 0.2,
+            model: model(),
+            message: String::new(),
+        },
         Body::Dlq {
             id: "dlq-1".into(),
             source: "serial:/dev/ttyUSB0".into(),
@@ -51,7 +87,10 @@ fn all_bodies() -> Vec<Body> {
             raw: Bytes(vec![0, 1, 2, 0xff, 0xfe, b'x']),
             received_ms: 42,
         },
-        Body::Heartbeat { uptime_s: 3600, counters: BTreeMap::from([("outbox.dropped.reading".to_string(), 7u64)]) },
+        Body::Heartbeat {
+            uptime_s: 3600,
+            counters: BTreeMap::from([("outbox.dropped.reading".to_string(), 7u64)]),
+        },
     ]
 }
 
@@ -71,16 +110,40 @@ fn dlq_raw_is_a_cbor_byte_string_and_base64_in_json() {
     let e = env(1, all_bodies().remove(6));
     let cbor = encode_cbor(&e).unwrap();
     let v: ciborium::Value = ciborium::from_reader(cbor.as_slice()).unwrap();
-    let body = v.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("body")).unwrap().1.clone();
-    let raw = body.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("raw")).unwrap().1.clone();
+    let body = v
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("body"))
+        .unwrap()
+        .1
+        .clone();
+    let raw = body
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("raw"))
+        .unwrap()
+        .1
+        .clone();
     assert_eq!(raw, ciborium::Value::Bytes(vec![0, 1, 2, 0xff, 0xfe, b'x']));
-    let kind = body.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("kind")).unwrap().1.clone();
+    let kind = body
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("kind"))
+        .unwrap()
+        .1
+        .clone();
     assert_eq!(kind, ciborium::Value::Text("dlq".into()));
 
     let json: serde_json::Value = serde_json::from_str(&encode_json(&e).unwrap()).unwrap();
     assert_eq!(json["body"]["raw"], "AAEC//54");
     assert_eq!(json["body"]["kind"], "dlq");
-    assert!(json["body"].get("topic").is_none(), "absent optionals are omitted");
+    assert!(
+        json["body"].get("topic").is_none(),
+        "absent optionals are omitted"
+    );
 }
 
 #[test]
@@ -89,7 +152,12 @@ fn decoders_ignore_unknown_fields_and_map_unknown_kinds_and_enum_values() {
         "body":{"kind":"reading","entity":"e","value":1,"quality":"suspicious","source":"s","ingest_time_ms":5,"future":{"x":1}}}"#;
     let e = decode_json(json).unwrap();
     match e.body {
-        Body::Reading { quality, source_seq, value, .. } => {
+        Body::Reading {
+            quality,
+            source_seq,
+            value,
+            ..
+        } => {
             assert_eq!(quality, Quality::Unknown);
             assert_eq!(source_seq, None);
             assert_eq!(value, 1.0);
@@ -113,15 +181,22 @@ fn decoders_ignore_unknown_fields_and_map_unknown_kinds_and_enum_values() {
 fn decode_cbor_rejects_trailing_bytes_and_garbage() {
     let mut cbor = encode_cbor(&env(1, all_bodies().remove(0))).unwrap();
     cbor.push(0);
-    assert!(matches!(decode_cbor(&cbor), Err(DecodeError::TrailingBytes(1))));
-    assert!(matches!(decode_cbor(&[0xff, 0x00]), Err(DecodeError::Cbor(_))));
+    assert!(matches!(
+        decode_cbor(&cbor),
+        Err(DecodeError::TrailingBytes(1))
+    ));
+    assert!(matches!(
+        decode_cbor(&[0xff, 0x00]),
+        Err(DecodeError::Cbor(_))
+    ));
 }
 
 fn stream_of(n: u64) -> (Vec<u8>, Vec<usize>) {
     let mut w = RecordWriter::new(Vec::new()).unwrap();
     let mut ends = Vec::new();
     for i in 0..n {
-        w.write(&env(i + 1, all_bodies()[(i as usize) % 8].clone())).unwrap();
+        w.write(&env(i + 1, all_bodies()[(i as usize) % 8].clone()))
+            .unwrap();
         ends.push(0);
     }
     let bytes = w.into_inner().unwrap();
@@ -139,9 +214,15 @@ fn stream_of(n: u64) -> (Vec<u8>, Vec<usize>) {
 #[test]
 fn stream_reader_round_trips() {
     let (bytes, _) = stream_of(9);
-    let got: Vec<Envelope> = RecordReader::new(Cursor::new(bytes)).unwrap().map(Result::unwrap).collect();
+    let got: Vec<Envelope> = RecordReader::new(Cursor::new(bytes))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(got.len(), 9);
-    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=9).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=9).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -149,7 +230,13 @@ fn truncated_stream_errors_on_the_last_record_only() {
     let (bytes, ends) = stream_of(5);
     let last_start = ends[3];
     // Cut inside the last frame's prefix, and inside its payload.
-    for cut in [last_start + 1, last_start + 7, last_start + 8, last_start + 9, bytes.len() - 1] {
+    for cut in [
+        last_start + 1,
+        last_start + 7,
+        last_start + 8,
+        last_start + 9,
+        bytes.len() - 1,
+    ] {
         let mut reader = RecordReader::new(Cursor::new(bytes[..cut].to_vec())).unwrap();
         for seq in 1..=4 {
             assert_eq!(reader.next().unwrap().unwrap().seq, seq, "cut {cut}");
@@ -167,8 +254,14 @@ fn truncated_stream_errors_on_the_last_record_only() {
     let reader = RecordReader::new(Cursor::new(bytes[..last_start].to_vec())).unwrap();
     assert_eq!(reader.map(Result::unwrap).count(), 4);
     // Header cut short or wrong.
-    assert!(matches!(RecordReader::new(Cursor::new(bytes[..5].to_vec())), Err(DecodeError::Truncated { .. })));
-    assert!(matches!(RecordReader::new(Cursor::new(b"PK\x03\x04rest".to_vec())), Err(DecodeError::BadMagic { .. })));
+    assert!(matches!(
+        RecordReader::new(Cursor::new(bytes[..5].to_vec())),
+        Err(DecodeError::Truncated { .. })
+    ));
+    assert!(matches!(
+        RecordReader::new(Cursor::new(b"PK\x03\x04rest".to_vec())),
+        Err(DecodeError::BadMagic { .. })
+    ));
 }
 
 #[test]
@@ -178,6 +271,10 @@ fn corrupt_payload_is_a_per_record_checksum_error() {
     let results: Vec<_> = RecordReader::new(Cursor::new(bytes)).unwrap().collect();
     assert_eq!(results.len(), 3);
     assert_eq!(results[0].as_ref().unwrap().seq, 1);
-    assert!(matches!(results[1], Err(DecodeError::Checksum { index: 1, .. })), "{:?}", results[1]);
+    assert!(
+        matches!(results[1], Err(DecodeError::Checksum { index: 1, .. })),
+        "{:?}",
+        results[1]
+    );
     assert_eq!(results[2].as_ref().unwrap().seq, 3);
 }
