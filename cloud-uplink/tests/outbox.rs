@@ -369,7 +369,8 @@ async fn failing_sink_does_not_block_another_and_records_wait_for_both() {
             .any(|s| s.name == "a" && s.oldest_undelivered_age_ms.is_none())
     })
     .await;
-    wait_until("sink b failing", || attempts_b.load(Ordering::SeqCst) >= 3).await;
+    // The 4th attempt starts only after the 3rd failure was recorded.
+    wait_until("sink b failing", || attempts_b.load(Ordering::SeqCst) >= 4).await;
     assert_eq!(read_dir_records(&dir_a).len(), 22);
     let stats = ob.stats().unwrap();
     // Readings: only A wants them, A confirmed: deleted. Alerts: B has not.
