@@ -27,7 +27,7 @@
 //! | table | key | value | meaning |
 //! |---|---|---|---|
 //! | `meta` | `&str` | `u64` | `next_seq` (next seq to assign, starts at 1); `bytes/<class>` (accounted bytes per class); `dropped/<class>` (records dropped by quota); `layout` (= [`LAYOUT_VERSION`]) |
-//! | `records/<class>` ×5 | `u64` seq | `&[u8]` | the record's CBOR [`Envelope`](crate::record::Envelope), exactly the wire bytes |
+//! | `records/<class>` ×5 | `u64` seq | `&[u8]` | the record's CBOR [`Envelope`], exactly the wire bytes |
 //! | `sinks` | `&str` sink name | `u8` | registered sinks and the [`ClassSet`] bit mask they want |
 //! | `cursors` | `(&str, u8)` (sink, class id) | `u64` | highest seq of that class confirmed by that sink (absent = 0) |
 //!
