@@ -1,2 +1,19 @@
-pub mod placeholder {}
+//! Vigil: an edge anomaly-detection agent.
+//!
+//! Modules follow the data's path:
+//! [`ingest`] → [`commit_log`] → [`pipeline`] (windows, features) → [`inference`] →
+//! [`alerts`] → uplink (the `cloud-uplink` crate's outbox and sinks).
+//! [`agent`] wires them together; [`config`], [`store`], [`dlq`] and [`metrics`] serve them all.
+
+pub mod agent;
+pub mod alerts;
+pub mod cli;
+pub mod commit_log;
+pub mod config;
+pub mod dlq;
 pub mod inference;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod reading;
+pub mod store;

@@ -1,1 +1,95 @@
-fn main() {}
+//! The `vigil` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use vigil::config::Config;
+
+/// Vigil: edge anomaly detection for plant sensors.
+#[derive(Parser)]
+#[command(name = "vigil", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent until SIGINT/SIGTERM (or until every finite source has finished).
+    Run {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print the effective pipeline.
+    CheckConfig {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// Inspect or replay the dead-letter queue of a stopped agent.
+    Dlq {
+        /// The configuration file (locates the state and the decoders).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// One line per dead letter: id, time, source, reason, topic, size.
+    List {
+        /// First id to show.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Everything about one dead letter, with the payload as text and hex.
+    Show { id: u64 },
+    /// Decode dead letters again with the current config; those that now decode are committed
+    /// as readings (processed at the next start) and removed from the DLQ.
+    Replay {
+        /// Only this id (default: all).
+        #[arg(long)]
+        id: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = match &cli.command {
+        Command::Run { config } | Command::CheckConfig { config } | Command::Dlq { config, .. } => config.clone(),
+    };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.agent.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Run { .. } => vigil::agent::run(config).map(|_| ()).map_err(|e| e.to_string()),
+        Command::CheckConfig { .. } => vigil::cli::check_config(&config).map_err(|e| e.to_string()),
+        Command::Dlq { action, .. } => match action {
+            DlqAction::List { from, limit } => vigil::cli::dlq_list(&config, from, limit),
+            DlqAction::Show { id } => vigil::cli::dlq_show(&config, id),
+            DlqAction::Replay { id } => vigil::cli::dlq_replay(&config, id),
+        }
+        .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

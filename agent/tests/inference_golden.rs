@@ -40,8 +40,8 @@ fn require_models() -> Vec<PathBuf> {
 #[test]
 fn golden_vectors_match_tensorflow() {
     for dir in require_models() {
-        let (rt, report) = ModelRuntime::load_verified(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let (rt, report) =
+            ModelRuntime::load_verified(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         eprintln!(
             "{} {}: {} windows, max |diff| {:.6} (mean {:.6}) vs tolerance {:.6}, \
              max score diff {:.6}",
@@ -60,8 +60,13 @@ fn golden_vectors_match_tensorflow() {
         let mut out = Vec::new();
         let mut rt = rt;
         let flat = rt.golden().flat_inputs();
-        rt.run_batch(&flat, rt.golden().inputs.len(), &mut out).unwrap();
-        assert!(out.iter().any(|v| v.abs() > 1e-3), "{}: all-zero outputs", dir.display());
+        rt.run_batch(&flat, rt.golden().inputs.len(), &mut out)
+            .unwrap();
+        assert!(
+            out.iter().any(|v| v.abs() > 1e-3),
+            "{}: all-zero outputs",
+            dir.display()
+        );
     }
 }
 
@@ -74,14 +79,25 @@ fn scoring_matches_the_model_pipeline() {
         let scale = m.manifest.score.error_scale;
         let g = &m.golden;
         let (Some(errors), Some(scores)) = (&g.errors, &g.scores) else {
-            eprintln!("{}: golden.json has no errors/scores, skipped", dir.display());
+            eprintln!(
+                "{}: golden.json has no errors/scores, skipped",
+                dir.display()
+            );
             continue;
         };
         for (i, (x, y)) in g.inputs.iter().zip(&g.outputs).enumerate() {
             let e = reconstruction_mse(x, y);
-            assert!((e - errors[i]).abs() <= 1e-5 * errors[i].max(1.0), "window {i}: {e} vs {}", errors[i]);
+            assert!(
+                (e - errors[i]).abs() <= 1e-5 * errors[i].max(1.0),
+                "window {i}: {e} vs {}",
+                errors[i]
+            );
             let s = mse_ratio_score(e, scale);
-            assert!((s - scores[i]).abs() <= 1e-6, "window {i}: {s} vs {}", scores[i]);
+            assert!(
+                (s - scores[i]).abs() <= 1e-6,
+                "window {i}: {s} vs {}",
+                scores[i]
+            );
         }
     }
 }
@@ -145,7 +161,9 @@ fn run_batch_rejects_inconsistent_arguments() {
     let mut rt = ModelRuntime::load(dir).unwrap();
     let w = rt.input_width();
     let mut out = vec![1.0];
-    let err = rt.run_batch(&vec![0.0; w * 2 - 1], 2, &mut out).unwrap_err();
+    let err = rt
+        .run_batch(&vec![0.0; w * 2 - 1], 2, &mut out)
+        .unwrap_err();
     assert!(matches!(err, InferenceError::BadBatch { .. }), "{err}");
     assert!(out.is_empty());
     rt.run_batch(&[], 0, &mut out).unwrap();
@@ -191,7 +209,10 @@ fn tampered_model_file_is_refused() {
         other => panic!("expected ChecksumMismatch, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("sha256 mismatch") && msg.contains(&m.manifest.sha256), "{msg}");
+    assert!(
+        msg.contains("sha256 mismatch") && msg.contains(&m.manifest.sha256),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -199,8 +220,7 @@ fn tampered_manifest_sha256_is_refused() {
     let dir = &require_models()[0];
     let tmp = copy_model(dir);
     let path = tmp.path().join("manifest.json");
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let real = v["sha256"].as_str().unwrap().to_string();
     let mut fake: Vec<u8> = real.clone().into_bytes();
     fake[0] = if fake[0] == b'0' { b'1' } else { b'0' };
@@ -227,8 +247,7 @@ fn golden_mismatch_is_reported() {
     let tmp = copy_model(dir);
     let m = VerifiedModel::load(tmp.path()).unwrap();
     let gpath = tmp.path().join(&m.manifest.golden);
-    let mut g: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&gpath).unwrap()).unwrap();
+    let mut g: serde_json::Value = serde_json::from_slice(&std::fs::read(&gpath).unwrap()).unwrap();
     let tol = g["tolerance"].as_f64().unwrap();
     let v = g["outputs"][1][5].as_f64().unwrap();
     g["outputs"][1][5] = (v + 10.0 * tol + 0.5).into();

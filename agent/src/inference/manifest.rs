@@ -205,7 +205,10 @@ impl Golden {
             }
         }
         if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
-            return Err(bad(format!("tolerance {} is not a finite value >= 0", self.tolerance)));
+            return Err(bad(format!(
+                "tolerance {} is not a finite value >= 0",
+                self.tolerance
+            )));
         }
         for (field, v) in [("errors", &self.errors), ("scores", &self.scores)] {
             if let Some(v) = v {
@@ -293,7 +296,10 @@ impl Manifest {
             return bad(format!("file {:?} must be a plain file name", self.file));
         }
         if !is_plain_file_name(&self.golden) {
-            return bad(format!("golden {:?} must be a plain file name", self.golden));
+            return bad(format!(
+                "golden {:?} must be a plain file name",
+                self.golden
+            ));
         }
         if self.sha256.len() != 64
             || !self
@@ -448,15 +454,31 @@ mod tests {
 
     #[test]
     fn rejects_contract_violations() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("schema", Box::new(|v| v["schema"] = 2.into())),
             ("sha256", Box::new(|v| v["sha256"] = "AB".repeat(32).into())),
             ("file", Box::new(|v| v["file"] = "../x.tflite".into())),
-            ("channel", Box::new(|v| v["input"]["channels"] = serde_json::json!(["a", "b"]))),
-            ("error_scale", Box::new(|v| v["score"]["error_scale"] = 0.0.into())),
-            ("thresholds", Box::new(|v| v["thresholds"]["review"] = 0.9.into())),
-            ("alpha", Box::new(|v| v["normalisation"]["alpha"] = 0.0.into())),
-            ("unknown variant", Box::new(|v| v["output"]["kind"] = "classifier".into())),
+            (
+                "channel",
+                Box::new(|v| v["input"]["channels"] = serde_json::json!(["a", "b"])),
+            ),
+            (
+                "error_scale",
+                Box::new(|v| v["score"]["error_scale"] = 0.0.into()),
+            ),
+            (
+                "thresholds",
+                Box::new(|v| v["thresholds"]["review"] = 0.9.into()),
+            ),
+            (
+                "alpha",
+                Box::new(|v| v["normalisation"]["alpha"] = 0.0.into()),
+            ),
+            (
+                "unknown variant",
+                Box::new(|v| v["output"]["kind"] = "classifier".into()),
+            ),
         ];
         for (needle, mutate) in cases {
             let mut v = sample();

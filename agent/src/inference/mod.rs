@@ -22,6 +22,7 @@
 
 use std::path::PathBuf;
 
+pub mod batcher;
 pub mod manifest;
 pub mod runtime;
 

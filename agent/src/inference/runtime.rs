@@ -123,8 +123,14 @@ impl Engine {
                 return Err(tf("load the model")(e));
             }
         };
-        let mut options = Options::default();
-        options.thread_count = 1;
+        // Not a struct literal: `Options` gains an `is_xnnpack_enabled` field with tflitec's
+        // xnnpack feature, and the default (off) is what we want.
+        #[allow(clippy::field_reassign_with_default)]
+        let options = {
+            let mut o = Options::default();
+            o.thread_count = 1;
+            o
+        };
         // SAFETY: `model` stays allocated until `Drop`, after the interpreter.
         let model_ref: &'static Model<'static> = unsafe { &*model };
         match Interpreter::new(model_ref, Some(options)) {
@@ -255,7 +261,9 @@ impl ModelRuntime {
         // Allocate for batch 1 so that the tensors can be inspected.
         self.ensure_batch(1)?;
         let interp = &*self.engine.interpreter;
-        let input = interp.input(0).map_err(self.tf_err("read the input tensor"))?;
+        let input = interp
+            .input(0)
+            .map_err(self.tf_err("read the input tensor"))?;
         let dims = input.shape().dimensions().clone();
         if input.data_type() != DataType::Float32 {
             return Err(self.shape_err(format!(
@@ -269,7 +277,9 @@ impl ModelRuntime {
                 self.width
             )));
         }
-        let output = interp.output(0).map_err(self.tf_err("read the output tensor"))?;
+        let output = interp
+            .output(0)
+            .map_err(self.tf_err("read the output tensor"))?;
         if output.data_type() != DataType::Float32 {
             return Err(self.shape_err(format!(
                 "output tensor is {:?}, manifest says float32",
@@ -329,7 +339,9 @@ impl ModelRuntime {
             .copy(inputs, 0)
             .map_err(self.tf_err("copy the input batch"))?;
         interp.invoke().map_err(self.tf_err("invoke"))?;
-        let output = interp.output(0).map_err(self.tf_err("read the output tensor"))?;
+        let output = interp
+            .output(0)
+            .map_err(self.tf_err("read the output tensor"))?;
         // Checked at load time, but the type decides how `data` is read: keep it local.
         if output.data_type() != DataType::Float32 {
             return Err(self.shape_err(format!("output tensor is {:?}", output.data_type())));
@@ -368,12 +380,18 @@ impl ModelRuntime {
         let mut max = (0.0f32, 0usize, 0usize); // (diff, window, element)
         let mut sum = 0.0f64;
         let mut max_score_diff = 0.0f64;
-        for (w, (x, want)) in self.golden.inputs.iter().zip(&self.golden.outputs).enumerate() {
+        for (w, (x, want)) in self
+            .golden
+            .inputs
+            .iter()
+            .zip(&self.golden.outputs)
+            .enumerate()
+        {
             let got = &out[w * self.width..(w + 1) * self.width];
             for (e, (&g, &t)) in got.iter().zip(want).enumerate() {
                 let d = (g - t).abs();
-                // NaN must fail, so compare with `!(d <= max)`.
-                if !(d <= max.0) {
+                // A NaN output must fail the check, so it wins the maximum.
+                if d.is_nan() || d > max.0 {
                     max = (d, w, e);
                 }
                 sum += f64::from(d);
@@ -383,7 +401,7 @@ impl ModelRuntime {
             max_score_diff = max_score_diff.max((s_got - s_want).abs());
         }
         let (max_abs_diff, window, element) = max;
-        if !(max_abs_diff <= tolerance) {
+        if max_abs_diff.is_nan() || max_abs_diff > tolerance {
             return Err(InferenceError::GoldenMismatch {
                 path: self.model_path.clone(),
                 max_abs_diff,
@@ -443,7 +461,10 @@ impl ModelRuntime {
 
     /// `mse_ratio` score of one window from its input `z` and the model's `reconstruction`.
     pub fn score(&self, z: &[f32], reconstruction: &[f32]) -> f64 {
-        mse_ratio_score(reconstruction_mse(z, reconstruction), self.manifest.score.error_scale)
+        mse_ratio_score(
+            reconstruction_mse(z, reconstruction),
+            self.manifest.score.error_scale,
+        )
     }
 }
 

@@ -58,6 +58,11 @@ pub struct SimulatorConfig {
     pub anomaly_every_s: u64,
     /// No anomaly starts before this many seconds of event time, so models can warm up.
     pub first_anomaly_after_s: u64,
+    /// How fast simulated time runs relative to wall-clock time when the agent drives the
+    /// simulator (1 = real time, 60 = one simulated minute per second).
+    pub speedup: f64,
+    /// Stop after this many simulated seconds (0 = run until the agent stops).
+    pub duration_s: u64,
 }
 
 impl Default for SimulatorConfig {
@@ -70,6 +75,8 @@ impl Default for SimulatorConfig {
             anomalies: true,
             anomaly_every_s: 300,
             first_anomaly_after_s: 120,
+            speedup: 1.0,
+            duration_s: 0,
         }
     }
 }
@@ -85,6 +92,9 @@ impl SimulatorConfig {
         }
         if self.period_ms == 0 || self.anomaly_every_s == 0 {
             return Err("simulator.period_ms and simulator.anomaly_every_s must be > 0".into());
+        }
+        if !(self.speedup.is_finite() && self.speedup > 0.0) {
+            return Err("simulator.speedup must be a positive number".into());
         }
         if self.entity_prefix.is_empty() {
             return Err("simulator.entity_prefix must not be empty".into());

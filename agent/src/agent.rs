@@ -1,0 +1,348 @@
+//! Wiring: starts every stage of the data path and stops them in order.
+//!
+//! ```text
+//! sources ──IngestBatch──▶ commit log ──WorkerMsg──▶ workers ──WindowJob──▶ batcher
+//! (mqtt, simulator)        (redb group commit,         (windows,              (TFLite, micro-
+//!    ▲                      acks after commit)          features)              batches)
+//!    └── PUBACK ◀──────────────┘   ▲                                             │
+//!                                  └──── Outputs (scores, alerts) ◀── alert stage ◀┘
+//!                                        outbox ──▶ sinks (directory, ...)
+//! ```
+//!
+//! Threads: one per source, the commit log, `pipeline.workers` workers, the batcher and the
+//! alert stage; a small tokio runtime runs the outbox sinks and signal handling.
+//!
+//! Shutdown (SIGINT/SIGTERM, or every source finished): sources stop taking input; the commit
+//! log commits what it has and closes the workers' queues; workers write a final checkpoint;
+//! inference and alerts drain; the commit log commits their outputs and exits; MQTT then sends
+//! the remaining acks and disconnects. Anything not delivered by the sinks stays in the outbox.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloud_uplink::{DirectorySink, Outbox, OutboxConfig, QuotaPolicy};
+use crossbeam_channel::{bounded, unbounded};
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::alerts::publish::{MqttPublisher, Publisher, StdoutPublisher};
+use crate::alerts::{self, EntityAlertState, Evaluator, Policy};
+use crate::commit_log::CommitLog;
+use crate::config::{Config, WhenFull};
+use crate::inference::batcher::{self, BatchLimits};
+use crate::inference::manifest::Thresholds;
+use crate::inference::{InferenceError, ModelRuntime};
+use crate::ingest::{self, mqtt, simulator_source, INGEST_QUEUE};
+use crate::metrics::Metrics;
+use crate::pipeline::features::Normalisation;
+use crate::pipeline::window::{EntityWindows, Geometry};
+use crate::pipeline::{partition_of, Worker, WorkerSettings};
+use crate::store::{self, DbContext, StoreError};
+
+/// Why the agent could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("model {path}: {source}")]
+    Model { path: String, source: InferenceError },
+    #[error("MQTT: {0}")]
+    Mqtt(#[from] mqtt::MqttSetupError),
+    #[error("MQTT subscription: {0}")]
+    Topic(#[from] ingest::topic::TemplateError),
+    #[error("uplink directory sink: {0}")]
+    Sink(#[from] cloud_uplink::SinkError),
+    #[error("cannot start a thread or runtime: {0}")]
+    Spawn(std::io::Error),
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+}
+
+/// Loads the configured model, verifying golden vectors when configured.
+pub fn load_model(config: &Config) -> Result<ModelRuntime, AgentError> {
+    let dir = &config.inference.model_dir;
+    let err = |source| AgentError::Model { path: dir.display().to_string(), source };
+    if config.inference.verify_golden {
+        let (runtime, report) = ModelRuntime::load_verified(dir).map_err(err)?;
+        tracing::info!(model = runtime.name(), version = runtime.version(), max_abs_diff = report.max_abs_diff, "model loaded; golden vectors verified");
+        Ok(runtime)
+    } else {
+        ModelRuntime::load(dir).map_err(err)
+    }
+}
+
+/// Effective thresholds: config overrides the manifest.
+pub fn thresholds(config: &Config, runtime: &ModelRuntime) -> Thresholds {
+    let m = runtime.manifest().thresholds;
+    Thresholds {
+        review: config.alerts.review_threshold.unwrap_or(m.review),
+        alert: config.alerts.alert_threshold.unwrap_or(m.alert),
+    }
+}
+
+/// Outbox settings from the config.
+pub fn outbox_config(config: &Config) -> OutboxConfig {
+    let mut c = OutboxConfig::default();
+    if config.uplink.outbox.quota_bytes > 0 {
+        c.quota_bytes = config.uplink.outbox.quota_bytes;
+    } else {
+        c.quota_bytes = u64::MAX / 4;
+    }
+    c.quota_policy = match config.uplink.outbox.when_full {
+        WhenFull::DropOldestReadings => QuotaPolicy::DropOldestReadings,
+        WhenFull::Backpressure => QuotaPolicy::Backpressure,
+    };
+    if let Some(dir) = &config.uplink.directory {
+        c.max_batch_records = dir.max_batch;
+    }
+    c
+}
+
+/// Runs the agent until a signal arrives or every source has finished.
+pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
+    let metrics = Arc::new(Metrics::default());
+    let db = store::open(&config.agent.data_dir)?;
+    let outbox = Arc::new(Outbox::open(db.clone(), config.agent.id.clone(), outbox_config(&config)).map_err(StoreError::from)?);
+    let runtime = load_model(&config)?;
+    let manifest = runtime.manifest().clone();
+    let policy = Policy {
+        thresholds: thresholds(&config, &runtime),
+        raise_after: config.alerts.raise_after,
+        clear_after: config.alerts.clear_after,
+        cooldown_ms: config.alerts.cooldown_s as i64 * 1000,
+    };
+
+    let workers_n = config.pipeline.workers;
+    let (ingest_tx, ingest_rx) = bounded(INGEST_QUEUE);
+    let (internal_tx, internal_rx) = unbounded();
+    let (jobs_tx, jobs_rx) = bounded(8192);
+    let (scored_tx, scored_rx) = bounded(256);
+
+    // Restore per-entity state, partitioned like the live routing.
+    let mut entity_states: Vec<HashMap<Arc<str>, EntityWindows>> = vec![HashMap::new(); workers_n];
+    let mut alert_states: HashMap<Arc<str>, EntityAlertState> = HashMap::new();
+    {
+        let txn = db.begin_read().doing("restoring state")?;
+        let t = txn.open_table(store::ENTITY_STATE).doing("restoring state")?;
+        for row in t.iter().doing("restoring state")? {
+            let (k, v) = row.doing("restoring state")?;
+            let state: EntityWindows = store::from_cbor("entity_state", k.value(), v.value())?;
+            entity_states[partition_of(k.value(), workers_n)].insert(Arc::from(k.value()), state);
+        }
+        let t = txn.open_table(store::ALERT_STATE).doing("restoring state")?;
+        for row in t.iter().doing("restoring state")? {
+            let (k, v) = row.doing("restoring state")?;
+            alert_states.insert(Arc::from(k.value()), store::from_cbor("alert_state", k.value(), v.value())?);
+        }
+    }
+    let restored: usize = entity_states.iter().map(|m| m.len()).sum();
+    if restored > 0 {
+        tracing::info!(entities = restored, "restored window and feature state");
+    }
+
+    let settings = WorkerSettings {
+        geometry: Geometry::from(&config.pipeline.window),
+        normalisation: Normalisation {
+            alpha: manifest.normalisation.alpha,
+            min_std: manifest.normalisation.min_std,
+            clip: manifest.normalisation.clip,
+            warmup: manifest.normalisation.warmup,
+            width: runtime.input_width(),
+        },
+        checkpoint_interval: Duration::from_millis(config.pipeline.checkpoint_interval_ms),
+    };
+    let mut threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = Vec::new();
+    let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new().name(format!("vigil-{name}")).spawn(f).map_err(AgentError::Spawn)
+    };
+
+    let mut worker_txs = Vec::with_capacity(workers_n);
+    for (index, entities) in entity_states.into_iter().enumerate() {
+        let (tx, rx) = bounded(1024);
+        worker_txs.push(tx);
+        let worker = Worker {
+            index,
+            settings,
+            entities,
+            inbox: rx,
+            to_inference: jobs_tx.clone(),
+            to_commit_log: internal_tx.clone(),
+            metrics: metrics.clone(),
+        };
+        threads.push(("worker", spawn("worker", Box::new(move || worker.run()))?));
+    }
+    drop(jobs_tx);
+
+    let limits = BatchLimits { max_batch: config.inference.max_batch, max_wait: Duration::from_millis(config.inference.max_wait_ms) };
+    {
+        let metrics = metrics.clone();
+        threads.push(("inference", spawn("inference", Box::new(move || batcher::run(runtime, limits, jobs_rx, scored_tx, metrics)))?));
+    }
+
+    // MQTT client (ingest and alert publishing share one connection).
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (drained_tx, drained_rx) = tokio::sync::watch::channel(false);
+    let mut publishers: Vec<Box<dyn Publisher>> = Vec::new();
+    if config.alerts.print {
+        publishers.push(Box::new(StdoutPublisher));
+    }
+    if let Some(mqtt_cfg) = &config.mqtt {
+        let routes = config
+            .ingest
+            .mqtt
+            .iter()
+            .map(|s| mqtt::Route::new(s, &config.validation))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (client, eventloop) = mqtt::client(mqtt::options(mqtt_cfg, &config.agent.id)?);
+        publishers.push(Box::new(MqttPublisher {
+            client: client.clone(),
+            agent: config.agent.id.clone(),
+            alert_topic: config.alerts.topic.clone(),
+            review_topic: config.alerts.review_topic.clone(),
+        }));
+        let backoff = mqtt::Backoff { min: Duration::from_millis(mqtt_cfg.reconnect_min_ms), max: Duration::from_millis(mqtt_cfg.reconnect_max_ms) };
+        let ingest_tx = ingest_tx.clone();
+        let metrics = metrics.clone();
+        let (stop_rx, drained_rx) = (stop_rx.clone(), drained_rx.clone());
+        threads.push((
+            "mqtt",
+            spawn("mqtt", Box::new(move || {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(mqtt::run(eventloop, client, routes, ingest_tx, metrics, backoff, stop_rx, drained_rx)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the MQTT runtime"),
+                }
+            }))?,
+        ));
+    }
+
+    let evaluator = Evaluator { agent: config.agent.id.clone(), policy, states: alert_states };
+    {
+        let (metrics, internal_tx) = (metrics.clone(), internal_tx.clone());
+        threads.push(("alerts", spawn("alerts", Box::new(move || alerts::run(evaluator, scored_rx, internal_tx, publishers, metrics)))?));
+    }
+    drop(internal_tx);
+
+    if let Some(sim) = config.ingest.simulator.clone() {
+        let (tx, stop) = (ingest_tx.clone(), stop.clone());
+        threads.push(("simulator", spawn("simulator", Box::new(move || simulator_source::run(sim, tx, stop)))?));
+    }
+    drop(ingest_tx);
+
+    let commit_log = CommitLog {
+        db: db.clone(),
+        outbox: outbox.clone(),
+        ingest: ingest_rx,
+        internal: internal_rx,
+        workers: worker_txs,
+        metrics: metrics.clone(),
+        commit_interval: Duration::from_millis(config.pipeline.commit_interval_ms),
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let commit_handle = std::thread::Builder::new()
+        .name("vigil-commit-log".into())
+        .spawn(move || {
+            let result = commit_log.run();
+            let _ = done_tx.send(());
+            result
+        })
+        .map_err(AgentError::Spawn)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("vigil-io")
+        .build()
+        .map_err(AgentError::Spawn)?;
+    let (sink_stop_tx, sink_stop_rx) = tokio::sync::watch::channel(false);
+    let mut sink_tasks = Vec::new();
+    if let Some(dir) = &config.uplink.directory {
+        let sink = DirectorySink::new("directory", dir.path.clone())?;
+        let mut stop = sink_stop_rx.clone();
+        let outbox = outbox.clone();
+        sink_tasks.push(rt.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = outbox.run_sink(sink, shutdown).await {
+                tracing::error!(error = %e, "directory sink stopped");
+            }
+        }));
+    }
+
+    let status_metrics = metrics.clone();
+    rt.block_on(async {
+        let mut status = tokio::time::interval(Duration::from_secs(10));
+        status.tick().await;
+        let mut done_rx = done_rx;
+        loop {
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    tracing::info!("shutdown requested");
+                    break;
+                }
+                _ = &mut done_rx => break,
+                _ = status.tick() => log_status(&status_metrics),
+            }
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let result = commit_handle.join().map_err(|_| AgentError::Panicked("commit-log"))?;
+    let _ = drained_tx.send(true);
+    for (name, handle) in threads {
+        handle.join().map_err(|_| AgentError::Panicked(name))?;
+    }
+    let _ = sink_stop_tx.send(true);
+    rt.block_on(async {
+        for t in sink_tasks {
+            let _ = t.await;
+        }
+    });
+    log_status(&metrics);
+    result?;
+    tracing::info!("stopped");
+    Ok(metrics)
+}
+
+fn log_status(m: &Metrics) {
+    tracing::info!(
+        readings = m.readings_in.get(),
+        dlq = m.dlq.snapshot().iter().map(|(_, c)| c).sum::<u64>(),
+        late = m.late_readings.get(),
+        windows = m.windows_emitted.get(),
+        scored = m.windows_scored.get(),
+        batches = m.inference_batches.get(),
+        alerts = m.alerts_raised.get(),
+        score_p99_us = m.score_latency.quantile_us(0.99),
+        "status"
+    );
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Convenience for tools: the path of the state database under a data dir.
+pub fn state_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("state.redb")
+}

@@ -1,0 +1,263 @@
+//! The alert stage: scores become bands, bands become alerts.
+//!
+//! For each scored window (in per-entity order) the [`Evaluator`]:
+//!
+//! 1. skips windows at or before the entity's last evaluated window end (the commit log's
+//!    recovery may score a window twice; its outputs were already committed);
+//! 2. maps the score to a band with the thresholds (config overrides the model manifest);
+//! 3. applies hysteresis — raise after `raise_after` consecutive alert-band windows, clear after
+//!    `clear_after` consecutive windows below it — and a per-entity cooldown after a clear;
+//! 4. emits a review event for a review-band window (at most one per entity per cooldown).
+//!
+//! The stage thread commits every score record, every alert record and the changed hysteresis
+//! state in one [`Outputs`] write, then hands alert and review messages to the publishers
+//! ([`publish`]): MQTT topics and standard output.
+
+pub mod publish;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cloud_uplink::{AlertState, Body, ModelRef};
+use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
+
+use crate::commit_log::{InternalWrite, Outputs};
+use crate::inference::batcher::ScoredWindow;
+use crate::inference::manifest::{Band, Thresholds};
+use crate::metrics::Metrics;
+use publish::Publisher;
+
+pub fn band_name(band: Band) -> &'static str {
+    match band {
+        Band::Normal => "normal",
+        Band::Review => "review",
+        Band::Alert => "alert",
+    }
+}
+
+/// Hysteresis and cooldown settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub thresholds: Thresholds,
+    pub raise_after: u32,
+    pub clear_after: u32,
+    pub cooldown_ms: i64,
+}
+
+/// Per-entity hysteresis state (persisted in `alert_state`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EntityAlertState {
+    pub last_window_end_ms: i64,
+    pub consecutive_alert: u32,
+    pub consecutive_below: u32,
+    pub raised: bool,
+    pub cooldown_until_ms: i64,
+    pub last_review_ms: Option<i64>,
+}
+
+/// A message for people and machines: an alert raised or cleared, or a review-band window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertMessage {
+    pub agent: String,
+    pub entity: String,
+    /// `raised`, `cleared` or `review`.
+    pub state: &'static str,
+    pub band: &'static str,
+    pub score: f64,
+    pub error: f64,
+    pub window_end_ms: i64,
+    pub model: ModelRef,
+    pub message: String,
+}
+
+/// What one window produced.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub records: Vec<(i64, Body)>,
+    pub messages: Vec<AlertMessage>,
+}
+
+/// Pure hysteresis logic over all entities.
+pub struct Evaluator {
+    pub agent: String,
+    pub policy: Policy,
+    pub states: HashMap<Arc<str>, EntityAlertState>,
+}
+
+impl Evaluator {
+    /// Evaluates one window; returns `None` if it was already evaluated before a restart.
+    pub fn evaluate(&mut self, w: &ScoredWindow, out: &mut Evaluation) -> Option<()> {
+        let p = self.policy;
+        let state = self.states.entry(w.entity.clone()).or_default();
+        if w.window_end_ms <= state.last_window_end_ms {
+            return None;
+        }
+        state.last_window_end_ms = w.window_end_ms;
+        let band = p.thresholds.band(w.score);
+        out.records.push((
+            w.window_end_ms,
+            Body::Score {
+                entity: w.entity.to_string(),
+                window_end_ms: w.window_end_ms,
+                score: w.score,
+                error: Some(w.error),
+                band: band_name(band).to_string(),
+                model: (*w.model).clone(),
+            },
+        ));
+        let message = |state_name: &'static str, text: String| AlertMessage {
+            agent: self.agent.clone(),
+            entity: w.entity.to_string(),
+            state: state_name,
+            band: band_name(band),
+            score: w.score,
+            error: w.error,
+            window_end_ms: w.window_end_ms,
+            model: (*w.model).clone(),
+            message: text,
+        };
+        let mut transition = None;
+        if band == Band::Alert {
+            state.consecutive_alert += 1;
+            state.consecutive_below = 0;
+            if !state.raised && state.consecutive_alert >= p.raise_after && w.window_end_ms >= state.cooldown_until_ms {
+                state.raised = true;
+                transition = Some((AlertState::Raised, message(
+                    "raised",
+                    format!("anomaly on {}: score {:.3} >= {:.3} for {} windows", w.entity, w.score, p.thresholds.alert, state.consecutive_alert),
+                )));
+            }
+        } else {
+            state.consecutive_alert = 0;
+            if state.raised {
+                state.consecutive_below += 1;
+                if state.consecutive_below >= p.clear_after {
+                    state.raised = false;
+                    state.consecutive_below = 0;
+                    state.cooldown_until_ms = w.window_end_ms + p.cooldown_ms;
+                    transition = Some((AlertState::Cleared, message(
+                        "cleared",
+                        format!("{} back below the alert threshold for {} windows", w.entity, p.clear_after),
+                    )));
+                }
+            }
+            if band == Band::Review && !state.raised && state.last_review_ms.is_none_or(|t| w.window_end_ms - t >= p.cooldown_ms) {
+                state.last_review_ms = Some(w.window_end_ms);
+                out.messages.push(message("review", format!("{} needs review: score {:.3}", w.entity, w.score)));
+            }
+        }
+        if let Some((alert_state, msg)) = transition {
+            out.records.push((
+                w.window_end_ms,
+                Body::Alert {
+                    entity: w.entity.to_string(),
+                    state: alert_state,
+                    band: band_name(band).to_string(),
+                    score: w.score,
+                    model: (*w.model).clone(),
+                    message: msg.message.clone(),
+                },
+            ));
+            out.messages.push(msg);
+        }
+        Some(())
+    }
+}
+
+/// The alert stage thread: runs until inference disconnects.
+pub fn run(
+    mut evaluator: Evaluator,
+    scored: Receiver<Vec<ScoredWindow>>,
+    to_commit_log: Sender<InternalWrite>,
+    publishers: Vec<Box<dyn Publisher>>,
+    metrics: Arc<Metrics>,
+) {
+    while let Ok(batch) = scored.recv() {
+        let mut out = Evaluation::default();
+        let mut changed: Vec<Arc<str>> = Vec::with_capacity(batch.len());
+        for w in &batch {
+            if evaluator.evaluate(w, &mut out).is_some() {
+                changed.push(w.entity.clone());
+            }
+            metrics.score_latency.record(w.trigger_ingest.elapsed());
+        }
+        for m in &out.messages {
+            match m.state {
+                "raised" => metrics.alerts_raised.inc(),
+                "cleared" => metrics.alerts_cleared.inc(),
+                _ => metrics.review_events.inc(),
+            }
+            for p in &publishers {
+                p.publish(m);
+            }
+        }
+        let alert_states = changed
+            .iter()
+            .filter_map(|e| evaluator.states.get(e).map(|s| (e.to_string(), crate::store::to_cbor(s))))
+            .collect();
+        if to_commit_log.send(InternalWrite::Outputs(Outputs { records: out.records, alert_states })).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn window(t: i64, score: f64) -> ScoredWindow {
+        ScoredWindow {
+            entity: Arc::from("e"),
+            window_end_ms: t,
+            error: score,
+            score,
+            model: Arc::new(ModelRef { name: "m".into(), version: "1".into(), sha256: "00".into() }),
+            trigger_ingest: Instant::now(),
+        }
+    }
+
+    fn evaluator() -> Evaluator {
+        Evaluator {
+            agent: "a".into(),
+            policy: Policy { thresholds: Thresholds { review: 0.5, alert: 0.8 }, raise_after: 2, clear_after: 2, cooldown_ms: 10_000 },
+            states: HashMap::new(),
+        }
+    }
+
+    fn states(ev: &mut Evaluator, scores: &[(i64, f64)]) -> Vec<&'static str> {
+        let mut out = Evaluation::default();
+        for &(t, s) in scores {
+            ev.evaluate(&window(t, s), &mut out);
+        }
+        out.messages.iter().map(|m| m.state).collect()
+    }
+
+    #[test]
+    fn hysteresis_raise_and_clear() {
+        let mut ev = evaluator();
+        assert_eq!(states(&mut ev, &[(1000, 0.9)]), Vec::<&str>::new());
+        assert_eq!(states(&mut ev, &[(2000, 0.9)]), vec!["raised"]);
+        assert_eq!(states(&mut ev, &[(3000, 0.9), (4000, 0.1)]), Vec::<&str>::new());
+        assert_eq!(states(&mut ev, &[(5000, 0.1)]), vec!["cleared"]);
+    }
+
+    #[test]
+    fn cooldown_blocks_reraise_and_duplicates_are_skipped() {
+        let mut ev = evaluator();
+        states(&mut ev, &[(1000, 0.9), (2000, 0.9), (3000, 0.1), (4000, 0.1)]);
+        // Cleared at 4000: cooldown until 14000.
+        assert_eq!(states(&mut ev, &[(5000, 0.9), (6000, 0.9)]), Vec::<&str>::new());
+        assert_eq!(states(&mut ev, &[(15_000, 0.9)]), vec!["raised"]);
+        let mut out = Evaluation::default();
+        assert!(ev.evaluate(&window(15_000, 0.9), &mut out).is_none());
+        assert!(out.records.is_empty());
+    }
+
+    #[test]
+    fn review_band_is_rate_limited() {
+        let mut ev = evaluator();
+        assert_eq!(states(&mut ev, &[(1000, 0.6), (2000, 0.6), (12_000, 0.6)]), vec!["review", "review"]);
+    }
+}

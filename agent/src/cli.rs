@@ -1,0 +1,167 @@
+//! Implementations of the `vigil` subcommands that do not run the agent.
+
+use std::fmt::Write as _;
+
+use redb::ReadableTable;
+
+use crate::agent::{load_model, thresholds, AgentError};
+use crate::commit_log::reading_body;
+use crate::config::Config;
+use crate::dlq::DlqEntry;
+use crate::ingest::mqtt::{decode_publish, Route};
+use crate::reading::{now_ms, SourceKind};
+use crate::store::{self, DbContext};
+
+/// Errors of the offline commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("no dead letter with id {0}")]
+    NoSuchDlq(u64),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// `vigil check-config`: validates (including loading and verifying the model) and prints the
+/// effective pipeline.
+pub fn check_config(config: &Config) -> Result<(), CliError> {
+    let runtime = load_model(config)?;
+    let t = thresholds(config, &runtime);
+    let m = runtime.manifest();
+    let mut s = String::new();
+    let _ = writeln!(s, "config OK — agent `{}`, state in {}", config.agent.id, config.agent.data_dir.display());
+    let _ = writeln!(s, "ingest:");
+    if let Some(mqtt) = &config.mqtt {
+        let tls = match &mqtt.tls {
+            Some(t) if t.client_cert_file.is_some() => "mutual TLS",
+            Some(_) => "TLS",
+            None => "plain TCP",
+        };
+        let _ = writeln!(s, "  mqtt broker {}:{} ({tls}), clean_session={}, QoS 1 with acks after commit", mqtt.host, mqtt.port, mqtt.clean_session);
+        for sub in &config.ingest.mqtt {
+            let route = Route::new(sub, &config.validation).map_err(|e| CliError::Config(e.to_string()))?;
+            let _ = writeln!(
+                s,
+                "  - subscribe {:<32} format={:?} entity={}",
+                route.template.filter(),
+                sub.format,
+                sub.entity.as_deref().unwrap_or("<topic>")
+            );
+        }
+    }
+    if let Some(sim) = &config.ingest.simulator {
+        let _ = writeln!(s, "  simulator: {} machines × 3 sensors every {} ms, speedup {}", sim.machines, sim.period_ms, sim.speedup);
+    }
+    let v = &config.validation;
+    let _ = writeln!(s, "validation: payload <= {} B, event time within -{} s / +{} s, known entities: {}", v.max_payload_bytes, v.max_past_skew_s, v.max_future_skew_s, if v.known_entities.is_empty() { "any".to_string() } else { v.known_entities.len().to_string() });
+    let p = &config.pipeline;
+    let _ = writeln!(s, "pipeline: {} workers (partitioned by entity hash), checkpoint every {} ms", p.workers, p.checkpoint_interval_ms);
+    let _ = writeln!(s, "  sliding windows: size {} ms, hop {} ms, lateness {} ms, late readings: {:?}", p.window.size_ms, p.window.hop_ms, p.window.allowed_lateness_ms, p.window.late_policy);
+    let _ = writeln!(s, "inference: {} {} (sha256 {}), width {}, micro-batches of <= {} windows / {} ms", m.name, m.version, m.sha256, runtime.input_width(), config.inference.max_batch, config.inference.max_wait_ms);
+    let _ = writeln!(s, "  normalisation: ewma alpha {}, warm-up {} readings", m.normalisation.alpha, m.normalisation.warmup);
+    let a = &config.alerts;
+    let _ = writeln!(s, "alerts: review >= {}, alert >= {}, raise after {}, clear after {}, cooldown {} s", t.review, t.alert, a.raise_after, a.clear_after, a.cooldown_s);
+    if config.mqtt.is_some() {
+        let _ = writeln!(s, "  publish to `{}`, review events to `{}`", a.topic, a.review_topic);
+    }
+    let _ = writeln!(s, "uplink: outbox quota {}, when full: {:?}", if config.uplink.outbox.quota_bytes == 0 { "unlimited".to_string() } else { format!("{} B", config.uplink.outbox.quota_bytes) }, config.uplink.outbox.when_full);
+    if let Some(d) = &config.uplink.directory {
+        let _ = writeln!(s, "  directory sink: {}", d.path.display());
+    }
+    print!("{s}");
+    Ok(())
+}
+
+fn open(config: &Config) -> Result<std::sync::Arc<redb::Database>, CliError> {
+    Ok(store::open(&config.agent.data_dir)?)
+}
+
+/// `vigil dlq list`
+pub fn dlq_list(config: &Config, from: u64, limit: usize) -> Result<(), CliError> {
+    let db = open(config)?;
+    let entries = store::dlq_entries(&db, from, limit)?;
+    if entries.is_empty() {
+        println!("DLQ is empty");
+    }
+    for (id, e) in entries {
+        println!("{id:>8}  {}  {:<9}  {:<15} {:<40} {} B  {}", e.received_ms, e.source.as_str(), e.reason.as_str(), e.topic, e.raw.len(), e.detail);
+    }
+    Ok(())
+}
+
+/// `vigil dlq show ID`
+pub fn dlq_show(config: &Config, id: u64) -> Result<(), CliError> {
+    let db = open(config)?;
+    let (found, e) = store::dlq_entries(&db, id, 1)?.into_iter().next().ok_or(CliError::NoSuchDlq(id))?;
+    if found != id {
+        return Err(CliError::NoSuchDlq(id));
+    }
+    println!("id:       {id}");
+    println!("received: {} ms", e.received_ms);
+    println!("source:   {}", e.source.as_str());
+    println!("topic:    {}", e.topic);
+    println!("reason:   {}", e.reason);
+    println!("detail:   {}", e.detail);
+    println!("bytes:    {}", e.raw.len());
+    println!("text:     {}", String::from_utf8_lossy(&e.raw).escape_debug());
+    println!("hex:      {}", hex::encode(&e.raw));
+    Ok(())
+}
+
+/// `vigil dlq replay`: see [`crate::dlq`].
+pub fn dlq_replay(config: &Config, only: Option<u64>) -> Result<(), CliError> {
+    let db = open(config)?;
+    let outbox = cloud_uplink::Outbox::open(db.clone(), config.agent.id.clone(), crate::agent::outbox_config(config))
+        .map_err(store::StoreError::from)?;
+    let routes: Vec<Route> = config
+        .ingest
+        .mqtt
+        .iter()
+        .map(|s| Route::new(s, &config.validation))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    let txn = db.begin_write().doing("replaying the DLQ")?;
+    let (mut replayed, mut still_bad) = (0usize, 0usize);
+    {
+        let mut dlq = txn.open_table(store::DLQ).doing("replaying the DLQ")?;
+        let mut journal = txn.open_table(store::JOURNAL).doing("replaying the DLQ")?;
+        let mut meta = txn.open_table(store::META).doing("replaying the DLQ")?;
+        let mut next_seq = store::meta_get(&meta, store::NEXT_SEQ)?.max(1);
+        let mut entries: Vec<(u64, DlqEntry)> = Vec::new();
+        for row in dlq.iter().doing("replaying the DLQ")? {
+            let (k, v) = row.doing("replaying the DLQ")?;
+            if only.is_none_or(|id| id == k.value()) {
+                entries.push((k.value(), store::from_cbor("dlq", k.value(), v.value())?));
+            }
+        }
+        for (id, entry) in entries {
+            if entry.source != SourceKind::Mqtt {
+                // Late readings and other pipeline dead letters are kept for inspection.
+                still_bad += 1;
+                continue;
+            }
+            let batch = decode_publish(&routes, &entry.topic, &entry.raw, now_ms());
+            if !batch.rejects.is_empty() || batch.readings.is_empty() {
+                let why = batch.rejects.first().map(|r| format!("{}: {}", r.reason, r.detail)).unwrap_or_default();
+                println!("{id}: still rejected ({why})");
+                still_bad += 1;
+                continue;
+            }
+            for mut reading in batch.readings {
+                reading.seq = next_seq;
+                next_seq += 1;
+                journal.insert(reading.seq, store::to_cbor(&reading).as_slice()).doing("replaying the DLQ")?;
+                outbox.append(&txn, reading.event_time_ms, reading_body(&reading)).map_err(store::StoreError::from)?;
+            }
+            dlq.remove(id).doing("replaying the DLQ")?;
+            replayed += 1;
+        }
+        meta.insert(store::NEXT_SEQ, next_seq).doing("replaying the DLQ")?;
+    }
+    txn.commit().doing("replaying the DLQ")?;
+    println!("replayed {replayed} dead letters into the commit log (processed at the next start); {still_bad} remain");
+    Ok(())
+}

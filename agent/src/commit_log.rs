@@ -1,0 +1,383 @@
+//! The commit log: where every input becomes durable before anything acknowledges it.
+//!
+//! # Design constraints
+//!
+//! - **Nothing acknowledged is lost.** A source (e.g. the MQTT client with manual acks) hands
+//!   over an [`IngestBatch`] with an `on_commit` callback; the callback runs only after the
+//!   write transaction holding the batch's readings (journal + outbox) and dead letters (DLQ +
+//!   outbox) has committed with `Durability::Immediate`.
+//! - **Group commit.** One dedicated thread owns all of the agent's write transactions. It takes
+//!   everything queued — ingest batches, worker checkpoints, scores and alerts — into one
+//!   transaction, so the fsync cost is shared by many readings. `pipeline.commit_interval_ms`
+//!   optionally lets it wait to fill bigger groups.
+//! - **No deadlock between stages.** Ingest arrives on a bounded channel (backpressure to the
+//!   sources); pipeline-internal writes arrive on an unbounded channel that is always served
+//!   first. Internal producers are bounded upstream by the bounded ingest channel and the
+//!   bounded worker/inference queues, so the unbounded channel cannot grow without limit.
+//!
+//! # Recovery
+//!
+//! Every committed reading gets the next ingest seq and is stored in the `journal` table. After
+//! the commit, readings are routed to workers with the highest committed seq (`through`). Workers
+//! checkpoint entity state stamped with the seq through which it is complete; the journal is
+//! trimmed below the smallest `through` of every worker's latest checkpoint in this run. At start
+//! the whole remaining journal is routed to the workers again; each entity skips the readings its
+//! restored state already contains ([`crate::pipeline::window::EntityWindows::applied_through`]).
+//! The alert stage likewise skips windows it already evaluated, so a kill -9 neither loses nor
+//! duplicates scores and alerts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloud_uplink::{Body, Outbox};
+use crossbeam_channel::{select_biased, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+
+use crate::dlq::DlqEntry;
+use crate::ingest::IngestBatch;
+use crate::metrics::Metrics;
+use crate::pipeline::features::Features;
+use crate::pipeline::{partition_of, WorkerMsg};
+use crate::reading::Reading;
+use crate::store::{self, DbContext, StoreError};
+
+/// Window state of the entities one worker changed, complete through commit-log seq `through`.
+pub struct Checkpoint {
+    pub worker: usize,
+    pub through: u64,
+    /// `(entity, CBOR EntityWindows, latest features)`.
+    pub rows: Vec<(String, Vec<u8>, Option<Features>)>,
+}
+
+/// Outputs of the alert stage, committed together so they are exactly-once across restarts.
+pub struct Outputs {
+    /// `(event time, record)` for the outbox: scores, alerts, review events.
+    pub records: Vec<(i64, Body)>,
+    /// `(entity, CBOR alert state)` rows.
+    pub alert_states: Vec<(String, Vec<u8>)>,
+}
+
+/// Writes from inside the pipeline (served before ingest).
+pub enum InternalWrite {
+    Checkpoint(Checkpoint),
+    Outputs(Outputs),
+    DeadLetters(Vec<DlqEntry>),
+}
+
+/// Most readings in one group commit; bounds transaction size and the latency of the group.
+const MAX_GROUP_READINGS: usize = 8192;
+/// How long to wait before retrying a group the outbox refused for its quota.
+const BACKPRESSURE_RETRY: Duration = Duration::from_millis(100);
+
+/// The commit-log thread's state.
+pub struct CommitLog {
+    pub db: Arc<Database>,
+    pub outbox: Arc<Outbox>,
+    pub ingest: Receiver<IngestBatch>,
+    pub internal: Receiver<InternalWrite>,
+    pub workers: Vec<Sender<WorkerMsg>>,
+    pub metrics: Arc<Metrics>,
+    pub commit_interval: Duration,
+}
+
+#[derive(Default)]
+struct Group {
+    batches: Vec<IngestBatch>,
+    readings: usize,
+    internal: Vec<InternalWrite>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.internal.is_empty()
+    }
+}
+
+impl CommitLog {
+    /// Runs until both channels are disconnected (sources stopped and the pipeline drained).
+    /// Returns an error only for storage failures; the agent must then stop without acking.
+    pub fn run(mut self) -> Result<(), StoreError> {
+        let mut through = self.recover()?;
+        let mut checkpoints: Vec<u64> = vec![0; self.workers.len()];
+        let mut ingest_open = true;
+        loop {
+            let Some(group) = self.gather(&mut ingest_open) else { break };
+            if !ingest_open && !self.workers.is_empty() && group.batches.is_empty() {
+                // Sources are gone and everything they sent is routed: let workers drain and exit.
+                self.workers.clear();
+            }
+            if group.is_empty() {
+                continue;
+            }
+            let committed = self.commit(group, &mut through, &mut checkpoints)?;
+            self.after_commit(committed, through);
+        }
+        Ok(())
+    }
+
+    /// Re-routes the journal (readings not yet covered by a checkpoint) to the workers.
+    fn recover(&mut self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().doing("reading the journal")?;
+        let table = txn.open_table(store::JOURNAL).doing("reading the journal")?;
+        let mut replayed = 0u64;
+        let mut last = 0u64;
+        let mut chunk: Vec<Reading> = Vec::with_capacity(1024);
+        for row in table.iter().doing("reading the journal")? {
+            let (k, v) = row.doing("reading the journal")?;
+            let reading: Reading = store::from_cbor("journal", k.value(), v.value())?;
+            last = k.value();
+            chunk.push(reading);
+            if chunk.len() == 1024 {
+                replayed += chunk.len() as u64;
+                self.route(std::mem::take(&mut chunk), last);
+            }
+        }
+        replayed += chunk.len() as u64;
+        self.route(chunk, last);
+        let meta = txn.open_table(store::META).doing("reading meta")?;
+        let next = meta.get(store::NEXT_SEQ).doing("reading meta")?.map(|g| g.value()).unwrap_or(1);
+        if replayed > 0 {
+            tracing::info!(replayed, "recovery: re-routed journal readings newer than the last checkpoint");
+        }
+        Ok(next.saturating_sub(1).max(last))
+    }
+
+    /// Waits for the first write, then takes everything else already queued (internal first).
+    /// `None` when there is nothing left to do.
+    fn gather(&self, ingest_open: &mut bool) -> Option<Group> {
+        let mut group = Group::default();
+        let first_wait = Duration::from_millis(200);
+        // Block for the first item.
+        if *ingest_open {
+            select_biased! {
+                recv(self.internal) -> m => match m {
+                    Ok(w) => group.internal.push(w),
+                    Err(_) => {}
+                },
+                recv(self.ingest) -> m => match m {
+                    Ok(b) => { group.readings += b.readings.len(); group.batches.push(b) }
+                    Err(_) => *ingest_open = false,
+                },
+                default(first_wait) => {}
+            }
+        } else {
+            match self.internal.recv_timeout(first_wait) {
+                Ok(w) => group.internal.push(w),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        let deadline = Instant::now() + self.commit_interval;
+        loop {
+            loop {
+                match self.internal.try_recv() {
+                    Ok(w) => group.internal.push(w),
+                    Err(_) => break,
+                }
+            }
+            while *ingest_open && group.readings < MAX_GROUP_READINGS {
+                match self.ingest.try_recv() {
+                    Ok(b) => {
+                        group.readings += b.readings.len();
+                        group.batches.push(b);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => *ingest_open = false,
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline || group.readings >= MAX_GROUP_READINGS || !*ingest_open {
+                break;
+            }
+            // Wait for more until the commit interval is used up.
+            match self.ingest.recv_timeout(deadline - now) {
+                Ok(b) => {
+                    group.readings += b.readings.len();
+                    group.batches.push(b);
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => *ingest_open = false,
+            }
+        }
+        Some(group)
+    }
+
+    /// Writes one group in one transaction; retries while the outbox applies backpressure.
+    fn commit(&self, mut group: Group, through: &mut u64, checkpoints: &mut [u64]) -> Result<Group, StoreError> {
+        loop {
+            match self.try_commit(&mut group, *through, checkpoints) {
+                Ok(new_through) => {
+                    *through = new_through;
+                    self.metrics.commits.inc();
+                    return Ok(group);
+                }
+                Err(StoreError::Outbox(e)) if e.is_backpressure() => {
+                    tracing::warn!(error = %e, "outbox full: holding input until sinks catch up");
+                    std::thread::sleep(BACKPRESSURE_RETRY);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Assigns seqs to the group's readings (in `group`), writes everything, commits.
+    /// Returns the new highest committed seq. On error nothing is committed.
+    fn try_commit(&self, group: &mut Group, through: u64, checkpoints: &mut [u64]) -> Result<u64, StoreError> {
+        let mut txn = self.db.begin_write().doing("beginning a group commit")?;
+        txn.set_durability(Durability::Immediate).doing("setting durability")?;
+        let mut next_seq = through + 1;
+        let mut pending_checkpoints: Vec<(usize, u64)> = Vec::new();
+        {
+            let mut meta = txn.open_table(store::META).doing("opening meta")?;
+            let mut journal = txn.open_table(store::JOURNAL).doing("opening the journal")?;
+            let mut dlq = txn.open_table(store::DLQ).doing("opening the DLQ")?;
+            let mut entity_state = txn.open_table(store::ENTITY_STATE).doing("opening entity_state")?;
+            let mut features = txn.open_table(store::FEATURES).doing("opening features")?;
+            let mut alert_state = txn.open_table(store::ALERT_STATE).doing("opening alert_state")?;
+            let mut next_dlq = store::meta_get(&meta, store::NEXT_DLQ_ID)?.max(1);
+
+            let mut dead_letter = |entry: &DlqEntry, dlq: &mut redb::Table<u64, &[u8]>| -> Result<(), StoreError> {
+                let id = next_dlq;
+                next_dlq += 1;
+                dlq.insert(id, store::to_cbor(entry).as_slice()).doing("writing the DLQ")?;
+                self.outbox.append(&txn, entry.received_ms, dlq_body(id, entry))?;
+                Ok(())
+            };
+
+            for w in &group.internal {
+                match w {
+                    InternalWrite::Checkpoint(c) => {
+                        for (entity, state, feats) in &c.rows {
+                            entity_state.insert(entity.as_str(), state.as_slice()).doing("writing entity_state")?;
+                            if let Some(f) = feats {
+                                let json = serde_json::to_vec(f).unwrap_or_default();
+                                features.insert(entity.as_str(), json.as_slice()).doing("writing features")?;
+                            }
+                        }
+                        pending_checkpoints.push((c.worker, c.through));
+                    }
+                    InternalWrite::Outputs(o) => {
+                        for (entity, state) in &o.alert_states {
+                            alert_state.insert(entity.as_str(), state.as_slice()).doing("writing alert_state")?;
+                        }
+                        for (event_time, body) in &o.records {
+                            self.outbox.append(&txn, *event_time, body.clone())?;
+                        }
+                    }
+                    InternalWrite::DeadLetters(entries) => {
+                        for entry in entries {
+                            dead_letter(entry, &mut dlq)?;
+                        }
+                    }
+                }
+            }
+            for batch in group.batches.iter_mut() {
+                for reading in batch.readings.iter_mut() {
+                    reading.seq = next_seq;
+                    next_seq += 1;
+                    journal.insert(reading.seq, store::to_cbor(reading).as_slice()).doing("writing the journal")?;
+                    self.outbox.append(&txn, reading.event_time_ms, reading_body(reading))?;
+                }
+                for entry in &batch.rejects {
+                    dead_letter(entry, &mut dlq)?;
+                    self.metrics.dlq.add(entry.reason);
+                }
+            }
+            for entries in group.internal.iter().filter_map(|w| match w {
+                InternalWrite::DeadLetters(e) => Some(e),
+                _ => None,
+            }) {
+                for e in entries {
+                    self.metrics.dlq.add(e.reason);
+                }
+            }
+            meta.insert(store::NEXT_SEQ, next_seq).doing("writing meta")?;
+            meta.insert(store::NEXT_DLQ_ID, next_dlq).doing("writing meta")?;
+
+            // Journal trimming: below the oldest checkpoint of any worker in this run.
+            let mut trial = checkpoints.to_vec();
+            for (w, t) in &pending_checkpoints {
+                if let Some(slot) = trial.get_mut(*w) {
+                    *slot = (*slot).max(*t);
+                }
+            }
+            let min = trial.iter().copied().min().unwrap_or(0);
+            if min > 0 {
+                journal.retain_in(..=min, |_, _| false).doing("trimming the journal")?;
+            }
+        }
+        txn.commit().doing("committing a group")?;
+        for (w, t) in pending_checkpoints {
+            if let Some(slot) = checkpoints.get_mut(w) {
+                *slot = (*slot).max(t);
+            }
+        }
+        Ok(next_seq - 1)
+    }
+
+    /// After a durable commit: acknowledge sources, wake sinks, route readings to workers.
+    fn after_commit(&self, group: Group, through: u64) {
+        let mut readings = 0u64;
+        let mut per_worker: Vec<Vec<Reading>> = vec![Vec::new(); self.workers.len()];
+        for batch in group.batches {
+            readings += batch.readings.len() as u64;
+            if let Some(ack) = batch.on_commit {
+                ack();
+            }
+            if !per_worker.is_empty() {
+                for r in batch.readings {
+                    let w = partition_of(&r.entity, per_worker.len());
+                    per_worker[w].push(r);
+                }
+            }
+        }
+        self.metrics.readings_in.add(readings);
+        self.outbox.notify();
+        for (tx, readings) in self.workers.iter().zip(per_worker) {
+            // A worker only disconnects when the agent is stopping.
+            let _ = tx.send(WorkerMsg::Readings { readings, through });
+        }
+    }
+
+    fn route(&self, readings: Vec<Reading>, through: u64) {
+        let mut per_worker: Vec<Vec<Reading>> = vec![Vec::new(); self.workers.len()];
+        if per_worker.is_empty() {
+            return;
+        }
+        for r in readings {
+            let w = partition_of(&r.entity, per_worker.len());
+            per_worker[w].push(r);
+        }
+        for (tx, readings) in self.workers.iter().zip(per_worker) {
+            let _ = tx.send(WorkerMsg::Readings { readings, through });
+        }
+    }
+}
+
+/// The uplinked form of a reading.
+pub fn reading_body(r: &Reading) -> Body {
+    Body::Reading {
+        entity: r.entity.clone(),
+        value: r.value,
+        quality: match r.quality {
+            crate::reading::Quality::Good => cloud_uplink::Quality::Good,
+            crate::reading::Quality::Uncertain => cloud_uplink::Quality::Uncertain,
+            crate::reading::Quality::Bad => cloud_uplink::Quality::Bad,
+        },
+        source: r.source.as_str().to_string(),
+        ingest_time_ms: r.ingest_time_ms,
+        source_seq: r.source_seq,
+    }
+}
+
+/// The uplinked form of a dead letter.
+pub fn dlq_body(id: u64, e: &DlqEntry) -> Body {
+    Body::Dlq {
+        id: id.to_string(),
+        source: e.source.as_str().to_string(),
+        topic: Some(e.topic.clone()),
+        reason: format!("{}: {}", e.reason, e.detail),
+        raw: cloud_uplink::Bytes(e.raw.clone()),
+        received_ms: e.received_ms,
+    }
+}

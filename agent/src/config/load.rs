@@ -1,0 +1,312 @@
+//! Reading, checking and locating errors in a config file.
+//!
+//! Errors carry the file, the 1-based line (0 when no line can be attributed, e.g. a missing
+//! required table) and the dotted key (`pipeline.window.hop_ms`, `ingest.mqtt[1].topic`).
+//! Syntax and type errors come from the TOML deserializer's span plus the serde path; checks
+//! that span several keys ([`Config::validate`]) find the key's line by walking a spanned parse
+//! of the same text.
+
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+use super::Config;
+use crate::ingest::topic::TopicTemplate;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: key `{key}`: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        /// 1-based; 0 when the problem has no line (e.g. a required table is missing).
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses, applies `VIGIL_…` secrets from the process environment, resolves
+    /// relative paths against the file's directory, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&raw, path, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] on text already read; `path` is used for messages and relative paths.
+    pub fn from_toml(
+        raw: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |key: String, message: String, line: usize| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            key,
+            message,
+        };
+        let deserializer = toml::Deserializer::parse(raw).map_err(|e| {
+            invalid(String::new(), e.message().to_string(), line_of_span(raw, e.span()))
+        })?;
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let mut key = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_string();
+            if let Some(unknown) = unknown_field_name(&message) {
+                key = if key == "." { unknown.to_string() } else { format!("{key}.{unknown}") };
+            }
+            let line = match line_of_span(raw, inner.span()) {
+                0 => locate(raw, &key),
+                line => line,
+            };
+            invalid(key, message, line)
+        })?;
+        super::secrets::apply_env(&mut config, env);
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config
+            .validate()
+            .map_err(|(key, message)| invalid(key.clone(), message, locate(raw, &key)))?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.agent.data_dir);
+        resolve(&mut self.inference.model_dir);
+        if let Some(dir) = self.uplink.directory.as_mut() {
+            resolve(&mut dir.path);
+        }
+        if let Some(tls) = self.mqtt.as_mut().and_then(|m| m.tls.as_mut()) {
+            resolve(&mut tls.ca_file);
+            if let Some(p) = tls.client_cert_file.as_mut() {
+                resolve(p);
+            }
+            if let Some(p) = tls.client_key_file.as_mut() {
+                resolve(p);
+            }
+        }
+    }
+
+    /// Checks that span keys or need more than a type. Returns `(dotted key, message)`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, msg: String| Err((key.to_string(), msg));
+        let id = &self.agent.id;
+        if id.is_empty()
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return fail("agent.id", format!("`{id}` must be non-empty and use only letters, digits, `-`, `_`, `.`"));
+        }
+        if let Some(mqtt) = &self.mqtt {
+            if mqtt.reconnect_min_ms == 0 || mqtt.reconnect_min_ms > mqtt.reconnect_max_ms {
+                return fail("mqtt.reconnect_min_ms", "must be > 0 and <= mqtt.reconnect_max_ms".into());
+            }
+            if let Some(tls) = &mqtt.tls {
+                if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+                    return fail("mqtt.tls.client_cert_file", "client_cert_file and client_key_file must be given together".into());
+                }
+            }
+        }
+        for (i, sub) in self.ingest.mqtt.iter().enumerate() {
+            if self.mqtt.is_none() {
+                return fail(&format!("ingest.mqtt[{i}]"), "an MQTT subscription needs a [mqtt] broker table".into());
+            }
+            let template = TopicTemplate::parse(&sub.topic)
+                .map_err(|e| (format!("ingest.mqtt[{i}].topic"), e.to_string()))?;
+            if let Some(entity) = &sub.entity {
+                template
+                    .check_entity_template(entity)
+                    .map_err(|e| (format!("ingest.mqtt[{i}].entity"), e.to_string()))?;
+            }
+        }
+        if self.ingest.mqtt.is_empty() && self.ingest.simulator.is_none() {
+            return fail("ingest", "no source configured: add [[ingest.mqtt]] or [ingest.simulator]".into());
+        }
+        if let Some(sim) = &self.ingest.simulator {
+            sim.validate().map_err(|e| ("ingest.simulator".to_string(), e))?;
+        }
+        let p = &self.pipeline;
+        if p.workers == 0 || p.workers > 256 {
+            return fail("pipeline.workers", "must be between 1 and 256".into());
+        }
+        if p.checkpoint_interval_ms == 0 {
+            return fail("pipeline.checkpoint_interval_ms", "must be > 0".into());
+        }
+        if p.window.hop_ms == 0 {
+            return fail("pipeline.window.hop_ms", "must be > 0".into());
+        }
+        if p.window.size_ms < p.window.hop_ms {
+            return fail("pipeline.window.size_ms", format!("must be >= hop_ms ({})", p.window.hop_ms));
+        }
+        let inf = &self.inference;
+        if inf.max_batch == 0 || inf.max_batch > 1024 {
+            return fail("inference.max_batch", "must be between 1 and 1024".into());
+        }
+        let a = &self.alerts;
+        for (key, t) in [("alerts.review_threshold", a.review_threshold), ("alerts.alert_threshold", a.alert_threshold)] {
+            if let Some(t) = t {
+                if !(t > 0.0 && t < 1.0) {
+                    return fail(key, "scores are in [0, 1): the threshold must be inside (0, 1)".into());
+                }
+            }
+        }
+        if let (Some(r), Some(al)) = (a.review_threshold, a.alert_threshold) {
+            if r > al {
+                return fail("alerts.review_threshold", "must be <= alerts.alert_threshold".into());
+            }
+        }
+        if a.raise_after == 0 || a.clear_after == 0 {
+            return fail("alerts.raise_after", "raise_after and clear_after must be >= 1".into());
+        }
+        if let Some(dir) = &self.uplink.directory {
+            if dir.max_batch == 0 {
+                return fail("uplink.directory.max_batch", "must be > 0".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `unknown field `foo`, expected ...` → `foo`.
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn line_of_span(raw: &str, span: Option<std::ops::Range<usize>>) -> usize {
+    match span {
+        Some(span) => line_of_offset(raw, span.start),
+        None => 0,
+    }
+}
+
+fn line_of_offset(raw: &str, offset: usize) -> usize {
+    let end = offset.min(raw.len());
+    raw.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The line where a dotted key (`a.b[2].c`) is defined; for a key that is absent, the line of
+/// its closest present parent; 0 if the text does not parse or nothing matches.
+pub(crate) fn locate(raw: &str, key: &str) -> usize {
+    let Ok(root) = DeTable::parse(raw) else { return 0 };
+    let mut best = 0;
+    let mut table: Option<&DeTable> = Some(root.get_ref());
+    let mut value: Option<&DeValue> = None;
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        let (name, index) = match part.split_once('[') {
+            Some((name, idx)) => (name, idx.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some(t) = table.or_else(|| value.and_then(|v| v.as_table())) else { break };
+        let Some((k, v)) = t.get_key_value(name) else { break };
+        best = line_of_offset(raw, k.span().start);
+        let mut current = v.get_ref();
+        if let Some(i) = index {
+            let Some(item) = current.as_array().and_then(|a| a.get(i)) else { break };
+            best = line_of_offset(raw, item.span().start);
+            current = item.get_ref();
+        }
+        value = Some(current);
+        table = None;
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[agent]
+id = "gw1"
+data_dir = "state"
+
+[ingest.simulator]
+machines = 2
+
+[inference]
+model_dir = "models/univariate-ae/1.0.0"
+"#;
+
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{BASE}{extra}"), Path::new("/etc/vigil/vigil.toml"), |_| None)
+    }
+
+    fn expect_invalid(extra: &str) -> (usize, String, String) {
+        match load(extra) {
+            Err(ConfigError::Invalid { line, key, message, .. }) => (line, key, message),
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_loads_and_resolves_paths() {
+        let c = load("").unwrap();
+        assert_eq!(c.agent.data_dir, PathBuf::from("/etc/vigil/state"));
+        assert_eq!(c.pipeline.window.hop_ms, 1000);
+        assert_eq!(c.inference.max_batch, 32);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let (line, key, message) = expect_invalid("\n[pipeline]\nworkers = 2\nwindoww = 3\n");
+        assert_eq!(key, "pipeline.windoww");
+        assert_eq!(line, 14, "{message}");
+        assert!(message.contains("unknown field"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let (line, key, _) = expect_invalid("\n[pipeline.window]\nhop_ms = \"fast\"\n");
+        assert_eq!(key, "pipeline.window.hop_ms");
+        assert_eq!(line, 13);
+    }
+
+    #[test]
+    fn semantic_error_is_located() {
+        let (line, key, message) =
+            expect_invalid("\n[pipeline.window]\nsize_ms = 500\nhop_ms = 1000\n");
+        assert_eq!(key, "pipeline.window.size_ms");
+        assert_eq!(line, 13, "{message}");
+    }
+
+    #[test]
+    fn array_entries_are_located() {
+        let extra = "\n[mqtt]\nhost = \"127.0.0.1\"\n\n[[ingest.mqtt]]\ntopic = \"a/{x}/b\"\n\n[[ingest.mqtt]]\ntopic = \"a/#/b\"\n";
+        let (line, key, _) = expect_invalid(extra);
+        assert_eq!(key, "ingest.mqtt[1].topic");
+        assert_eq!(line, 19);
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let (line, _, _) = expect_invalid("\n[alerts\n");
+        assert_eq!(line, 12);
+    }
+
+    #[test]
+    fn secret_from_env_is_applied_and_redacted() {
+        let raw = format!("{BASE}\n[mqtt]\nhost = \"h\"\npassword = \"in-file\"\n");
+        let c = Config::from_toml(&raw, Path::new("v.toml"), |k| {
+            (k == "VIGIL_MQTT_PASSWORD").then(|| "from-env".to_string())
+        })
+        .unwrap();
+        let mqtt = c.mqtt.unwrap();
+        assert_eq!(mqtt.password.as_ref().unwrap().expose(), "from-env");
+        assert!(!format!("{mqtt:?}").contains("from-env"));
+    }
+}

@@ -1,0 +1,527 @@
+//! The agent's configuration: one TOML file, typed with serde.
+//!
+//! Every struct here denies unknown keys, and every field's doc comment is the user-facing
+//! documentation of that key (`config/vigil.toml` mirrors them with examples). Loading goes
+//! through [`Config::load`], which reports every problem — TOML syntax, a wrong type, an
+//! unknown key, a value that fails validation — as a [`ConfigError`] naming the file, the line
+//! and the dotted key.
+//!
+//! Secrets (`mqtt.password`, `api.token`) may instead come from environment variables
+//! (`VIGIL_MQTT_PASSWORD`, ...); see [`secrets`]. They are held in [`Secret`], whose `Debug`
+//! and `Display` never print the value.
+
+mod load;
+pub mod secrets;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::ConfigError;
+pub use secrets::Secret;
+
+use crate::ingest::simulator::SimulatorConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity and local storage of this agent.
+    pub agent: AgentConfig,
+    /// The MQTT broker connection, shared by MQTT ingest and alert publishing. Optional: without
+    /// it the agent neither subscribes nor publishes (e.g. the simulator demo).
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    /// Inputs.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Checks every inbound message must pass before it becomes a reading.
+    #[serde(default)]
+    pub validation: ValidationConfig,
+    /// Partitioning, windows and the local feature store.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// The model and micro-batching.
+    pub inference: InferenceConfig,
+    /// Score bands, hysteresis and where alerts go.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// The store-and-forward outbox and its sinks.
+    #[serde(default)]
+    pub uplink: UplinkConfig,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Agent id: stamped on every uplinked record and used in MQTT client ids and topics.
+    /// Letters, digits, `-`, `_` and `.` only.
+    pub id: String,
+    /// Directory for the agent's state (`state.redb`: commit log, windows, features, DLQ,
+    /// outbox). Relative paths are relative to the config file's directory.
+    pub data_dir: PathBuf,
+    /// Log filter in `tracing` `EnvFilter` syntax (e.g. `info`, `vigil=debug`). The `RUST_LOG`
+    /// environment variable overrides it.
+    #[serde(default = "defaults::log")]
+    pub log: String,
+}
+
+/// `[mqtt]`: one broker connection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or IP address.
+    pub host: String,
+    /// Broker port (1883 plain, 8883 TLS by convention).
+    #[serde(default = "defaults::mqtt_port")]
+    pub port: u16,
+    /// MQTT client id. Must be stable across restarts: the persistent session (and the QoS 1
+    /// messages queued while the agent was away) is bound to it. Default: `vigil-<agent.id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Keep-alive interval in seconds.
+    #[serde(default = "defaults::keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// `false` (the default and the only safe choice for QoS 1 ingest) keeps the broker-side
+    /// session across disconnects, so messages published while the agent is down are delivered
+    /// when it comes back.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// User name, if the broker requires one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password. Prefer the `VIGIL_MQTT_PASSWORD` environment variable.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// First reconnect delay in milliseconds; doubles on every failed attempt.
+    #[serde(default = "defaults::reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Upper bound of the reconnect delay in milliseconds.
+    #[serde(default = "defaults::reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Largest MQTT packet accepted, in bytes. Larger payloads are dropped by the client and
+    /// counted; payloads under this but over `validation.max_payload_bytes` go to the DLQ.
+    #[serde(default = "defaults::max_packet_bytes")]
+    pub max_packet_bytes: usize,
+    /// TLS via rustls. Without this table the connection is plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// PEM file with the CA certificate(s) that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain for mutual TLS (needs `client_key_file`).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// `[[ingest.mqtt]]`: MQTT subscriptions (needs `[mqtt]`).
+    #[serde(default)]
+    pub mqtt: Vec<MqttSubscription>,
+    /// `[ingest.simulator]`: the built-in plant simulator.
+    #[serde(default)]
+    pub simulator: Option<SimulatorConfig>,
+}
+
+/// `[[ingest.mqtt]]`: one subscription and how its messages become readings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSubscription {
+    /// Topic template: an MQTT topic filter where a level may be a named placeholder, e.g.
+    /// `plant/{line}/{sensor}/value`. Placeholders subscribe as `+`; `#` is allowed as the last
+    /// level. The placeholders' values are available to `entity`.
+    pub topic: String,
+    /// Entity id template built from the topic's placeholders, e.g. `{line}.{sensor}`.
+    /// Default: the whole topic. When the payload carries an entity field
+    /// (`fields.entity`), that field wins.
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// Payload format: `json` (one object), `json_array` (an array of objects), `cbor` (one
+    /// map or an array of maps, with the same field names as JSON) or `number` (the payload is
+    /// a bare decimal number; event time = receive time).
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// Field names inside JSON/CBOR objects.
+    #[serde(default)]
+    pub fields: FieldNames,
+}
+
+/// Payload decoders; see [`crate::ingest::decode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    #[default]
+    Json,
+    JsonArray,
+    Cbor,
+    Number,
+}
+
+/// `[ingest.mqtt.fields]`: where to find each part of a reading in an object payload.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldNames {
+    /// The value field (required in every object).
+    #[serde(default = "defaults::field_value")]
+    pub value: String,
+    /// The event-time field: integer or float epoch in `time_unit`, or an RFC 3339 string.
+    /// Missing → the message is rejected (`missing_field`), unless `time_optional` is true, in
+    /// which case the receive time is used.
+    #[serde(default = "defaults::field_time")]
+    pub time: String,
+    /// Unit of numeric timestamps: `ms`, `s` or `us`.
+    #[serde(default)]
+    pub time_unit: TimeUnit,
+    /// Use the receive time when the time field is absent.
+    #[serde(default)]
+    pub time_optional: bool,
+    /// Optional entity-id field (overrides the topic template).
+    #[serde(default = "defaults::field_entity")]
+    pub entity: String,
+    /// Optional quality field (`good` / `uncertain` / `bad`, or OPC-style 192 / 64 / 0).
+    #[serde(default = "defaults::field_quality")]
+    pub quality: String,
+    /// Optional publisher sequence-number field.
+    #[serde(default = "defaults::field_seq")]
+    pub seq: String,
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        FieldNames {
+            value: defaults::field_value(),
+            time: defaults::field_time(),
+            time_unit: TimeUnit::default(),
+            time_optional: false,
+            entity: defaults::field_entity(),
+            quality: defaults::field_quality(),
+            seq: defaults::field_seq(),
+        }
+    }
+}
+
+/// Unit of numeric timestamps in payloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    #[default]
+    Ms,
+    S,
+    Us,
+}
+
+/// `[validation]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Payloads larger than this go to the DLQ (`oversized`) without being decoded.
+    #[serde(default = "defaults::max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// Readings whose event time is more than this many seconds ahead of the gateway clock go
+    /// to the DLQ (`timestamp_skew`).
+    #[serde(default = "defaults::max_future_skew_s")]
+    pub max_future_skew_s: u64,
+    /// Readings whose event time is more than this many seconds behind the gateway clock go to
+    /// the DLQ (`timestamp_skew`). Store-and-forward publishers may need days.
+    #[serde(default = "defaults::max_past_skew_s")]
+    pub max_past_skew_s: u64,
+    /// When non-empty, only these entity ids are accepted; others go to the DLQ
+    /// (`unknown_entity`). Empty = accept any entity.
+    #[serde(default)]
+    pub known_entities: Vec<String>,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            max_payload_bytes: defaults::max_payload_bytes(),
+            max_future_skew_s: defaults::max_future_skew_s(),
+            max_past_skew_s: defaults::max_past_skew_s(),
+            known_entities: Vec::new(),
+        }
+    }
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Number of pipeline workers. Readings are routed to a worker by a hash of the entity id,
+    /// so one entity's readings are always handled by one worker, in order.
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// Longest time, in milliseconds, that ingested readings wait before their commit-log
+    /// write transaction is committed (group commit). 0 = commit as soon as the writer is free.
+    #[serde(default)]
+    pub commit_interval_ms: u64,
+    /// Interval, in milliseconds, between checkpoints of window and feature state to redb.
+    /// After a crash, readings newer than the last checkpoint are replayed from the commit log.
+    #[serde(default = "defaults::checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+    /// Sliding windows.
+    #[serde(default)]
+    pub window: WindowConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: defaults::workers(),
+            commit_interval_ms: 0,
+            checkpoint_interval_ms: defaults::checkpoint_interval_ms(),
+            window: WindowConfig::default(),
+        }
+    }
+}
+
+/// `[pipeline.window]`: per-entity event-time sliding windows.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Window length in milliseconds of event time. The window is resampled onto the model's
+    /// input width (e.g. 32 slots of `size_ms / 32`).
+    #[serde(default = "defaults::window_size_ms")]
+    pub size_ms: u64,
+    /// Distance between consecutive window ends, in milliseconds. Window ends are aligned to
+    /// multiples of `hop_ms` since the epoch.
+    #[serde(default = "defaults::window_hop_ms")]
+    pub hop_ms: u64,
+    /// Allowed lateness in milliseconds: an entity's watermark is its largest event time seen
+    /// minus this. A window is emitted once the watermark passes its end.
+    #[serde(default = "defaults::allowed_lateness_ms")]
+    pub allowed_lateness_ms: u64,
+    /// What to do with a reading older than its entity's last emitted window end:
+    /// `drop` (count it), `dlq` (count it and store it in the DLQ with reason `late`) or
+    /// `process` (count it and add it to the windows not emitted yet).
+    #[serde(default)]
+    pub late_policy: LatePolicy,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            size_ms: defaults::window_size_ms(),
+            hop_ms: defaults::window_hop_ms(),
+            allowed_lateness_ms: defaults::allowed_lateness_ms(),
+            late_policy: LatePolicy::default(),
+        }
+    }
+}
+
+/// See [`WindowConfig::late_policy`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    Drop,
+    #[default]
+    Dlq,
+    Process,
+}
+
+/// `[inference]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Model folder holding `manifest.json`, the `.tflite` file and golden vectors.
+    /// Relative to the config file's directory.
+    pub model_dir: PathBuf,
+    /// Largest micro-batch: at most this many windows per interpreter invoke (8–32 is typical).
+    #[serde(default = "defaults::max_batch")]
+    pub max_batch: usize,
+    /// Longest time in milliseconds the first window of a batch waits for more windows.
+    #[serde(default = "defaults::max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Verify the model's golden vectors at start-up and refuse to start if they fail.
+    #[serde(default = "defaults::yes")]
+    pub verify_golden: bool,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Score at or above which a window is in the review band. Default: the model manifest's.
+    #[serde(default)]
+    pub review_threshold: Option<f64>,
+    /// Score at or above which a window is in the alert band. Default: the model manifest's.
+    #[serde(default)]
+    pub alert_threshold: Option<f64>,
+    /// Raise an alert after this many consecutive alert-band windows.
+    #[serde(default = "defaults::raise_after")]
+    pub raise_after: u32,
+    /// Clear a raised alert after this many consecutive windows below the alert band.
+    #[serde(default = "defaults::clear_after")]
+    pub clear_after: u32,
+    /// After a clear, do not raise again for this entity for this many seconds (event time).
+    /// Also the minimum spacing of review events per entity.
+    #[serde(default = "defaults::cooldown_s")]
+    pub cooldown_s: u64,
+    /// MQTT topic for alert raise/clear messages (JSON). `{agent}` and `{entity}` are replaced.
+    #[serde(default = "defaults::alert_topic")]
+    pub topic: String,
+    /// MQTT topic for review-band events (JSON).
+    #[serde(default = "defaults::review_topic")]
+    pub review_topic: String,
+    /// Print each alert and clear as one line on standard output (besides the log).
+    #[serde(default = "defaults::yes")]
+    pub print: bool,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            review_threshold: None,
+            alert_threshold: None,
+            raise_after: defaults::raise_after(),
+            clear_after: defaults::clear_after(),
+            cooldown_s: defaults::cooldown_s(),
+            topic: defaults::alert_topic(),
+            review_topic: defaults::review_topic(),
+            print: true,
+        }
+    }
+}
+
+/// `[uplink]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Outbox size limit in bytes (0 = unlimited) and what happens when it is reached.
+    #[serde(default)]
+    pub outbox: OutboxSettings,
+    /// `[uplink.directory]`: deliver to files in a local directory.
+    #[serde(default)]
+    pub directory: Option<DirectorySinkConfig>,
+}
+
+/// `[uplink.outbox]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// Disk quota for undelivered records in bytes; 0 = unlimited.
+    #[serde(default)]
+    pub quota_bytes: u64,
+    /// `drop_oldest_readings` (keep scores, alerts and DLQ records; count drops) or
+    /// `backpressure` (stop acknowledging input until sinks catch up).
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+/// See [`OutboxSettings::when_full`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    #[default]
+    DropOldestReadings,
+    Backpressure,
+}
+
+/// `[uplink.directory]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySinkConfig {
+    /// Target directory (created if missing). Relative to the config file's directory.
+    pub path: PathBuf,
+    /// Most records per file.
+    #[serde(default = "defaults::dir_batch")]
+    pub max_batch: usize,
+}
+
+mod defaults {
+    pub fn log() -> String {
+        "info".into()
+    }
+    pub fn mqtt_port() -> u16 {
+        1883
+    }
+    pub fn keep_alive_s() -> u64 {
+        30
+    }
+    pub fn reconnect_min_ms() -> u64 {
+        200
+    }
+    pub fn reconnect_max_ms() -> u64 {
+        30_000
+    }
+    pub fn max_packet_bytes() -> usize {
+        1 << 20
+    }
+    pub fn field_value() -> String {
+        "value".into()
+    }
+    pub fn field_time() -> String {
+        "ts".into()
+    }
+    pub fn field_entity() -> String {
+        "entity".into()
+    }
+    pub fn field_quality() -> String {
+        "quality".into()
+    }
+    pub fn field_seq() -> String {
+        "seq".into()
+    }
+    pub fn max_payload_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_future_skew_s() -> u64 {
+        300
+    }
+    pub fn max_past_skew_s() -> u64 {
+        7 * 24 * 3600
+    }
+    pub fn workers() -> usize {
+        2
+    }
+    pub fn checkpoint_interval_ms() -> u64 {
+        1000
+    }
+    pub fn window_size_ms() -> u64 {
+        32_000
+    }
+    pub fn window_hop_ms() -> u64 {
+        1000
+    }
+    pub fn allowed_lateness_ms() -> u64 {
+        2000
+    }
+    pub fn max_batch() -> usize {
+        32
+    }
+    pub fn max_wait_ms() -> u64 {
+        5
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn raise_after() -> u32 {
+        2
+    }
+    pub fn clear_after() -> u32 {
+        5
+    }
+    pub fn cooldown_s() -> u64 {
+        60
+    }
+    pub fn alert_topic() -> String {
+        "vigil/{agent}/alerts".into()
+    }
+    pub fn review_topic() -> String {
+        "vigil/{agent}/review".into()
+    }
+    pub fn dir_batch() -> usize {
+        1000
+    }
+}

@@ -1,0 +1,56 @@
+//! Secrets: values that must never reach a log line, an error message or `check-config`'s
+//! output.
+//!
+//! | key              | environment variable   |
+//! |------------------|------------------------|
+//! | `mqtt.password`  | `VIGIL_MQTT_PASSWORD`  |
+//!
+//! An environment variable, when set, wins over the file.
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::Config;
+
+/// A secret string. `Debug`, `Display` and `Serialize` print `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for handing to a client library. Never log the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Applies the `VIGIL_…` secret variables from `env` (a lookup, so tests need not mutate the
+/// process environment).
+pub fn apply_env(config: &mut Config, env: impl Fn(&str) -> Option<String>) {
+    if let Some(password) = env("VIGIL_MQTT_PASSWORD") {
+        if let Some(mqtt) = config.mqtt.as_mut() {
+            mqtt.password = Some(Secret(password));
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The dead-letter queue: inbound messages that could not become readings.
+//!
+//! Nothing a source hands the agent is thrown away. A message that fails decoding or
+//! validation becomes a [`DlqEntry`] holding the raw bytes, where it came from, when, and a
+//! [`DlqReason`] plus a human-readable detail. Entries are committed to the `dlq` redb table in
+//! the same write transaction as the readings of the same batch (so the source's ack covers
+//! them too), counted per reason, and uplinked as DLQ records.
+//!
+//! `vigil dlq list | show ID | replay` works on a stopped agent's state file: `replay` decodes
+//! the stored raw bytes again with the current config (after a decoder fix, say); entries that
+//! now decode are appended to the commit log, so the next start processes them, and are
+//! removed from the DLQ; the others stay with their new reason.
+
+use serde::{Deserialize, Serialize};
+
+use crate::reading::{EpochMs, SourceKind};
+
+/// Why a message was dead-lettered. The snake_case name is the metrics label and the
+/// uplinked `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DlqReason {
+    /// Not valid JSON / CBOR / a number.
+    Undecodable,
+    /// A required field (value, time) is absent.
+    MissingField,
+    /// A field has the wrong type or an unparseable value.
+    InvalidField,
+    /// The value is NaN or infinite.
+    NonFinite,
+    /// The event time is further from the gateway clock than the configured skew.
+    TimestampSkew,
+    /// The entity is not in `validation.known_entities`.
+    UnknownEntity,
+    /// The payload exceeds `validation.max_payload_bytes`.
+    Oversized,
+    /// The reading arrived after its entity's windows had been emitted (`late_policy = "dlq"`).
+    Late,
+    /// The topic matched no configured template (only possible with overlapping filters).
+    NoRoute,
+}
+
+impl DlqReason {
+    pub const ALL: [DlqReason; 9] = [
+        DlqReason::Undecodable,
+        DlqReason::MissingField,
+        DlqReason::InvalidField,
+        DlqReason::NonFinite,
+        DlqReason::TimestampSkew,
+        DlqReason::UnknownEntity,
+        DlqReason::Oversized,
+        DlqReason::Late,
+        DlqReason::NoRoute,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqReason::Undecodable => "undecodable",
+            DlqReason::MissingField => "missing_field",
+            DlqReason::InvalidField => "invalid_field",
+            DlqReason::NonFinite => "non_finite",
+            DlqReason::TimestampSkew => "timestamp_skew",
+            DlqReason::UnknownEntity => "unknown_entity",
+            DlqReason::Oversized => "oversized",
+            DlqReason::Late => "late",
+            DlqReason::NoRoute => "no_route",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        DlqReason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for DlqReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One dead-lettered message (or one bad element of a multi-reading message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DlqEntry {
+    pub source: SourceKind,
+    /// MQTT topic, or another source's address (e.g. the simulator's entity).
+    pub topic: String,
+    /// The payload exactly as received.
+    #[serde(with = "serde_bytes_compat")]
+    pub raw: Vec<u8>,
+    pub reason: DlqReason,
+    /// What exactly was wrong, e.g. `element 3: field "value" is missing`.
+    pub detail: String,
+    pub received_ms: EpochMs,
+}
+
+/// CBOR byte strings for `Vec<u8>` without another dependency.
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// Per-reason counters, shared by every stage that dead-letters (decoders, workers).
+#[derive(Debug, Default)]
+pub struct DlqCounters {
+    counts: [std::sync::atomic::AtomicU64; 9],
+}
+
+impl DlqCounters {
+    pub fn add(&self, reason: DlqReason) {
+        self.counts[reason.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: DlqReason) -> u64 {
+        self.counts[reason.index()].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `(reason, count)` for every reason with a non-zero count.
+    pub fn snapshot(&self) -> Vec<(DlqReason, u64)> {
+        DlqReason::ALL.iter().map(|r| (*r, self.get(*r))).filter(|(_, c)| *c > 0).collect()
+    }
+}

@@ -1,0 +1,235 @@
+//! MQTT ingest over rumqttc: subscriptions with topic templates, manual QoS 1 acks after commit.
+//!
+//! # Delivery guarantee
+//!
+//! The client runs with `manual_acks` and (by default) `clean_session = false`. A QoS 1
+//! PUBLISH is acknowledged only from the commit log's `on_commit` callback, i.e. after its
+//! readings or dead letters are durable. If the agent dies before that, the broker still holds
+//! the message in the persistent session and delivers it again on reconnect. The journal may
+//! then see a reading twice (at-least-once); it is never lost.
+//!
+//! The ack is queued with `try_ack` on the client's request channel. That never fails for lack
+//! of space: the channel's capacity ([`REQUEST_QUEUE`]) exceeds the number of unacknowledged
+//! messages a broker sends before waiting for acks (Mosquitto's `max_inflight_messages`,
+//! default 20; set it well below [`REQUEST_QUEUE`]).
+//!
+//! # Threads
+//!
+//! The event loop runs on its own OS thread with a single-threaded tokio runtime, so blocking
+//! on the bounded commit-log channel (backpressure) stalls only MQTT intake.
+
+use std::io::BufReader;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::watch;
+
+use super::decode::Decoder;
+use super::topic::{render, TopicTemplate};
+use super::IngestBatch;
+use crate::config::{MqttConfig, MqttSubscription, ValidationConfig};
+use crate::dlq::{DlqEntry, DlqReason};
+use crate::metrics::Metrics;
+use crate::reading::{now_ms, SourceKind};
+
+/// Capacity of the rumqttc request channel (publishes, acks, subscribes).
+pub const REQUEST_QUEUE: usize = 65_536;
+
+/// MQTT set-up failures (configuration that cannot be used).
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read { what: &'static str, path: String, source: std::io::Error },
+    #[error("{what} {path} contains no usable PEM {expected}")]
+    Pem { what: &'static str, path: String, expected: &'static str },
+    #[error("TLS configuration rejected: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// One subscription, compiled.
+pub struct Route {
+    pub template: TopicTemplate,
+    pub entity: Option<String>,
+    pub decoder: Decoder,
+}
+
+impl Route {
+    pub fn new(sub: &MqttSubscription, validation: &ValidationConfig) -> Result<Route, super::topic::TemplateError> {
+        Ok(Route {
+            template: TopicTemplate::parse(&sub.topic)?,
+            entity: sub.entity.clone(),
+            decoder: Decoder { format: sub.format, fields: sub.fields.clone(), validation: validation.clone(), source: SourceKind::Mqtt },
+        })
+    }
+}
+
+/// Builds the client options (identity, session, credentials, TLS).
+pub fn options(config: &MqttConfig, agent_id: &str) -> Result<MqttOptions, MqttSetupError> {
+    let client_id = config.client_id.clone().unwrap_or_else(|| format!("vigil-{agent_id}"));
+    let mut o = MqttOptions::new(client_id, config.host.clone(), config.port);
+    o.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
+    o.set_clean_session(config.clean_session);
+    o.set_manual_acks(true);
+    o.set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+    o.set_inflight(100);
+    if let Some(user) = &config.username {
+        let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+        o.set_credentials(user.clone(), password);
+    }
+    if let Some(tls) = &config.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(tls)?))));
+    }
+    Ok(o)
+}
+
+fn tls_config(tls: &crate::config::MqttTlsConfig) -> Result<rustls::ClientConfig, MqttSetupError> {
+    let read = |what: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| MqttSetupError::Read { what, path: path.display().to_string(), source })
+    };
+    let ca = read("CA file", &tls.ca_file)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut BufReader::new(ca.as_slice())).flatten() {
+        roots.add(cert)?;
+    }
+    if roots.is_empty() {
+        return Err(MqttSetupError::Pem { what: "CA file", path: tls.ca_file.display().to_string(), expected: "certificate" });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let cert_pem = read("client certificate", cert_path)?;
+            let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(cert_pem.as_slice())).flatten().collect();
+            if certs.is_empty() {
+                return Err(MqttSetupError::Pem { what: "client certificate", path: cert_path.display().to_string(), expected: "certificate" });
+            }
+            let key_pem = read("client key", key_path)?;
+            let key = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
+                .ok()
+                .flatten()
+                .ok_or_else(|| MqttSetupError::Pem { what: "client key", path: key_path.display().to_string(), expected: "private key" })?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    })
+}
+
+/// Creates the client and its event loop.
+pub fn client(options: MqttOptions) -> (AsyncClient, EventLoop) {
+    AsyncClient::new(options, REQUEST_QUEUE)
+}
+
+/// Decodes one PUBLISH with the first route whose template matches its topic.
+pub fn decode_publish(routes: &[Route], topic: &str, payload: &[u8], now: i64) -> IngestBatch {
+    for route in routes {
+        if let Some(bound) = route.template.bind(topic) {
+            let entity = match &route.entity {
+                Some(t) => render(t, &bound),
+                None => topic.to_string(),
+            };
+            let decoded = route.decoder.decode(topic, payload, &entity, now);
+            return IngestBatch { readings: decoded.readings, rejects: decoded.rejects, on_commit: None };
+        }
+    }
+    IngestBatch {
+        readings: Vec::new(),
+        rejects: vec![DlqEntry {
+            source: SourceKind::Mqtt,
+            topic: topic.to_string(),
+            raw: payload.to_vec(),
+            reason: DlqReason::NoRoute,
+            detail: "no [[ingest.mqtt]] topic template matches this topic".into(),
+            received_ms: now,
+        }],
+        on_commit: None,
+    }
+}
+
+/// Reconnect backoff bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// The event loop: runs until `stop` turns true, then keeps polling (so acks of batches still
+/// being committed go out) until `drained` turns true, and disconnects.
+pub async fn run(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    routes: Vec<Route>,
+    ingest: Sender<IngestBatch>,
+    metrics: Arc<Metrics>,
+    backoff: Backoff,
+    mut stop: watch::Receiver<bool>,
+    mut drained: watch::Receiver<bool>,
+) {
+    let filters: Vec<String> = routes.iter().map(|r| r.template.filter()).collect();
+    let mut ingest = Some(ingest);
+    let mut delay = backoff.min;
+    loop {
+        if ingest.is_some() && *stop.borrow() {
+            // Stop intake: messages from now on are not acked and will be redelivered.
+            ingest = None;
+        }
+        if ingest.is_none() && *drained.borrow() {
+            break;
+        }
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = stop.changed(), if ingest.is_some() => continue,
+            _ = drained.changed(), if ingest.is_none() => continue,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                metrics.mqtt_connects.inc();
+                delay = backoff.min;
+                tracing::info!(session_present = ack.session_present, "MQTT connected");
+                for f in &filters {
+                    if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(filter = %f, error = %e, "cannot queue MQTT subscribe");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                metrics.mqtt_messages.inc();
+                let Some(tx) = ingest.as_ref() else { continue };
+                let mut batch = decode_publish(&routes, &publish.topic, &publish.payload, now_ms());
+                let acker = client.clone();
+                batch.on_commit = Some(Box::new(move || {
+                    if let Err(e) = acker.try_ack(&publish) {
+                        tracing::error!(error = %e, pkid = publish.pkid, "cannot queue MQTT ack; broker will redeliver");
+                    }
+                }));
+                // Blocks this thread when the commit log is behind: backpressure.
+                if tx.send(batch).is_err() {
+                    ingest = None;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
+                if ingest.is_none() {
+                    break;
+                }
+                // Reconnect backoff (not synchronisation): the next poll reconnects.
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(backoff.max);
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    // Flush the disconnect (bounded: the broker may already be gone).
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(ev) = eventloop.poll().await {
+            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+}

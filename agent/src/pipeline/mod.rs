@@ -1,0 +1,178 @@
+//! The stateful stream-processing stage: partitioned workers that own per-entity windows and
+//! features.
+//!
+//! The commit log hands every committed reading to worker `fnv1a(entity) % workers`, so one
+//! entity is always processed by one worker thread, in commit order. A worker:
+//!
+//! 1. admits the reading into the entity's [`window::EntityWindows`] (late readings are counted
+//!    and dropped, dead-lettered or kept, per `pipeline.window.late_policy`);
+//! 2. closes every window the entity's watermark has passed, computing its [`features`] and, once
+//!    the entity is past the model's warm-up, the normalised model input;
+//! 3. sends each such window to inference as a [`WindowJob`].
+//!
+//! Every `checkpoint_interval_ms` a worker sends the state of the entities it changed, plus the
+//! commit-log seq through which that state is complete, to the commit log, which writes it in
+//! its next group commit (see [`crate::commit_log`] for recovery).
+
+pub mod features;
+pub mod window;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::commit_log::{Checkpoint, InternalWrite};
+use crate::config::LatePolicy;
+use crate::dlq::{DlqEntry, DlqReason};
+use crate::metrics::Metrics;
+use crate::reading::{Quality, Reading};
+use features::{normalise, resample, Normalisation};
+use window::{Admission, EntityWindows, Geometry};
+
+/// Stable partitioning hash (FNV-1a, 64 bit): the same entity maps to the same worker on every
+/// run and every platform.
+pub fn partition_of(entity: &str, partitions: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in entity.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % partitions.max(1) as u64) as usize
+}
+
+/// Messages from the commit log to a worker.
+pub enum WorkerMsg {
+    /// Committed readings for this worker, in commit order, and the highest seq committed so far
+    /// (every reading for this worker with seq <= `through` is in this or an earlier message).
+    Readings { readings: Vec<Reading>, through: u64 },
+}
+
+/// A closed window on its way to inference.
+#[derive(Debug, Clone)]
+pub struct WindowJob {
+    pub entity: Arc<str>,
+    pub window_end_ms: i64,
+    /// Normalised model input, `width` values.
+    pub input: Vec<f32>,
+    /// When the reading that closed the window entered the agent (for latency metrics).
+    pub trigger_ingest: Instant,
+}
+
+/// Settings a worker needs.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    pub geometry: Geometry,
+    pub normalisation: Normalisation,
+    pub checkpoint_interval: Duration,
+}
+
+/// One worker thread's state and loop.
+pub struct Worker {
+    pub index: usize,
+    pub settings: WorkerSettings,
+    pub entities: HashMap<Arc<str>, EntityWindows>,
+    pub inbox: Receiver<WorkerMsg>,
+    pub to_inference: Sender<WindowJob>,
+    pub to_commit_log: Sender<InternalWrite>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    /// Runs until the commit log drops its sender; then writes a final checkpoint.
+    pub fn run(mut self) {
+        let mut dirty: HashSet<Arc<str>> = HashSet::new();
+        let mut through = 0u64;
+        let mut next_checkpoint = Instant::now() + self.settings.checkpoint_interval;
+        let mut resampled = Vec::new();
+        loop {
+            let timeout = next_checkpoint.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(timeout) {
+                Ok(WorkerMsg::Readings { readings, through: t }) => {
+                    let received = Instant::now();
+                    for reading in readings {
+                        self.apply(reading, received, &mut dirty, &mut resampled);
+                    }
+                    through = through.max(t);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.checkpoint(&mut dirty, through);
+                    return;
+                }
+            }
+            if Instant::now() >= next_checkpoint {
+                self.checkpoint(&mut dirty, through);
+                next_checkpoint = Instant::now() + self.settings.checkpoint_interval;
+            }
+        }
+    }
+
+    fn apply(&mut self, reading: Reading, received: Instant, dirty: &mut HashSet<Arc<str>>, resampled: &mut Vec<f64>) {
+        let s = self.settings;
+        let key: Arc<str> = match self.entities.get_key_value(reading.entity.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(reading.entity.as_str()),
+        };
+        let state = self.entities.entry(key.clone()).or_default();
+        if reading.seq != 0 && reading.seq <= state.applied_through {
+            // Recovery replays the journal from the oldest checkpoint; this entity's state
+            // already contains the reading.
+            return;
+        }
+        dirty.insert(key.clone());
+        state.applied_through = state.applied_through.max(reading.seq);
+        if reading.quality == Quality::Bad {
+            self.metrics.bad_quality.inc();
+            return;
+        }
+        let alpha = s.normalisation.alpha;
+        if let Admission::Late { .. } = state.admit(reading.event_time_ms, reading.value, &s.geometry, alpha) {
+            self.metrics.late_readings.inc();
+            if s.geometry.late_policy == LatePolicy::Dlq {
+                let entry = DlqEntry {
+                    source: reading.source,
+                    topic: reading.entity.clone(),
+                    raw: crate::store::to_cbor(&reading),
+                    reason: DlqReason::Late,
+                    detail: format!(
+                        "event time {} ms is before the last emitted window end {} ms",
+                        reading.event_time_ms,
+                        state.next_end_ms.unwrap_or(0) - s.geometry.hop_ms
+                    ),
+                    received_ms: reading.ingest_time_ms,
+                };
+                let _ = self.to_commit_log.send(InternalWrite::DeadLetters(vec![entry]));
+            }
+            return;
+        }
+        let to_inference = &self.to_inference;
+        let metrics = &self.metrics;
+        let norm = s.normalisation;
+        state.close_ready(&s.geometry, alpha, |window, ewma| {
+            metrics.windows_emitted.inc();
+            if ewma.count < norm.warmup {
+                return;
+            }
+            if resample(&window.points, window.end_ms, s.geometry.size_ms, norm.width, resampled).is_none() {
+                return;
+            }
+            let mut input = Vec::with_capacity(norm.width);
+            normalise(resampled, ewma, &norm, &mut input);
+            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received };
+            // Inference only disconnects when the agent is shutting down.
+            let _ = to_inference.send(job);
+        });
+    }
+
+    fn checkpoint(&mut self, dirty: &mut HashSet<Arc<str>>, through: u64) {
+        let mut rows = Vec::with_capacity(dirty.len());
+        for key in dirty.drain() {
+            if let Some(state) = self.entities.get(&key) {
+                rows.push((key.to_string(), crate::store::to_cbor(state), state.features.clone()));
+            }
+        }
+        let _ = self.to_commit_log.send(InternalWrite::Checkpoint(Checkpoint { worker: self.index, through, rows }));
+    }
+}
