@@ -165,3 +165,35 @@ pub fn dlq_replay(config: &Config, only: Option<u64>) -> Result<(), CliError> {
     println!("replayed {replayed} dead letters into the commit log (processed at the next start); {still_bad} remain");
     Ok(())
 }
+
+/// `vigil uplink inspect FILE|-`: one JSON record per line on standard output. A damaged record
+/// is reported on standard error with its position and skipped; a truncated file ends with an
+/// error for its last record only.
+pub fn uplink_inspect(files: &[std::path::PathBuf]) -> Result<(), String> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut damaged = 0usize;
+    for path in files {
+        let reader: Box<dyn std::io::Read> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        };
+        let records = cloud_uplink::RecordReader::new(std::io::BufReader::new(reader)).map_err(|e| format!("{}: {e}", path.display()))?;
+        for record in records {
+            match record.map_err(|e| e.to_string()).and_then(|env| cloud_uplink::encode_json(&env).map_err(|e| e.to_string())) {
+                Ok(json) => writeln!(out, "{json}").map_err(|e| e.to_string())?,
+                Err(e) => {
+                    damaged += 1;
+                    eprintln!("{}: {e}", path.display());
+                }
+            }
+        }
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    if damaged > 0 {
+        return Err(format!("{damaged} damaged record(s)"));
+    }
+    Ok(())
+}

@@ -30,12 +30,28 @@ enum Command {
         config: PathBuf,
     },
     /// Inspect or replay the dead-letter queue of a stopped agent.
+    /// Work with uplinked records.
+    Uplink {
+        #[command(subcommand)]
+        action: UplinkAction,
+    },
     Dlq {
         /// The configuration file (locates the state and the decoders).
         #[arg(long, short)]
         config: PathBuf,
         #[command(subcommand)]
         action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UplinkAction {
+    /// Decode record files (the directory sink's `.vrec` format) and print one JSON record per
+    /// line. `-` reads standard input.
+    Inspect {
+        /// Files to decode, in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -63,8 +79,18 @@ enum DlqAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Uplink { action: UplinkAction::Inspect { files } } = &cli.command {
+        return match vigil::cli::uplink_inspect(files) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config_path = match &cli.command {
         Command::Run { config } | Command::CheckConfig { config } | Command::Dlq { config, .. } => config.clone(),
+        Command::Uplink { .. } => unreachable!("handled above"),
     };
     let config = match Config::load(&config_path) {
         Ok(c) => c,
@@ -77,6 +103,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Run { .. } => vigil::agent::run(config).map(|_| ()).map_err(|e| e.to_string()),
+        Command::Uplink { .. } => Ok(()),
         Command::CheckConfig { .. } => vigil::cli::check_config(&config).map_err(|e| e.to_string()),
         Command::Dlq { action, .. } => match action {
             DlqAction::List { from, limit } => vigil::cli::dlq_list(&config, from, limit),

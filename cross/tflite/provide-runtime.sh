@@ -66,7 +66,18 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
 fi
 
 # --- already provided? ----------------------------------------------------------
+# Host binaries carry RUNPATH $ORIGIN: put the library next to cargo's debug and release
+# binaries too, so `target/*/vigil` runs directly (not only through `cargo run`).
+link_next_to_binaries() {
+  local profile
+  for profile in debug release; do
+    mkdir -p "$REPO_ROOT/target/$profile"
+    ln -sf "../tflite/$TARGET/libtensorflowlite_c.so" "$REPO_ROOT/target/$profile/libtensorflowlite_c.so"
+  done
+}
+
 if [ -f "$DEST_LIB" ] && [ -f "$DEST_DIR/.source" ]; then
+  link_next_to_binaries
   log "already present: $DEST_LIB"
   exit 0
 fi
@@ -114,5 +125,6 @@ fi
 chmod 0755 "$TMP/libtensorflowlite_c.so"
 mv -f "$TMP/libtensorflowlite_c.so" "$DEST_LIB"
 printf 'TensorFlow Lite %s C library from %s\n' "$EXPECTED_TFLITE_VERSION" "$ZIP" > "$DEST_DIR/.source"
+link_next_to_binaries
 log "provided $DEST_LIB (TensorFlow Lite $EXPECTED_TFLITE_VERSION)"
 log "release binaries have RUNPATH \$ORIGIN: ship this .so next to the binary"
