@@ -62,8 +62,14 @@ impl Config {
             let mut key = e.path().to_string();
             let inner = e.into_inner();
             let message = inner.message().to_string();
+            // serde_path_to_error's path ends at the unknown key in most cases; complete it where
+            // it stops at the parent table.
             if let Some(unknown) = unknown_field_name(&message) {
-                key = if key == "." { unknown.to_string() } else { format!("{key}.{unknown}") };
+                if key == "." {
+                    key = unknown.to_string();
+                } else if !key.ends_with(unknown) {
+                    key = format!("{key}.{unknown}");
+                }
             }
             let line = match line_of_span(raw, inner.span()) {
                 0 => locate(raw, &key),

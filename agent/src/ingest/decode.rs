@@ -79,6 +79,10 @@ impl Decoder {
                 return out;
             }
         };
+        if objects.is_empty() {
+            out.rejects.push(dead(reject(DlqReason::Undecodable, "empty array: the message holds no reading")));
+            return out;
+        }
         let many = objects.len() > 1;
         for (i, object) in objects.into_iter().enumerate() {
             match self.reading(object, default_entity, now) {

@@ -180,8 +180,10 @@ mod tests {
     fn out_of_order_within_lateness_is_sorted_in() {
         let g = geometry(LatePolicy::Drop);
         let mut s = EntityWindows::default();
-        let out = run(&mut s, &g, &[(500, 0.0), (2500, 2.0), (1500, 1.0), (3600, 3.0)]);
-        assert_eq!(out.last().unwrap().1, vec![(500, 0.0), (1500, 1.0), (2500, 2.0)]);
+        let out = run(&mut s, &g, &[(500, 0.0), (2500, 2.0), (1500, 1.0), (4600, 4.0)]);
+        // Watermark 3600: windows ending 1000, 2000, 3000; the last covers [-1000, 3000).
+        assert_eq!(out.iter().map(|w| w.0).collect::<Vec<_>>(), vec![1000, 2000, 3000]);
+        assert_eq!(out[2].1, vec![(500, 0.0), (1500, 1.0), (2500, 2.0)]);
     }
 
     #[test]
