@@ -315,4 +315,50 @@ model_dir = "models/univariate-ae/1.0.0"
         assert_eq!(mqtt.password.as_ref().unwrap().expose(), "from-env");
         assert!(!format!("{mqtt:?}").contains("from-env"));
     }
+
+    fn shipped(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config").join(name)
+    }
+
+    #[test]
+    fn shipped_configs_load() {
+        for name in ["vigil.toml", "demo.toml"] {
+            Config::load(&shipped(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    /// Every key the agent understands is documented in `config/vigil.toml`.
+    #[test]
+    fn vigil_toml_documents_every_key() {
+        let path = shipped("vigil.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut c = Config::load(&path).unwrap();
+        let mqtt = c.mqtt.as_mut().unwrap();
+        mqtt.client_id = Some("x".into());
+        mqtt.username = Some("x".into());
+        mqtt.password = Some(super::super::Secret::new("x"));
+        mqtt.tls = Some(super::super::MqttTlsConfig { ca_file: "a".into(), client_cert_file: Some("b".into()), client_key_file: Some("c".into()) });
+        c.ingest.simulator = Some(Default::default());
+        c.alerts.review_threshold = Some(0.5);
+        c.alerts.alert_threshold = Some(0.7);
+        let value = toml::Value::try_from(&c).unwrap();
+        let mut missing = Vec::new();
+        fn walk(v: &toml::Value, text: &str, path: &str, missing: &mut Vec<String>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                        if !v.is_table() && !matches!(v, toml::Value::Array(a) if a.iter().any(|x| x.is_table())) && !text.contains(&format!("{k} =")) {
+                            missing.push(p.clone());
+                        }
+                        walk(v, text, &p, missing);
+                    }
+                }
+                toml::Value::Array(a) => a.iter().for_each(|x| walk(x, text, path, missing)),
+                _ => {}
+            }
+        }
+        walk(&value, &text, "", &mut missing);
+        assert!(missing.is_empty(), "keys not documented in config/vigil.toml: {missing:?}");
+    }
 }
