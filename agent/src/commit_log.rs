@@ -235,12 +235,12 @@ impl CommitLog {
             let mut features = txn.open_table(store::FEATURES).doing("opening features")?;
             let mut alert_state = txn.open_table(store::ALERT_STATE).doing("opening alert_state")?;
             let mut next_dlq = store::meta_get(&meta, store::NEXT_DLQ_ID)?.max(1);
-
-            let mut dead_letter = |entry: &DlqEntry, dlq: &mut redb::Table<u64, &[u8]>| -> Result<(), StoreError> {
+            let mut outbox = self.outbox.appender(&txn)?;
+            let mut dead_letter = |entry: &DlqEntry, outbox: &mut cloud_uplink::Appender<'_>| -> Result<(), StoreError> {
                 let id = next_dlq;
                 next_dlq += 1;
                 dlq.insert(id, store::to_cbor(entry).as_slice()).doing("writing the DLQ")?;
-                self.outbox.append(&txn, entry.received_ms, dlq_body(id, entry))?;
+                outbox.append(entry.received_ms, dlq_body(id, entry))?;
                 Ok(())
             };
 
@@ -261,12 +261,12 @@ impl CommitLog {
                             alert_state.insert(entity.as_str(), state.as_slice()).doing("writing alert_state")?;
                         }
                         for (event_time, body) in &o.records {
-                            self.outbox.append(&txn, *event_time, body.clone())?;
+                            outbox.append(*event_time, body.clone())?;
                         }
                     }
                     InternalWrite::DeadLetters(entries) => {
                         for entry in entries {
-                            dead_letter(entry, &mut dlq)?;
+                            dead_letter(entry, &mut outbox)?;
                         }
                     }
                 }
@@ -276,13 +276,14 @@ impl CommitLog {
                     reading.seq = next_seq;
                     next_seq += 1;
                     journal.insert(reading.seq, store::to_cbor(reading).as_slice()).doing("writing the journal")?;
-                    self.outbox.append(&txn, reading.event_time_ms, reading_body(reading))?;
+                    outbox.append(reading.event_time_ms, reading_body(reading))?;
                 }
                 for entry in &batch.rejects {
-                    dead_letter(entry, &mut dlq)?;
+                    dead_letter(entry, &mut outbox)?;
                     self.metrics.dlq.add(entry.reason);
                 }
             }
+            drop(outbox);
             for entries in group.internal.iter().filter_map(|w| match w {
                 InternalWrite::DeadLetters(e) => Some(e),
                 _ => None,

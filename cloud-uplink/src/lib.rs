@@ -22,7 +22,7 @@ pub mod stream;
 
 pub use directory_sink::DirectorySink;
 pub use outbox::{
-    ClassStats, Outbox, OutboxConfig, OutboxError, OutboxStats, QuotaPolicy, SinkStats,
+    Appender, ClassStats, Outbox, OutboxConfig, OutboxError, OutboxStats, QuotaPolicy, SinkStats,
 };
 pub use record::{
     decode_cbor, decode_json, encode_cbor, encode_json, AlertState, Body, Bytes, DecodeError,

@@ -337,6 +337,24 @@ struct TxnTables<'t> {
     txn: &'t WriteTransaction,
     meta: Table<'t, &'static str, u64>,
     records: [Option<Table<'t, u64, &'static [u8]>>; 5],
+    /// Write-through cache of `meta` counters read in this transaction: an append reads
+    /// `next_seq` and every class's byte count, and an [`Appender`] appends many records.
+    /// Every write goes through [`TxnTables::meta_set`], so the cache never goes stale.
+    cache: std::cell::RefCell<Vec<(&'static str, u64)>>,
+}
+
+/// Appends records inside one caller transaction; see [`Outbox::appender`]. Same contract as
+/// [`Outbox::append`] for every call: nothing is visible before the caller commits.
+pub struct Appender<'t> {
+    outbox: &'t Outbox,
+    tables: TxnTables<'t>,
+}
+
+impl Appender<'_> {
+    /// Appends one record and returns its seq (errors as [`Outbox::append`]).
+    pub fn append(&mut self, event_time_ms: i64, body: Body) -> Result<u64, OutboxError> {
+        self.outbox.append_in(&mut self.tables, event_time_ms, body)
+    }
 }
 
 impl<'t> TxnTables<'t> {
@@ -345,6 +363,7 @@ impl<'t> TxnTables<'t> {
             txn,
             meta: txn.open_table(META).ctx("opening outbox meta table")?,
             records: [None, None, None, None, None],
+            cache: std::cell::RefCell::new(Vec::with_capacity(8)),
         })
     }
 
@@ -365,21 +384,33 @@ impl<'t> TxnTables<'t> {
             .ok_or(OutboxError::Task("records table slot empty".into()))
     }
 
-    fn meta_get(&self, key: &str) -> Result<u64, OutboxError> {
-        Ok(self
+    fn meta_get(&self, key: &'static str) -> Result<u64, OutboxError> {
+        if let Some((_, v)) = self.cache.borrow().iter().find(|(k, _)| *k == key) {
+            return Ok(*v);
+        }
+        let v = self
             .meta
             .get(key)
             .ctx("reading outbox meta")?
             .map(|g| g.value())
-            .unwrap_or(0))
+            .unwrap_or(0);
+        self.cache.borrow_mut().push((key, v));
+        Ok(v)
     }
 
-    fn meta_add(&mut self, key: &str, delta: i128) -> Result<(), OutboxError> {
-        let v = self.meta_get(key)? as i128 + delta;
-        self.meta
-            .insert(key, v.max(0) as u64)
-            .ctx("writing outbox meta")?;
+    fn meta_set(&mut self, key: &'static str, value: u64) -> Result<(), OutboxError> {
+        self.meta.insert(key, value).ctx("writing outbox meta")?;
+        let mut cache = self.cache.borrow_mut();
+        match cache.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => cache.push((key, value)),
+        }
         Ok(())
+    }
+
+    fn meta_add(&mut self, key: &'static str, delta: i128) -> Result<(), OutboxError> {
+        let v = self.meta_get(key)? as i128 + delta;
+        self.meta_set(key, v.max(0) as u64)
     }
 
     fn used_bytes(&self) -> Result<u64, OutboxError> {
@@ -458,6 +489,15 @@ impl Outbox {
         self.append_in(&mut t, event_time_ms, body)
     }
 
+    /// An appender for many records in the caller's transaction: like [`Outbox::append`], but
+    /// the outbox tables are opened once and its counters are read once per transaction.
+    pub fn appender<'t>(&'t self, txn: &'t WriteTransaction) -> Result<Appender<'t>, OutboxError> {
+        Ok(Appender {
+            outbox: self,
+            tables: TxnTables::new(txn)?,
+        })
+    }
+
     /// Appends `records` (`(event_time_ms, body)`) in one transaction of its
     /// own (group commit, durable on return), then notifies sinks. All or
     /// nothing: on error nothing is appended. Returns the seqs in order.
@@ -503,7 +543,7 @@ impl Outbox {
         t.records(class)?
             .insert(seq, cbor.as_slice())
             .ctx("inserting outbox record")?;
-        t.meta.insert(NEXT_SEQ, seq + 1).ctx("advancing next_seq")?;
+        t.meta_set(NEXT_SEQ, seq + 1)?;
         t.meta_add(bytes_key(class), i128::from(cost))?;
         Ok(seq)
     }
