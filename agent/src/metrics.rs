@@ -86,6 +86,8 @@ pub struct Metrics {
     pub commits: Counter,
     /// Readings flagged `bad` by their source (kept and uplinked, not scored).
     pub bad_quality: Counter,
+    /// Readings whose event time and value were already buffered (redeliveries), ignored.
+    pub duplicate_readings: Counter,
     /// Readings older than their entity's last emitted window.
     pub late_readings: Counter,
     /// Windows closed by the watermark.

@@ -128,7 +128,12 @@ impl Worker {
             return;
         }
         let alpha = s.normalisation.alpha;
-        if let Admission::Late { .. } = state.admit(reading.event_time_ms, reading.value, &s.geometry, alpha) {
+        let admission = state.admit(reading.event_time_ms, reading.value, &s.geometry, alpha);
+        if admission == Admission::Duplicate {
+            self.metrics.duplicate_readings.inc();
+            return;
+        }
+        if let Admission::Late { .. } = admission {
             self.metrics.late_readings.inc();
             if s.geometry.late_policy == LatePolicy::Dlq {
                 let entry = DlqEntry {

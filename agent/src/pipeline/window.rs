@@ -64,6 +64,10 @@ pub enum Admission {
     Accepted,
     /// Late, and handled per policy: `kept` tells whether it went into the buffer.
     Late { kept: bool },
+    /// The same event time and value are already buffered: a redelivery (e.g. a QoS 1 message
+    /// committed but not acknowledged before a crash). Ignored, so redeliveries do not change
+    /// windows or normalisation.
+    Duplicate,
 }
 
 /// A final window, ready for features and inference.
@@ -81,6 +85,9 @@ fn align_up_after(t: i64, hop: i64) -> i64 {
 impl EntityWindows {
     /// Adds one reading. Late readings are reported, never silently merged.
     pub fn admit(&mut self, event_ms: i64, value: f64, g: &Geometry, alpha: f64) -> Admission {
+        if self.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
+            return Admission::Duplicate;
+        }
         let last_emitted_end = self.next_end_ms.map(|e| e - g.hop_ms);
         let late = matches!(last_emitted_end, Some(e) if event_ms < e);
         if late {
@@ -198,6 +205,21 @@ mod tests {
             let has_late = out[0].1.contains(&(1200, 9.0));
             assert_eq!(has_late, kept, "{policy:?}");
         }
+    }
+
+    #[test]
+    fn redelivered_readings_are_ignored() {
+        let g = geometry(LatePolicy::Process);
+        let mut once = EntityWindows::default();
+        let mut twice = EntityWindows::default();
+        let readings: Vec<(i64, f64)> = (0..12).map(|i| (i * 500, i as f64)).collect();
+        let a = run(&mut once, &g, &readings);
+        let mut doubled = readings.clone();
+        doubled.splice(6..6, readings[3..6].iter().copied());
+        let b = run(&mut twice, &g, &doubled);
+        assert_eq!(a, b);
+        assert_eq!(twice.admit(5500, 11.0, &g, 0.1), Admission::Duplicate);
+        assert_eq!(twice.admit(5500, 12.0, &g, 0.1), Admission::Accepted);
     }
 
     #[test]
