@@ -103,6 +103,7 @@ pub fn outbox_config(config: &Config) -> OutboxConfig {
 /// Runs the agent until a signal arrives or every source has finished.
 pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     let metrics = Arc::new(Metrics::default());
+    crate::bench::spawn_metrics_snapshot(metrics.clone());
     let db = store::open(&config.agent.data_dir)?;
     let outbox = Arc::new(Outbox::open(db.clone(), config.agent.id.clone(), outbox_config(&config)).map_err(StoreError::from)?);
     let runtime = load_model(&config)?;

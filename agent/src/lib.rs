@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod alerts;
+pub mod bench;
 pub mod cli;
 pub mod commit_log;
 pub mod config;

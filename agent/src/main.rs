@@ -35,6 +35,38 @@ enum Command {
         #[command(subcommand)]
         action: UplinkAction,
     },
+    /// Benchmark: publish readings through Mosquitto to a child agent; print throughput vs. a
+    /// no-op subscriber (the ceiling), publish→alert latency and the agent's peak RSS.
+    Bench {
+        /// Readings in each throughput phase (default: sensors × the rounds needed to get
+        /// every sensor past the model's warm-up and into scored windows).
+        #[arg(long)]
+        readings: Option<u64>,
+        /// Sensors in the throughput phases.
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        /// Use this broker (HOST:PORT) instead of starting Mosquitto.
+        #[arg(long)]
+        broker: Option<String>,
+        /// The agent configuration template.
+        #[arg(long, short, default_value = "config/bench.toml")]
+        config: PathBuf,
+        /// Keep the temporary directory (broker config, agent config, data dir, metrics).
+        #[arg(long)]
+        keep: bool,
+        /// Sensors in the latency phase.
+        #[arg(long, default_value_t = 500)]
+        latency_sensors: usize,
+        /// Readings/s in the paced latency phase (default: min(10 000, half the agent's rate)).
+        #[arg(long)]
+        latency_rate: Option<f64>,
+        /// Mosquitto `max_inflight_messages` (unacked QoS 1 messages per client).
+        #[arg(long, default_value_t = 1000)]
+        max_inflight: u32,
+        /// Publisher connections.
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+    },
     Dlq {
         /// The configuration file (locates the state and the decoders).
         #[arg(long, short)]
@@ -88,9 +120,31 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Bench { readings, sensors, broker, config, keep, latency_sensors, latency_rate, max_inflight, connections } = &cli.command {
+        tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))).with_writer(std::io::stderr).init();
+        let opts = vigil::bench::BenchOptions {
+            readings: *readings,
+            sensors: *sensors,
+            broker: broker.clone(),
+            config: config.clone(),
+            keep: *keep,
+            latency_sensors: *latency_sensors,
+            latency_rate: *latency_rate,
+            max_inflight: *max_inflight,
+            connections: *connections,
+        };
+        return match vigil::bench::run(opts) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config_path = match &cli.command {
         Command::Run { config } | Command::CheckConfig { config } | Command::Dlq { config, .. } => config.clone(),
-        Command::Uplink { .. } => unreachable!("handled above"),
+        Command::Uplink { .. } | Command::Bench { .. } => unreachable!("handled above"),
     };
     let config = match Config::load(&config_path) {
         Ok(c) => c,
@@ -103,7 +157,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Run { .. } => vigil::agent::run(config).map(|_| ()).map_err(|e| e.to_string()),
-        Command::Uplink { .. } => Ok(()),
+        Command::Uplink { .. } | Command::Bench { .. } => Ok(()),
         Command::CheckConfig { .. } => vigil::cli::check_config(&config).map_err(|e| e.to_string()),
         Command::Dlq { action, .. } => match action {
             DlqAction::List { from, limit } => vigil::cli::dlq_list(&config, from, limit),
