@@ -1,0 +1,60 @@
+//! `vigil check-config`: an unknown key is reported as `file:line: key ...` with a non-zero exit;
+//! a valid config prints the effective pipeline and exits 0.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn unknown_key_is_reported_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("typo.toml");
+    let mut text = base_config("typo", &dir.path().join("data"), &dir.path().join("outbox"));
+    text = text.replacen("workers = 2\n", "workers = 2\nworkerz = 3\n", 1);
+    std::fs::write(&config, &text).unwrap();
+    let line = text.lines().position(|l| l.starts_with("workerz")).unwrap() + 1;
+
+    let out = vigil(&["check-config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("exit {:?}, stderr: {stderr}", out.status.code());
+    assert!(!out.status.success(), "check-config accepted an unknown key");
+    let expected = format!("{}:{line}: key `pipeline.workerz`", config.display());
+    assert!(stderr.contains(&expected), "expected `{expected}` in:\n{stderr}");
+}
+
+#[test]
+fn valid_config_prints_the_effective_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    let text = format!(
+        "{}\n{}\n{}",
+        base_config("ok", &dir.path().join("data"), &dir.path().join("outbox")),
+        mqtt_plain(18830),
+        FLOW_SUBSCRIPTIONS
+    );
+    std::fs::write(&config, &text).unwrap();
+    let out = vigil(&["check-config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check-config failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stdout}");
+    let (name, version, sha) = model_identity();
+    for needle in [
+        "config OK — agent `ok`".to_string(),
+        "mqtt broker 127.0.0.1:18830 (plain TCP), clean_session=false".into(),
+        "subscribe plant/+/+/value".into(),
+        "subscribe cbor/+".into(),
+        "subscribe batch/+".into(),
+        "subscribe num/+".into(),
+        "entity={line}.{sensor}".into(),
+        format!("inference: {name} {version} (sha256 {sha})"),
+        format!("sliding windows: size {SIZE_MS} ms, hop {HOP_MS} ms"),
+        "alerts: review >= 0.1, alert >= 0.2, raise after 1".into(),
+        "publish to `vigil/{agent}/alerts`".into(),
+        format!("directory sink: {}", dir.path().join("outbox").display()),
+    ] {
+        assert!(stdout.contains(&needle), "missing `{needle}` in:\n{stdout}");
+    }
+    for format in ["Json", "Cbor", "JsonArray", "Number"] {
+        assert!(stdout.contains(&format!("format={format}")), "missing format={format} in:\n{stdout}");
+    }
+}
