@@ -48,7 +48,7 @@ fn valid_config_prints_the_effective_pipeline() {
         "entity={line}.{sensor}".into(),
         format!("inference: {name} {version} (sha256 {sha})"),
         format!("sliding windows: size {SIZE_MS} ms, hop {HOP_MS} ms"),
-        "alerts: review >= 0.1, alert >= 0.2, raise after 1".into(),
+        "alerts: review >= 0.3, alert >= 0.4, raise after 1".into(),
         "publish to `vigil/{agent}/alerts`".into(),
         format!("directory sink: {}", dir.path().join("outbox").display()),
     ] {

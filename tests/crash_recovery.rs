@@ -41,7 +41,7 @@ fn kill_9_mid_stream_loses_nothing() {
     // ~200 lines/s, so the stream is still running when the agent is killed.
     let warm = model_warmup();
     let n = warm + 400;
-    let t0 = (now_ms() - 60 * 60 * 1000).div_euclid(1000) * 1000;
+    let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
     let entities: Vec<(String, Vec<(i64, f64)>)> =
         (0..4).map(|i| (format!("l{i}.temp"), series(10 + i as u64, t0, n, 20.0 + 10.0 * i as f64, None))).collect();
     let total = 4 * n;

@@ -27,6 +27,9 @@ pub fn repo_root() -> PathBuf {
 /// The model the demo config uses (`[inference] model_dir` of `config/demo.toml`, resolved
 /// relative to `config/`), so the tests follow model upgrades.
 pub fn model_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("VIGIL_TEST_MODEL_DIR") {
+        return PathBuf::from(d).canonicalize().expect("VIGIL_TEST_MODEL_DIR exists");
+    }
     let cfg = repo_root().join("config");
     let text = std::fs::read_to_string(cfg.join("demo.toml")).expect("config/demo.toml");
     let v: toml::Table = toml::from_str(&text).expect("demo.toml parses");
@@ -85,8 +88,10 @@ allowed_lateness_ms = 0
 model_dir = {model}
 
 [alerts]
-review_threshold = 0.1
-alert_threshold = 0.2
+# Explicit thresholds: normal synthetic series score well below 0.3 and the test anomaly well
+# above 0.4 with univariate-ae 1.0.0 and 1.1.0.
+review_threshold = 0.3
+alert_threshold = 0.4
 raise_after = 1
 clear_after = 3
 cooldown_s = 60
@@ -257,19 +262,26 @@ impl Rng {
     }
 }
 
-/// One entity's synthetic series: `n` readings one second apart from `t0_ms`, a slow sine plus
-/// small noise around `base`; with `anomaly = Some(i)`, readings `i..i+8` jump by 1000× the noise.
+/// Spacing of the synthetic readings: every reading fills several of the model's 32 slots of a
+/// 32 s window, so a single anomalous reading moves a visible part of the model input.
+pub const STEP_MS: i64 = 4000;
+
+/// One entity's synthetic series: `n` readings [`STEP_MS`] apart from `t0_ms`, a slow sine plus
+/// small noise around `base`; with `anomaly = Some(i)`, readings `i` and `i+1` jump by ±1000× the
+/// noise (a spike up, then down).
 pub fn series(seed: u64, t0_ms: i64, n: usize, base: f64, anomaly: Option<usize>) -> Vec<(i64, f64)> {
     let mut rng = Rng::new(seed);
     (0..n)
         .map(|i| {
-            let t = t0_ms + i as i64 * 1000;
-            let mut v = base + (i as f64 * std::f64::consts::TAU / 120.0).sin() + 0.05 * rng.unit();
+            let t = t0_ms + i as i64 * STEP_MS;
+            let mut v = base + (t as f64 / 1000.0 * std::f64::consts::TAU / 600.0).sin() + 0.05 * rng.unit();
             // Round so the value survives JSON text round trips exactly.
             v = (v * 1e6).round() / 1e6;
             if let Some(a) = anomaly {
-                if (a..a + 8).contains(&i) {
+                if i == a {
                     v += 50.0;
+                } else if i == a + 1 {
+                    v -= 50.0;
                 }
             }
             (t, v)
@@ -416,7 +428,7 @@ pub fn ingest_flow(broker: &Mosquitto, link: &Link, id: &str) {
     let warm = model_warmup();
     let n = warm + 100;
     let anomaly_at = warm + 40;
-    let t0 = (now_ms() - 30 * 60 * 1000).div_euclid(1000) * 1000;
+    let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
     let l1 = series(1, t0, n, 60.0, Some(anomaly_at));
     let l2 = series(2, t0, n, 20.0, None);
     let vib = series(3, t0, n, 5.0, None);
@@ -485,16 +497,17 @@ pub fn ingest_flow(broker: &Mosquitto, link: &Link, id: &str) {
                 let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
                 v["entity"] == "l1.temp" && v["state"] == "raised"
             },
-            Duration::from_secs(90),
+            Duration::from_secs(30),
         )
         .unwrap_or_else(|e| panic!("no alert for l1.temp: {e}\n--- agent ---\n{}", agent.lines().join("\n")));
     let a: serde_json::Value = serde_json::from_slice(&alert.payload).unwrap();
     let (name, version, sha) = model_identity();
     assert_eq!(a["agent"], id);
     assert_eq!(a["band"], "alert", "{a}");
-    assert!(a["score"].as_f64().unwrap() >= 0.2, "{a}");
+    let alert_threshold = 0.4;
+    assert!(a["score"].as_f64().unwrap() >= alert_threshold, "{a}");
     let wend = a["window_end_ms"].as_i64().unwrap();
-    let (an_start, an_end) = (l1[anomaly_at].0, l1[anomaly_at + 7].0);
+    let (an_start, an_end) = (l1[anomaly_at].0, l1[anomaly_at + 1].0);
     assert!(wend > an_start && wend <= an_end + SIZE_MS + HOP_MS, "alert window {wend} does not cover the anomaly {an_start}..={an_end}: {a}");
     assert!(a["message"].as_str().is_some_and(|m| !m.is_empty()), "{a}");
     assert_eq!(a["model"]["name"], name.as_str(), "{a}");
