@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use vigil::inference::manifest::{sha256_hex, VerifiedModel};
-use vigil::inference::{mse_ratio_score, reconstruction_mse, InferenceError, ModelRuntime};
+use vigil::inference::{mse_ratio_score, window_error, InferenceError, ModelRuntime};
 
 fn models_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
@@ -86,7 +86,7 @@ fn scoring_matches_the_model_pipeline() {
             continue;
         };
         for (i, (x, y)) in g.inputs.iter().zip(&g.outputs).enumerate() {
-            let e = reconstruction_mse(x, y);
+            let e = window_error(&m.manifest.score, x, y);
             assert!(
                 (e - errors[i]).abs() <= 1e-5 * errors[i].max(1.0),
                 "window {i}: {e} vs {}",

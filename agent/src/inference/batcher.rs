@@ -11,9 +11,35 @@ use std::time::{Duration, Instant};
 use cloud_uplink::ModelRef;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{mse_ratio_score, reconstruction_mse, ModelRuntime};
+use super::manifest::{Normalisation, NormalisationMethod};
+use super::{mse_ratio_score, window_error, ModelRuntime};
 use crate::metrics::Metrics;
+use crate::pipeline::features::{self, Ewma};
 use crate::pipeline::WindowJob;
+
+/// Normalises one resampled window as the manifest's `normalisation.method` says.
+pub fn normalise_window(norm: &Normalisation, values: &[f64], stats: &Ewma, out: &mut Vec<f32>) {
+    match norm.method {
+        NormalisationMethod::EntityEwmaZscore => {
+            let params = features::Normalisation {
+                alpha: norm.alpha,
+                min_std: norm.min_std,
+                clip: norm.clip,
+                warmup: norm.warmup,
+                width: values.len(),
+            };
+            features::normalise(values, stats, &params, out)
+        }
+        NormalisationMethod::EntityNoiseZscore => features::normalise_noise(
+            values,
+            stats,
+            norm.min_std,
+            norm.clip,
+            norm.window_std_ratio.unwrap_or(0.0),
+            out,
+        ),
+    }
+}
 
 /// A scored window, on its way to the alert stage.
 #[derive(Debug, Clone)]
@@ -50,6 +76,9 @@ pub fn run(
         sha256: runtime.sha256().to_string(),
     });
     let error_scale = runtime.manifest().score.error_scale;
+    let score_spec = runtime.manifest().score.clone();
+    let norm = runtime.manifest().normalisation.clone();
+    let mut one: Vec<f32> = Vec::with_capacity(runtime.input_width());
     let width = runtime.input_width();
     let mut batch: Vec<WindowJob> = Vec::with_capacity(limits.max_batch);
     let mut inputs: Vec<f32> = Vec::with_capacity(limits.max_batch * width);
@@ -86,7 +115,8 @@ pub fn run(
         }
         inputs.clear();
         for job in &batch {
-            inputs.extend_from_slice(&job.input);
+            normalise_window(&norm, &job.values, &job.stats, &mut one);
+            inputs.extend_from_slice(&one);
         }
         let started = Instant::now();
         let result = runtime.run_batch(&inputs, batch.len(), &mut outputs);
@@ -98,7 +128,8 @@ pub fn run(
                     .drain(..)
                     .enumerate()
                     .map(|(i, job)| {
-                        let error = reconstruction_mse(&job.input, &outputs[i * width..(i + 1) * width]);
+                        let z = &inputs[i * width..(i + 1) * width];
+                        let error = window_error(&score_spec, z, &outputs[i * width..(i + 1) * width]);
                         ScoredWindow {
                             entity: job.entity,
                             window_end_ms: job.window_end_ms,
@@ -119,5 +150,35 @@ pub fn run(
         if disconnected {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_by_the_manifest_method() {
+        let stats = Ewma { count: 300, mean: 10.0, var: 4.0, noise_var: 0.25, ..Default::default() };
+        let mut norm = Normalisation {
+            method: NormalisationMethod::EntityEwmaZscore,
+            alpha: 0.1,
+            min_std: 1e-3,
+            clip: 8.0,
+            warmup: 0,
+            window_std_ratio: None,
+        };
+        let mut out = Vec::new();
+        // (x - 10) / 2
+        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
+        assert_eq!(out, vec![-1.0, -1.0, 0.0, 2.0]);
+        // (x - window mean 10) / max(0.5, 2 · 1): see features::normalise_noise's test
+        norm.method = NormalisationMethod::EntityNoiseZscore;
+        norm.window_std_ratio = Some(2.0);
+        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
+        assert_eq!(out, vec![-1.0, -1.0, 0.0, 2.0]);
+        norm.window_std_ratio = Some(0.0);
+        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
+        assert_eq!(out, vec![-4.0, -4.0, 0.0, 8.0]);
     }
 }

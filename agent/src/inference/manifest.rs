@@ -88,7 +88,10 @@ pub struct OutputSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NormalisationMethod {
+    /// `z = (x − ewma_mean) / ewma_std` (the entity's long-run level and spread).
     EntityEwmaZscore,
+    /// `z = (x − window mean) / noise_std`, noise from capped first differences.
+    EntityNoiseZscore,
 }
 
 /// Per-entity EWMA z-score normalisation parameters (see the format doc for the exact maths).
@@ -101,6 +104,10 @@ pub struct Normalisation {
     pub clip: f64,
     /// Readings an entity must have seen before its windows are scored.
     pub warmup: u64,
+    /// `entity_noise_zscore` only (required there): the scale is at least this multiple of
+    /// the rms of the window's residual around its least-squares line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_std_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,12 +115,18 @@ pub struct Normalisation {
 pub enum ScoreMethod {
     /// `error = mean((z - reconstruction)^2)`, `score = error / (error + error_scale)`.
     MseRatio,
+    /// `error` = mean of the `k` largest `(z_i - reconstruction_i)^2`; same ratio.
+    TopkMseRatio,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreSpec {
     pub method: ScoreMethod,
+    /// Number of per-slot squared errors averaged by `topk_mse_ratio` (required there, and
+    /// not allowed with `mse_ratio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
     pub error_scale: f64,
 }
 
@@ -334,6 +347,31 @@ impl Manifest {
         if !(n.clip > 0.0 && n.clip.is_finite()) {
             return bad(format!("normalisation.clip {} must be > 0", n.clip));
         }
+        match (n.method, n.window_std_ratio) {
+            (NormalisationMethod::EntityEwmaZscore, None) => {}
+            (NormalisationMethod::EntityEwmaZscore, Some(_)) => {
+                return bad("normalisation.window_std_ratio is only allowed with entity_noise_zscore".into())
+            }
+            (NormalisationMethod::EntityNoiseZscore, Some(r)) if r >= 0.0 && r.is_finite() => {}
+            (NormalisationMethod::EntityNoiseZscore, r) => {
+                return bad(format!(
+                    "normalisation.window_std_ratio must be a finite value >= 0 for entity_noise_zscore, got {r:?}"
+                ))
+            }
+        }
+        match (self.score.method, self.score.k) {
+            (ScoreMethod::MseRatio, None) => {}
+            (ScoreMethod::MseRatio, Some(_)) => {
+                return bad("score.k is only allowed with score.method topk_mse_ratio".into())
+            }
+            (ScoreMethod::TopkMseRatio, Some(k)) if (1..=self.input.width()).contains(&k) => {}
+            (ScoreMethod::TopkMseRatio, k) => {
+                return bad(format!(
+                    "score.k must be 1..={} for topk_mse_ratio, got {k:?}",
+                    self.input.width()
+                ))
+            }
+        }
         if !(self.score.error_scale > 0.0 && self.score.error_scale.is_finite()) {
             return bad(format!(
                 "score.error_scale {} must be > 0",
@@ -479,6 +517,23 @@ mod tests {
                 "unknown variant",
                 Box::new(|v| v["output"]["kind"] = "classifier".into()),
             ),
+            ("score.k", Box::new(|v| v["score"]["k"] = 4.into())),
+            (
+                "window_std_ratio",
+                Box::new(|v| v["normalisation"]["window_std_ratio"] = 0.5.into()),
+            ),
+            (
+                "window_std_ratio",
+                Box::new(|v| v["normalisation"]["method"] = "entity_noise_zscore".into()),
+            ),
+            (
+                "score.k",
+                Box::new(|v| v["score"] = serde_json::json!({"method": "topk_mse_ratio", "error_scale": 1.0})),
+            ),
+            (
+                "score.k",
+                Box::new(|v| v["score"] = serde_json::json!({"method": "topk_mse_ratio", "k": 33, "error_scale": 1.0})),
+            ),
         ];
         for (needle, mutate) in cases {
             let mut v = sample();
@@ -486,6 +541,19 @@ mod tests {
             let err = parse(v).expect_err(needle).to_string();
             assert!(err.contains(needle), "expected {needle:?} in {err}");
         }
+    }
+
+    #[test]
+    fn parses_noise_zscore_and_topk() {
+        let mut v = sample();
+        v["normalisation"]["method"] = "entity_noise_zscore".into();
+        v["normalisation"]["warmup"] = 256.into();
+        v["normalisation"]["window_std_ratio"] = 0.5.into();
+        v["score"] = serde_json::json!({"method": "topk_mse_ratio", "k": 4, "error_scale": 30.0});
+        let m = parse(v).unwrap();
+        assert_eq!(m.normalisation.method, NormalisationMethod::EntityNoiseZscore);
+        assert_eq!(m.normalisation.window_std_ratio, Some(0.5));
+        assert_eq!((m.score.method, m.score.k), (ScoreMethod::TopkMseRatio, Some(4)));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!   vectors.
 //! * [`runtime`] — [`ModelRuntime`], one TF Lite interpreter (1 thread, no XNNPACK) for one
 //!   verified model, with batched invocation and golden-vector self-check; plus the pure
-//!   scoring math ([`mse_ratio_score`]).
+//!   scoring math ([`window_error`], [`mse_ratio_score`]).
 //!
 //! # Native library
 //! `tflitec` links `libtensorflowlite_c.so` (TF Lite 2.6.0, C API) dynamically. Run
@@ -27,7 +27,9 @@ pub mod manifest;
 pub mod runtime;
 
 pub use manifest::{Golden, Manifest, VerifiedModel};
-pub use runtime::{mse_ratio_score, reconstruction_mse, GoldenReport, ModelRuntime};
+pub use runtime::{
+    mse_ratio_score, reconstruction_mse, reconstruction_topk_mse, window_error, GoldenReport, ModelRuntime,
+};
 
 /// Everything that can go wrong while loading, verifying or running a model.
 ///

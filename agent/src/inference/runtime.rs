@@ -26,7 +26,7 @@ use tflitec::interpreter::{Interpreter, Options};
 use tflitec::model::Model;
 use tflitec::tensor::{DataType, Shape};
 
-use super::manifest::{Golden, Manifest, VerifiedModel};
+use super::manifest::{Golden, Manifest, ScoreMethod, ScoreSpec, VerifiedModel};
 use super::InferenceError;
 
 /// Largest batch accepted by [`ModelRuntime::run_batch`] (guards against absurd allocations).
@@ -48,6 +48,38 @@ pub fn reconstruction_mse(z: &[f32], reconstruction: &[f32]) -> f64 {
         })
         .sum();
     sum / z.len() as f64
+}
+
+/// `topk_mse_ratio` error of one window: the mean of the `k` largest squared per-slot errors
+/// `(z_i - reconstruction_i)^2` (`k` is clamped to 1..=len).
+///
+/// Returns NaN for empty or mismatched slices, or if any value is NaN.
+pub fn reconstruction_topk_mse(z: &[f32], reconstruction: &[f32], k: usize) -> f64 {
+    if z.is_empty() || z.len() != reconstruction.len() {
+        return f64::NAN;
+    }
+    let mut se: Vec<f64> = z
+        .iter()
+        .zip(reconstruction)
+        .map(|(&a, &b)| {
+            let d = f64::from(a) - f64::from(b);
+            d * d
+        })
+        .collect();
+    if se.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    se.sort_unstable_by(|a, b| b.total_cmp(a));
+    let k = k.clamp(1, se.len());
+    se[..k].iter().sum::<f64>() / k as f64
+}
+
+/// Reconstruction error of one window as the manifest's `score.method` defines it.
+pub fn window_error(spec: &ScoreSpec, z: &[f32], reconstruction: &[f32]) -> f64 {
+    match spec.method {
+        ScoreMethod::MseRatio => reconstruction_mse(z, reconstruction),
+        ScoreMethod::TopkMseRatio => reconstruction_topk_mse(z, reconstruction, spec.k.unwrap_or(1)),
+    }
 }
 
 /// Score `mse_ratio` (see `models/MANIFEST-FORMAT.md`): `error / (error + error_scale)`, in
@@ -396,8 +428,9 @@ impl ModelRuntime {
                 }
                 sum += f64::from(d);
             }
-            let s_got = mse_ratio_score(reconstruction_mse(x, got), error_scale);
-            let s_want = mse_ratio_score(reconstruction_mse(x, want), error_scale);
+            let spec = &self.manifest.score;
+            let s_got = mse_ratio_score(window_error(spec, x, got), error_scale);
+            let s_want = mse_ratio_score(window_error(spec, x, want), error_scale);
             max_score_diff = max_score_diff.max((s_got - s_want).abs());
         }
         let (max_abs_diff, window, element) = max;
@@ -459,10 +492,11 @@ impl ModelRuntime {
         self.batch
     }
 
-    /// `mse_ratio` score of one window from its input `z` and the model's `reconstruction`.
+    /// Score of one window (the manifest's `score.method`) from its input `z` and the model's
+    /// `reconstruction`.
     pub fn score(&self, z: &[f32], reconstruction: &[f32]) -> f64 {
         mse_ratio_score(
-            reconstruction_mse(z, reconstruction),
+            window_error(&self.manifest.score, z, reconstruction),
             self.manifest.score.error_scale,
         )
     }
@@ -491,6 +525,26 @@ mod tests {
         // Monotone and below 1 for large finite errors.
         assert!(mse_ratio_score(1e6, 0.1) < 1.0);
         assert!(mse_ratio_score(2.0, 0.1) > mse_ratio_score(1.0, 0.1));
+    }
+
+    #[test]
+    fn topk_error() {
+        // squared errors: 1, 0, 0.25, 0.25, 9
+        let z = [1.0f32, -1.0, 0.5, 0.0, 3.0];
+        let r = [0.0f32, -1.0, 0.0, 0.5, 0.0];
+        assert_eq!(reconstruction_topk_mse(&z, &r, 1), 9.0);
+        assert_eq!(reconstruction_topk_mse(&z, &r, 2), 5.0);
+        assert_eq!(reconstruction_topk_mse(&z, &r, 4), 2.625);
+        // k = len is the plain mean; k is clamped into 1..=len
+        assert_eq!(reconstruction_topk_mse(&z, &r, 5), reconstruction_mse(&z, &r));
+        assert_eq!(reconstruction_topk_mse(&z, &r, 50), 2.1);
+        assert_eq!(reconstruction_topk_mse(&z, &r, 0), 9.0);
+        assert!(reconstruction_topk_mse(&z, &r[..3], 2).is_nan());
+        assert!(reconstruction_topk_mse(&[f32::NAN], &[0.0], 1).is_nan());
+        let spec = ScoreSpec { method: ScoreMethod::TopkMseRatio, k: Some(2), error_scale: 5.0 };
+        assert_eq!(mse_ratio_score(window_error(&spec, &z, &r), spec.error_scale), 0.5);
+        let spec = ScoreSpec { method: ScoreMethod::MseRatio, k: None, error_scale: 2.1 };
+        assert_eq!(window_error(&spec, &z, &r), 2.1);
     }
 
     #[test]

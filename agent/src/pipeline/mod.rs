@@ -7,7 +7,9 @@
 //! 1. admits the reading into the entity's [`window::EntityWindows`] (late readings are counted
 //!    and dropped, dead-lettered or kept, per `pipeline.window.late_policy`);
 //! 2. closes every window the entity's watermark has passed, computing its [`features`] and, once
-//!    the entity is past the model's warm-up, the normalised model input;
+//!    the entity is past the model's warm-up, the resampled window and the entity's
+//!    normalisation statistics (the inference stage normalises them as the model's manifest
+//!    says);
 //! 3. sends each such window to inference as a [`WindowJob`].
 //!
 //! Every `checkpoint_interval_ms` a worker sends the state of the entities it changed, plus the
@@ -28,7 +30,7 @@ use crate::config::LatePolicy;
 use crate::dlq::{DlqEntry, DlqReason};
 use crate::metrics::Metrics;
 use crate::reading::{Quality, Reading};
-use features::{normalise, resample, Normalisation};
+use features::{resample, Ewma, Normalisation};
 use window::{Admission, EntityWindows, Geometry};
 
 /// Stable partitioning hash (FNV-1a, 64 bit): the same entity maps to the same worker on every
@@ -54,8 +56,10 @@ pub enum WorkerMsg {
 pub struct WindowJob {
     pub entity: Arc<str>,
     pub window_end_ms: i64,
-    /// Normalised model input, `width` values.
-    pub input: Vec<f32>,
+    /// The window resampled to the model's `width` slots (raw values).
+    pub values: Vec<f64>,
+    /// The entity's normalisation statistics as of the window end.
+    pub stats: Ewma,
     /// When the reading that closed the window entered the agent (for latency metrics).
     pub trigger_ingest: Instant,
 }
@@ -163,9 +167,13 @@ impl Worker {
             if resample(&window.points, window.end_ms, s.geometry.size_ms, norm.width, resampled).is_none() {
                 return;
             }
-            let mut input = Vec::with_capacity(norm.width);
-            normalise(resampled, ewma, &norm, &mut input);
-            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received };
+            let job = WindowJob {
+                entity: key.clone(),
+                window_end_ms: window.end_ms,
+                values: resampled.clone(),
+                stats: *ewma,
+                trigger_ingest: received,
+            };
             // Inference only disconnects when the agent is shutting down.
             let _ = to_inference.send(job);
         });
