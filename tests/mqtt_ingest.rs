@@ -19,7 +19,6 @@ fn mqtt_ingest_alerts_and_outbox() {
 /// (serde_json without the `float_roundtrip` feature) parses `109.25645399999999` as
 /// `109.256454`, one ULP off.
 #[test]
-#[ignore = "agent bug: JSON values parsed up to 1 ULP off (serde_json without float_roundtrip)"]
 fn json_values_round_trip_exactly() {
     use std::time::Duration;
     let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();

@@ -36,7 +36,6 @@ use crate::inference::manifest::Thresholds;
 use crate::inference::{InferenceError, ModelRuntime};
 use crate::ingest::{self, mqtt, simulator_source, INGEST_QUEUE};
 use crate::metrics::Metrics;
-use crate::pipeline::features::Normalisation;
 use crate::pipeline::window::{EntityWindows, Geometry};
 use crate::pipeline::{partition_of, Worker, WorkerSettings};
 use crate::store::{self, DbContext, StoreError};
@@ -145,13 +144,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
 
     let settings = WorkerSettings {
         geometry: Geometry::from(&config.pipeline.window),
-        normalisation: Normalisation {
-            alpha: manifest.normalisation.alpha,
-            min_std: manifest.normalisation.min_std,
-            clip: manifest.normalisation.clip,
-            warmup: manifest.normalisation.warmup,
-            width: runtime.input_width(),
-        },
+        normalisation: manifest.normalisation.clone(),
+        width: runtime.input_width(),
         checkpoint_interval: Duration::from_millis(config.pipeline.checkpoint_interval_ms),
     };
     let mut threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = Vec::new();
@@ -165,7 +159,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         worker_txs.push(tx);
         let worker = Worker {
             index,
-            settings,
+            settings: settings.clone(),
             entities,
             inbox: rx,
             to_inference: jobs_tx.clone(),

@@ -19,7 +19,10 @@
 //!
 //! Every committed reading gets the next ingest seq and is stored in the `journal` table. After
 //! the commit, readings are routed to workers with the highest committed seq (`through`). Workers
-//! checkpoint entity state stamped with the seq through which it is complete; the journal is
+//! checkpoint entity state stamped with the seq through which it is complete; a checkpoint
+//! travels behind the worker's windows through inference and the alert stage
+//! ([`crate::pipeline::Stage`]), so it is committed with or after the scores of every window
+//! its state counts as emitted — a crash cannot lose those windows' scores. The journal is
 //! trimmed below the smallest `through` of every worker's latest checkpoint in this run. At start
 //! the whole remaining journal is routed to the workers again; each entity skips the readings its
 //! restored state already contains ([`crate::pipeline::window::EntityWindows::applied_through`]).

@@ -26,6 +26,7 @@ use crate::commit_log::{InternalWrite, Outputs};
 use crate::inference::batcher::ScoredWindow;
 use crate::inference::manifest::{Band, Thresholds};
 use crate::metrics::Metrics;
+use crate::pipeline::Stage;
 use publish::Publisher;
 
 pub fn band_name(band: Band) -> &'static str {
@@ -168,12 +169,22 @@ impl Evaluator {
 /// The alert stage thread: runs until inference disconnects.
 pub fn run(
     mut evaluator: Evaluator,
-    scored: Receiver<Vec<ScoredWindow>>,
+    scored: Receiver<Stage<Vec<ScoredWindow>>>,
     to_commit_log: Sender<InternalWrite>,
     publishers: Vec<Box<dyn Publisher>>,
     metrics: Arc<Metrics>,
 ) {
-    while let Ok(batch) = scored.recv() {
+    while let Ok(message) = scored.recv() {
+        let batch = match message {
+            Stage::Item(batch) => batch,
+            // Behind the outputs of every window it covers (see `Stage`).
+            Stage::Checkpoint(c) => {
+                if to_commit_log.send(InternalWrite::Checkpoint(c)).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
         let mut out = Evaluation::default();
         let mut changed: Vec<Arc<str>> = Vec::with_capacity(batch.len());
         for w in &batch {

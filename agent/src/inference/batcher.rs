@@ -11,35 +11,9 @@ use std::time::{Duration, Instant};
 use cloud_uplink::ModelRef;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::manifest::{Normalisation, NormalisationMethod};
 use super::{mse_ratio_score, window_error, ModelRuntime};
 use crate::metrics::Metrics;
-use crate::pipeline::features::{self, Ewma};
-use crate::pipeline::WindowJob;
-
-/// Normalises one resampled window as the manifest's `normalisation.method` says.
-pub fn normalise_window(norm: &Normalisation, values: &[f64], stats: &Ewma, out: &mut Vec<f32>) {
-    match norm.method {
-        NormalisationMethod::EntityEwmaZscore => {
-            let params = features::Normalisation {
-                alpha: norm.alpha,
-                min_std: norm.min_std,
-                clip: norm.clip,
-                warmup: norm.warmup,
-                width: values.len(),
-            };
-            features::normalise(values, stats, &params, out)
-        }
-        NormalisationMethod::EntityNoiseZscore => features::normalise_noise(
-            values,
-            stats,
-            norm.min_std,
-            norm.clip,
-            norm.window_std_ratio.unwrap_or(0.0),
-            out,
-        ),
-    }
-}
+use crate::pipeline::{Stage, WindowJob};
 
 /// A scored window, on its way to the alert stage.
 #[derive(Debug, Clone)]
@@ -63,49 +37,51 @@ pub struct BatchLimits {
 
 /// Runs until the workers disconnect. An interpreter error drops that batch's scores with an
 /// error log (the readings are safe in the commit log and uplinked) and keeps going.
+///
+/// A [`Stage::Checkpoint`] closes the batch being collected: the batch is scored and sent
+/// first, then the checkpoint, so checkpoints stay behind the windows they cover.
 pub fn run(
     mut runtime: ModelRuntime,
     limits: BatchLimits,
-    jobs: Receiver<WindowJob>,
-    scored: Sender<Vec<ScoredWindow>>,
+    jobs: Receiver<Stage<WindowJob>>,
+    scored: Sender<Stage<Vec<ScoredWindow>>>,
     metrics: Arc<Metrics>,
 ) {
-    let model = Arc::new(ModelRef {
-        name: runtime.name().to_string(),
-        version: runtime.version().to_string(),
-        sha256: runtime.sha256().to_string(),
-    });
-    let error_scale = runtime.manifest().score.error_scale;
-    let score_spec = runtime.manifest().score.clone();
-    let norm = runtime.manifest().normalisation.clone();
-    let mut one: Vec<f32> = Vec::with_capacity(runtime.input_width());
     let width = runtime.input_width();
+    let scoring = Scoring {
+        model: Arc::new(ModelRef {
+            name: runtime.name().to_string(),
+            version: runtime.version().to_string(),
+            sha256: runtime.sha256().to_string(),
+        }),
+        spec: runtime.manifest().score.clone(),
+        width,
+    };
     let mut batch: Vec<WindowJob> = Vec::with_capacity(limits.max_batch);
     let mut inputs: Vec<f32> = Vec::with_capacity(limits.max_batch * width);
     let mut outputs: Vec<f32> = Vec::new();
     loop {
         batch.clear();
+        let mut checkpoint = None;
+        let mut disconnected = false;
         match jobs.recv() {
-            Ok(job) => batch.push(job),
+            Ok(Stage::Item(job)) => batch.push(job),
+            Ok(Stage::Checkpoint(c)) => checkpoint = Some(c),
             Err(_) => return,
         }
         let deadline = Instant::now() + limits.max_wait;
-        let mut disconnected = false;
-        while batch.len() < limits.max_batch {
+        while checkpoint.is_none() && batch.len() < limits.max_batch {
             // Take what is already queued without waiting, then wait out the deadline.
-            match jobs.try_recv() {
-                Ok(job) => {
-                    batch.push(job);
-                    continue;
+            let next = match jobs.try_recv() {
+                Ok(m) => Ok(m),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    jobs.recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 }
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    disconnected = true;
-                    break;
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => {}
-            }
-            match jobs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(job) => batch.push(job),
+            };
+            match next {
+                Ok(Stage::Item(job)) => batch.push(job),
+                Ok(Stage::Checkpoint(c)) => checkpoint = Some(c),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     disconnected = true;
@@ -113,39 +89,13 @@ pub fn run(
                 }
             }
         }
-        inputs.clear();
-        for job in &batch {
-            normalise_window(&norm, &job.values, &job.stats, &mut one);
-            inputs.extend_from_slice(&one);
+        if !batch.is_empty() && !score_batch(&mut runtime, &mut batch, &mut inputs, &mut outputs, &scoring, &scored, &metrics) {
+            return;
         }
-        let started = Instant::now();
-        let result = runtime.run_batch(&inputs, batch.len(), &mut outputs);
-        metrics.inference_batch_time.record(started.elapsed());
-        metrics.inference_batches.inc();
-        match result {
-            Ok(()) => {
-                let out: Vec<ScoredWindow> = batch
-                    .drain(..)
-                    .enumerate()
-                    .map(|(i, job)| {
-                        let z = &inputs[i * width..(i + 1) * width];
-                        let error = window_error(&score_spec, z, &outputs[i * width..(i + 1) * width]);
-                        ScoredWindow {
-                            entity: job.entity,
-                            window_end_ms: job.window_end_ms,
-                            error,
-                            score: mse_ratio_score(error, error_scale),
-                            model: model.clone(),
-                            trigger_ingest: job.trigger_ingest,
-                        }
-                    })
-                    .collect();
-                metrics.windows_scored.add(out.len() as u64);
-                if scored.send(out).is_err() {
-                    return;
-                }
+        if let Some(c) = checkpoint {
+            if scored.send(Stage::Checkpoint(c)).is_err() {
+                return;
             }
-            Err(e) => tracing::error!(error = %e, windows = batch.len(), "inference failed; batch not scored"),
         }
         if disconnected {
             return;
@@ -153,32 +103,54 @@ pub fn run(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What turns model outputs into scores.
+struct Scoring {
+    model: Arc<ModelRef>,
+    spec: super::manifest::ScoreSpec,
+    width: usize,
+}
 
-    #[test]
-    fn normalises_by_the_manifest_method() {
-        let stats = Ewma { count: 300, mean: 10.0, var: 4.0, noise_var: 0.25, ..Default::default() };
-        let mut norm = Normalisation {
-            method: NormalisationMethod::EntityEwmaZscore,
-            alpha: 0.1,
-            min_std: 1e-3,
-            clip: 8.0,
-            warmup: 0,
-            window_std_ratio: None,
-        };
-        let mut out = Vec::new();
-        // (x - 10) / 2
-        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
-        assert_eq!(out, vec![-1.0, -1.0, 0.0, 2.0]);
-        // (x - window mean 10) / max(0.5, 2 · 1): see features::normalise_noise's test
-        norm.method = NormalisationMethod::EntityNoiseZscore;
-        norm.window_std_ratio = Some(2.0);
-        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
-        assert_eq!(out, vec![-1.0, -1.0, 0.0, 2.0]);
-        norm.window_std_ratio = Some(0.0);
-        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
-        assert_eq!(out, vec![-4.0, -4.0, 0.0, 8.0]);
+/// Scores one batch in one invoke and sends it on. `false` when the alert stage is gone.
+fn score_batch(
+    runtime: &mut ModelRuntime,
+    batch: &mut Vec<WindowJob>,
+    inputs: &mut Vec<f32>,
+    outputs: &mut Vec<f32>,
+    scoring: &Scoring,
+    scored: &Sender<Stage<Vec<ScoredWindow>>>,
+    metrics: &Metrics,
+) -> bool {
+    let width = scoring.width;
+    inputs.clear();
+    for job in batch.iter() {
+        inputs.extend_from_slice(&job.input);
     }
+    let started = Instant::now();
+    let result = runtime.run_batch(inputs, batch.len(), outputs);
+    metrics.inference_batch_time.record(started.elapsed());
+    metrics.inference_batches.inc();
+    if let Err(e) = result {
+        tracing::error!(error = %e, windows = batch.len(), "inference failed; batch not scored");
+        batch.clear();
+        return true;
+    }
+    // `run_batch` returned Ok, so `outputs` holds exactly `batch.len() * width` values.
+    let out: Vec<ScoredWindow> = batch
+        .drain(..)
+        .enumerate()
+        .map(|(i, job)| {
+            let z = &inputs[i * width..(i + 1) * width];
+            let error = window_error(&scoring.spec, z, &outputs[i * width..(i + 1) * width]);
+            ScoredWindow {
+                entity: job.entity,
+                window_end_ms: job.window_end_ms,
+                error,
+                score: mse_ratio_score(error, scoring.spec.error_scale),
+                model: scoring.model.clone(),
+                trigger_ingest: job.trigger_ingest,
+            }
+        })
+        .collect();
+    metrics.windows_scored.add(out.len() as u64);
+    scored.send(Stage::Item(out)).is_ok()
 }

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::inference::manifest::{Normalisation, NormalisationMethod};
+
 /// `entity_noise_zscore`: a half squared first difference enters the noise EWMA capped at
 /// `NOISE_CAP² · noise_var` (a fixed constant of the method), so regime steps and spikes barely
 /// move the noise scale.
@@ -73,17 +75,6 @@ impl Ewma {
     }
 }
 
-/// Parameters of `entity_ewma_zscore` (from the manifest).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Normalisation {
-    pub alpha: f64,
-    pub min_std: f64,
-    pub clip: f64,
-    pub warmup: u64,
-    /// Model input width (slots per window).
-    pub width: usize,
-}
-
 /// Resamples `points` (event time ms, value; sorted by time, all inside
 /// `[end − size, end)`) onto `width` equal slots: each slot is the mean of its points; an
 /// empty slot repeats the previous slot; leading empty slots take the first non-empty slot.
@@ -123,11 +114,21 @@ pub fn resample(points: &[(i64, f64)], end_ms: i64, size_ms: i64, width: usize, 
     Some(())
 }
 
-/// `z = clamp((x − mean) / max(std, min_std), −clip, clip)` into `out` as f32.
-pub fn normalise(values: &[f64], stats: &Ewma, norm: &Normalisation, out: &mut Vec<f32>) {
-    let scale = stats.std().max(norm.min_std);
+/// The model input for one resampled window, as the manifest's `normalisation.method` says.
+pub fn normalise_window(norm: &Normalisation, values: &[f64], stats: &Ewma, out: &mut Vec<f32>) {
+    match norm.method {
+        NormalisationMethod::EntityEwmaZscore => normalise(values, stats, norm.min_std, norm.clip, out),
+        NormalisationMethod::EntityNoiseZscore => {
+            normalise_noise(values, stats, norm.min_std, norm.clip, norm.window_std_ratio.unwrap_or(0.0), out)
+        }
+    }
+}
+
+/// `entity_ewma_zscore`: `z = clamp((x − mean) / max(std, min_std), −clip, clip)` as f32.
+pub fn normalise(values: &[f64], stats: &Ewma, min_std: f64, clip: f64, out: &mut Vec<f32>) {
+    let scale = stats.std().max(min_std);
     out.clear();
-    out.extend(values.iter().map(|x| ((x - stats.mean) / scale).clamp(-norm.clip, norm.clip) as f32));
+    out.extend(values.iter().map(|x| ((x - stats.mean) / scale).clamp(-clip, clip) as f32));
 }
 
 /// `entity_noise_zscore` into `out` as f32: the window is centred on its own mean `m`, and
@@ -282,9 +283,8 @@ mod tests {
     #[test]
     fn normalise_clips() {
         let stats = Ewma { count: 100, mean: 10.0, var: 4.0, ..Default::default() };
-        let norm = Normalisation { alpha: 0.1, min_std: 1e-3, clip: 3.0, warmup: 0, width: 3 };
         let mut out = Vec::new();
-        normalise(&[10.0, 12.0, 100.0], &stats, &norm, &mut out);
+        normalise(&[10.0, 12.0, 100.0], &stats, 1e-3, 3.0, &mut out);
         assert_eq!(out, vec![0.0, 1.0, 3.0]);
     }
 
@@ -295,5 +295,30 @@ mod tests {
         assert!((f.slope_per_s - 2.0).abs() < 1e-9);
         assert_eq!((f.min, f.max, f.count), (0.0, 18.0, 10));
         assert!((f.mean - 9.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn normalises_by_the_manifest_method() {
+        let stats = Ewma { count: 300, mean: 10.0, var: 4.0, noise_var: 0.25, ..Default::default() };
+        let mut norm = Normalisation {
+            method: NormalisationMethod::EntityEwmaZscore,
+            alpha: 0.1,
+            min_std: 1e-3,
+            clip: 8.0,
+            warmup: 0,
+            window_std_ratio: None,
+        };
+        let mut out = Vec::new();
+        // (x - 10) / 2
+        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
+        assert_eq!(out, vec![-1.0, -1.0, 0.0, 2.0]);
+        // (x - window mean 10) / max(0.5, 2 · 1): see features::normalise_noise's test
+        norm.method = NormalisationMethod::EntityNoiseZscore;
+        norm.window_std_ratio = Some(2.0);
+        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
+        assert_eq!(out, vec![-1.0, -1.0, 0.0, 2.0]);
+        norm.window_std_ratio = Some(0.0);
+        normalise_window(&norm, &[8.0, 8.0, 10.0, 14.0], &stats, &mut out);
+        assert_eq!(out, vec![-4.0, -4.0, 0.0, 8.0]);
     }
 }

@@ -7,14 +7,14 @@
 //! 1. admits the reading into the entity's [`window::EntityWindows`] (late readings are counted
 //!    and dropped, dead-lettered or kept, per `pipeline.window.late_policy`);
 //! 2. closes every window the entity's watermark has passed, computing its [`features`] and, once
-//!    the entity is past the model's warm-up, the resampled window and the entity's
-//!    normalisation statistics (the inference stage normalises them as the model's manifest
-//!    says);
+//!    the entity is past the model's warm-up, the model input: the window resampled onto the
+//!    model's width and normalised as the model's manifest says;
 //! 3. sends each such window to inference as a [`WindowJob`].
 //!
 //! Every `checkpoint_interval_ms` a worker sends the state of the entities it changed, plus the
-//! commit-log seq through which that state is complete, to the commit log, which writes it in
-//! its next group commit (see [`crate::commit_log`] for recovery).
+//! commit-log seq through which that state is complete, down the same path as its windows
+//! ([`Stage::Checkpoint`]); the commit log writes it after the scores of those windows (see
+//! [`crate::commit_log`] for recovery).
 
 pub mod features;
 pub mod window;
@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::commit_log::{Checkpoint, InternalWrite};
+use crate::inference::manifest::Normalisation;
 use crate::config::LatePolicy;
 use crate::dlq::{DlqEntry, DlqReason};
 use crate::metrics::Metrics;
 use crate::reading::{Quality, Reading};
-use features::{resample, Ewma, Normalisation};
+use features::{normalise_window, resample};
 use window::{Admission, EntityWindows, Geometry};
 
 /// Stable partitioning hash (FNV-1a, 64 bit): the same entity maps to the same worker on every
@@ -56,19 +57,29 @@ pub enum WorkerMsg {
 pub struct WindowJob {
     pub entity: Arc<str>,
     pub window_end_ms: i64,
-    /// The window resampled to the model's `width` slots (raw values).
-    pub values: Vec<f64>,
-    /// The entity's normalisation statistics as of the window end.
-    pub stats: Ewma,
+    /// The normalised model input (`width` values).
+    pub input: Vec<f32>,
     /// When the reading that closed the window entered the agent (for latency metrics).
     pub trigger_ingest: Instant,
 }
 
+/// What flows from the workers through inference and the alert stage to the commit log.
+///
+/// A worker's [`Checkpoint`] travels the same path as its windows, behind them: the commit log
+/// receives it only after the scores of every window the checkpointed state has already
+/// emitted, so a crash can never leave a checkpoint that claims windows whose scores were lost.
+pub enum Stage<T> {
+    Item(T),
+    Checkpoint(Checkpoint),
+}
+
 /// Settings a worker needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub geometry: Geometry,
+    /// The model's normalisation (manifest) and input width.
     pub normalisation: Normalisation,
+    pub width: usize,
     pub checkpoint_interval: Duration,
 }
 
@@ -78,7 +89,7 @@ pub struct Worker {
     pub settings: WorkerSettings,
     pub entities: HashMap<Arc<str>, EntityWindows>,
     pub inbox: Receiver<WorkerMsg>,
-    pub to_inference: Sender<WindowJob>,
+    pub to_inference: Sender<Stage<WindowJob>>,
     pub to_commit_log: Sender<InternalWrite>,
     pub metrics: Arc<Metrics>,
 }
@@ -114,7 +125,7 @@ impl Worker {
     }
 
     fn apply(&mut self, reading: Reading, received: Instant, dirty: &mut HashSet<Arc<str>>, resampled: &mut Vec<f64>) {
-        let s = self.settings;
+        let s = &self.settings;
         let key: Arc<str> = match self.entities.get_key_value(reading.entity.as_str()) {
             Some((k, _)) => k.clone(),
             None => Arc::from(reading.entity.as_str()),
@@ -158,24 +169,19 @@ impl Worker {
         }
         let to_inference = &self.to_inference;
         let metrics = &self.metrics;
-        let norm = s.normalisation;
         state.close_ready(&s.geometry, alpha, |window, ewma| {
             metrics.windows_emitted.inc();
-            if ewma.count < norm.warmup {
+            if ewma.count < s.normalisation.warmup {
                 return;
             }
-            if resample(&window.points, window.end_ms, s.geometry.size_ms, norm.width, resampled).is_none() {
+            if resample(&window.points, window.end_ms, s.geometry.size_ms, s.width, resampled).is_none() {
                 return;
             }
-            let job = WindowJob {
-                entity: key.clone(),
-                window_end_ms: window.end_ms,
-                values: resampled.clone(),
-                stats: *ewma,
-                trigger_ingest: received,
-            };
+            let mut input = Vec::with_capacity(s.width);
+            normalise_window(&s.normalisation, resampled, ewma, &mut input);
+            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received };
             // Inference only disconnects when the agent is shutting down.
-            let _ = to_inference.send(job);
+            let _ = to_inference.send(Stage::Item(job));
         });
     }
 
@@ -186,6 +192,7 @@ impl Worker {
                 rows.push((key.to_string(), crate::store::to_cbor(state), state.features.clone()));
             }
         }
-        let _ = self.to_commit_log.send(InternalWrite::Checkpoint(Checkpoint { worker: self.index, through, rows }));
+        // Behind this worker's windows, through inference and alerts: see [`Stage`].
+        let _ = self.to_inference.send(Stage::Checkpoint(Checkpoint { worker: self.index, through, rows }));
     }
 }
