@@ -113,6 +113,8 @@ pub struct BenchOptions {
     pub latency_rate: Option<f64>,
     pub max_inflight: u32,
     pub connections: usize,
+    /// Mosquitto `set_tcp_nodelay` (Nagle off on the broker's sockets).
+    pub broker_nodelay: bool,
 }
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
@@ -182,7 +184,10 @@ fn start_broker(opts: &BenchOptions, dir: &Path, max_queued: u64) -> Result<Brok
         }
         c += "per_listener_settings false\nallow_anonymous true\npersistence false\n";
         c += &format!("log_dest file {}\nlog_type error\nlog_type warning\n", dir.join("mosquitto.log").display());
-        let settings = format!("max_inflight_messages {}\nmax_queued_messages {max_queued}\nmax_queued_bytes 0\n", opts.max_inflight);
+        let settings = format!(
+            "max_inflight_messages {}\nmax_queued_messages {max_queued}\nmax_queued_bytes 0\nset_tcp_nodelay {}\n",
+            opts.max_inflight, opts.broker_nodelay
+        );
         c += &settings;
         c += &format!("listener {port} 127.0.0.1\n");
         std::fs::write(&conf, c)?;
@@ -207,13 +212,22 @@ fn is_root() -> bool {
 // ---------------------------------------------------------------------------------------------
 // MQTT clients
 
-fn mqtt_options(id: &str, broker: &Broker) -> MqttOptions {
+fn mqtt_options(id: &str, broker: &Broker, clean: bool) -> MqttOptions {
     let mut o = MqttOptions::new(id, broker.host.clone(), broker.port);
     o.set_keep_alive(Duration::from_secs(30));
-    o.set_clean_session(true);
+    o.set_clean_session(clean);
     o.set_inflight(1000);
     o.set_max_packet_size(1 << 20, 1 << 20);
     o
+}
+
+/// The bench's own clients are measuring instruments: Nagle off, so they add no delay.
+fn client(id: &str, broker: &Broker, cap: usize, clean: bool) -> (AsyncClient, rumqttc::EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(id, broker, clean), cap);
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    (client, eventloop)
 }
 
 /// Publisher connections; every connection's event loop runs in its own task and counts PUBACKs.
@@ -228,7 +242,7 @@ async fn publisher(broker: &Broker, name: &str, connections: usize) -> Result<Pu
     let failed = Arc::new(Mutex::new(None));
     let mut clients = Vec::new();
     for c in 0..connections.max(1) {
-        let (client, mut eventloop) = AsyncClient::new(mqtt_options(&format!("{name}-{c}"), broker), 10_000);
+        let (client, mut eventloop) = client(&format!("{name}-{c}"), broker, 10_000, true);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (acked, failed) = (acked.clone(), failed.clone());
         tokio::spawn(async move {
@@ -288,15 +302,17 @@ impl Publisher {
 }
 
 /// A subscriber that records the receive time of every message and hands it to `on_message`.
-async fn subscriber<F>(broker: &Broker, id: &str, filter: &str, mut on_message: F) -> Result<AsyncClient, BoxErr>
+/// With `clean == false` the session persists, so messages published while it is disconnected
+/// are queued by the broker. Returns the client and the event loop task (ends at DISCONNECT).
+async fn subscriber<F>(broker: &Broker, id: &str, filter: &str, clean: bool, mut on_message: F) -> Result<(AsyncClient, tokio::task::JoinHandle<()>), BoxErr>
 where
     F: FnMut(Instant, &rumqttc::Publish) + Send + 'static,
 {
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(id, broker), 1000);
+    let (client, mut eventloop) = client(id, broker, 1000, clean);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let sub = client.clone();
     let filter = filter.to_string();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut ready = Some(ready_tx);
         loop {
             match eventloop.poll().await {
@@ -319,7 +335,7 @@ where
         }
     });
     tokio::time::timeout(Duration::from_secs(10), ready_rx).await.map_err(|_| err("subscriber: no SUBACK within 10 s"))??;
-    Ok(client)
+    Ok((client, task))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,7 +416,9 @@ impl AgentProc {
             }
             self.check_alive()?;
             if Instant::now() > deadline {
-                return Err(err(format!("timed out after {timeout:?} waiting for {what}; last snapshot {:?}", self.snapshot())));
+                let log = self.log.lock().unwrap();
+                let warnings = log.iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).rev().take(10).cloned().collect::<Vec<_>>().join("\n");
+                return Err(err(format!("timed out after {timeout:?} waiting for {what}; last snapshot {:?}; agent warnings:\n{warnings}", self.snapshot())));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -579,35 +597,43 @@ fn run_in(
         opts.connections
     );
 
-    // Phase 1: the ceiling.
+    // Phase 1: the ceiling. The subscriber's persistent session is created, the subscriber goes
+    // away, the N readings are queued by the broker, and the subscriber comes back and drains
+    // them: its rate does not depend on how fast the publisher is (on 2 cores it is not faster
+    // than the consumers).
     let ceiling = rt.block_on(async {
+        let (sub, task) = subscriber(&broker, "vigil-bench-ceiling", "bench/#", false, |_, _| {}).await?;
+        sub.disconnect().await.map_err(|e| err(e.to_string()))?;
+        let _ = task.await;
+        let p = publisher(&broker, "vigil-bench-pub-ceiling", opts.connections).await?;
+        let publish_time = publish_throughput(&p, n, sensors, base_ts(rounds), 0).await?;
+        p.close().await;
         let received = Arc::new(Mutex::new((0u64, None::<Instant>, None::<Instant>)));
         let r = received.clone();
-        let sub = subscriber(&broker, "vigil-bench-ceiling", "bench/#", move |t, _| {
+        let (sub, _task) = subscriber(&broker, "vigil-bench-ceiling", "bench/#", false, move |t, _| {
             let mut g = r.lock().unwrap();
             g.0 += 1;
             g.1.get_or_insert(t);
             g.2 = Some(t);
         })
         .await?;
-        let p = publisher(&broker, "vigil-bench-pub-ceiling", opts.connections).await?;
-        let base = base_ts(rounds);
-        let publish_time = publish_throughput(&p, n, sensors, base, 0).await?;
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(300);
         while received.lock().unwrap().0 < n {
             if Instant::now() > deadline {
                 return Err(err(format!("ceiling subscriber received {} of {n}", received.lock().unwrap().0)));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        p.close().await;
         let _ = sub.disconnect().await;
         let g = *received.lock().unwrap();
         let span = g.2.unwrap().duration_since(g.1.unwrap()).as_secs_f64();
         Ok::<_, BoxErr>((n as f64 / span.max(1e-9), publish_time))
     })?;
     let (ceiling_rate, ceiling_pub) = ceiling;
-    println!("  phase 1 ceiling: no-op subscriber {ceiling_rate:.0} msgs/s (publisher done in {:.2} s)", ceiling_pub.as_secs_f64());
+    println!(
+        "  phase 1 ceiling: no-op subscriber drains the {n} queued readings at {ceiling_rate:.0} msgs/s (publisher queued them at {:.0}/s)",
+        n as f64 / ceiling_pub.as_secs_f64()
+    );
 
     // Phase 2: the agent as a child process.
     let data_dir = dir.join("agent-data");
@@ -628,11 +654,12 @@ fn run_in(
     let alerts: Arc<Mutex<Vec<(Instant, AlertJson)>>> = Arc::new(Mutex::new(Vec::new()));
     let alert_sub = {
         let a = alerts.clone();
-        rt.block_on(subscriber(&broker, "vigil-bench-alerts", &alert_topic, move |t, p| {
+        rt.block_on(subscriber(&broker, "vigil-bench-alerts", &alert_topic, true, move |t, p| {
             if let Ok(j) = serde_json::from_slice::<AlertJson>(&p.payload) {
                 a.lock().unwrap().push((t, j));
             }
         }))?
+        .0
     };
 
     let metrics_file = dir.join("metrics.json");
@@ -655,26 +682,26 @@ fn run_in(
             return Err(err("the agent never committed a probe reading"));
         }
     }
-    let before = agent.wait_for("probe readings", Duration::from_secs(10), |s| s.readings >= probes)?;
-    let base_readings = before.readings;
-
+    agent.wait_for("probe readings", Duration::from_secs(10), |s| s.readings >= probes)?;
+    // Same as the ceiling: stop the agent (its session and subscription stay), queue the N
+    // readings, start it again and measure how fast it drains them.
+    agent.stop()?;
     let base = base_ts(rounds);
-    let t_pub = Instant::now();
-    let pub_start_ms = wall_ms();
-    rt.block_on(publish_throughput(&p, n, sensors, base, published))?;
+    let agent_pub = rt.block_on(publish_throughput(&p, n, sensors, base, published))?;
     published += n;
-    let agent_pub = t_pub.elapsed();
-    // First snapshot with a throughput reading committed, and the one with all committed.
+    let _ = std::fs::remove_file(&metrics_file);
+    let mut agent = start_agent(&config_path, &metrics_file)?;
+    let before = Snapshot::default();
+    let base_readings = 0u64;
     let first = agent.wait_for("the first reading", Duration::from_secs(300), |s| s.readings > base_readings)?;
     let last = agent.wait_for("all readings committed", Duration::from_secs(600), |s| s.readings >= base_readings + n)?;
     let span_s = (last.at_ms - first.at_ms).max(1) as f64 / 1000.0;
     let agent_rate = (last.readings - first.readings) as f64 / span_s;
-    let from_publish_rate = n as f64 / ((last.at_ms - pub_start_ms).max(1) as f64 / 1000.0);
     let settled = agent.wait_settled(Duration::from_millis(500), Duration::from_secs(120))?;
     let rss_10k_kb = agent.peak_rss_kb();
     println!(
-        "  phase 2 agent: {agent_rate:.0} readings/s committed (first→last commit {span_s:.2} s; {from_publish_rate:.0}/s from first publish; publisher done in {:.2} s)",
-        agent_pub.as_secs_f64()
+        "  phase 2 agent: restarted with the {n} readings queued; drains them at {agent_rate:.0} readings/s committed (first→last commit {span_s:.2} s; publisher queued them at {:.0}/s)",
+        n as f64 / agent_pub.as_secs_f64()
     );
     println!(
         "    commits {} ({:.0} readings/commit), windows {}, scored {} in {} batches ({:.1} windows/batch, {:.0} µs/batch), in-agent score latency p50 ≤{} µs p99 ≤{} µs, late {}, dlq {}, peak RSS {:.1} MB",

@@ -29,7 +29,6 @@ enum Command {
         /// The configuration file.
         config: PathBuf,
     },
-    /// Inspect or replay the dead-letter queue of a stopped agent.
     /// Work with uplinked records.
     Uplink {
         #[command(subcommand)]
@@ -66,7 +65,12 @@ enum Command {
         /// Publisher connections.
         #[arg(long, default_value_t = 2)]
         connections: usize,
+        /// Leave Mosquitto's `set_tcp_nodelay` at its default (false): Nagle on the broker's
+        /// sockets.
+        #[arg(long)]
+        broker_nagle: bool,
     },
+    /// Inspect or replay the dead-letter queue of a stopped agent.
     Dlq {
         /// The configuration file (locates the state and the decoders).
         #[arg(long, short)]
@@ -120,7 +124,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Command::Bench { readings, sensors, broker, config, keep, latency_sensors, latency_rate, max_inflight, connections } = &cli.command {
+    if let Command::Bench { readings, sensors, broker, config, keep, latency_sensors, latency_rate, max_inflight, connections, broker_nagle } = &cli.command {
         tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))).with_writer(std::io::stderr).init();
         let opts = vigil::bench::BenchOptions {
             readings: *readings,
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             latency_rate: *latency_rate,
             max_inflight: *max_inflight,
             connections: *connections,
+            broker_nodelay: !*broker_nagle,
         };
         return match vigil::bench::run(opts) {
             Ok(true) => ExitCode::SUCCESS,
