@@ -2,7 +2,7 @@
 """Offline check of a model folder against the built-in plant simulator's labelled readings.
 
     cargo run -q -p vigil-agent --example sim_dump -- SEED DURATION_S > /tmp/sim.csv
-    models/.venv/bin/python models/eval_demo.py /tmp/sim.csv models/univariate-ae/1.1.0
+    models/.venv/bin/python models/eval_demo.py /tmp/sim.csv models/univariate-ae/1.1.0 [HOP_S [ALERT_THRESHOLD]]
 
 Streams every entity the way the agent does at 1 Hz with 32 s windows and a 4 s hop (one
 reading per slot), scores with the manifest's normalisation and score, and prints for each
@@ -30,6 +30,8 @@ def main():
     k = m["score"].get("k", 32)
     es = m["score"]["error_scale"]
     review, alert = m["thresholds"]["review"], m["thresholds"]["alert"]
+    if len(sys.argv) > 4:  # optional override of the alert threshold (what `[alerts] alert_threshold` does)
+        alert = float(sys.argv[4])
     import tensorflow as tf
     run = T.TFLiteRunner(tf, model_dir / m["file"])
     series = defaultdict(list)

@@ -27,13 +27,14 @@ impl Publisher for StdoutPublisher {
         }
         tracing::warn!(entity = %m.entity, state = m.state, score = m.score, window_end_ms = m.window_end_ms, "{}", m.message);
         let mut out = std::io::stdout().lock();
+        let window_end = std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.window_end_ms.max(0) as u64);
         let _ = writeln!(
             out,
             "ALERT {:<7} {:<28} score={:.3} window_end={} {}",
             m.state.to_uppercase(),
             m.entity,
             m.score,
-            m.window_end_ms,
+            humantime::format_rfc3339_seconds(window_end),
             m.message
         );
         let _ = out.flush();
