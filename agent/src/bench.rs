@@ -16,7 +16,7 @@
 //!    time of the reading that closed the window (the first reading of that entity with event
 //!    time ≥ `window_end_ms + allowed_lateness_ms`).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -487,10 +487,13 @@ fn start_agent(config_path: &Path, metrics_file: &Path) -> Result<AgentProc, Box
     let log = Arc::new(Mutex::new(Vec::new()));
     let (connected_tx, connected_rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().ok_or_else(|| err("no stderr pipe"))?;
+    // The whole log also goes to agent.log next to the metrics file (see --keep).
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(metrics_file.with_file_name("agent.log"))?;
     {
         let log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
                 if line.contains("MQTT connected") {
                     let _ = connected_tx.send(());
                 }
@@ -771,7 +774,11 @@ fn run_in(
     let peak_rss_kb = agent.peak_rss_kb().or(rss_10k_kb);
     rt.block_on(p.close());
     let _ = rt.block_on(alert_sub.disconnect());
+    let warnings: Vec<String> = agent.log.lock().unwrap().iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).cloned().collect();
     agent.stop()?;
+    if !warnings.is_empty() {
+        println!("  agent logged {} warning/error line(s) (last of the kept log); first: {}", warnings.len(), warnings[0]);
+    }
 
     let mut latencies_ms = Vec::new();
     let mut false_alerts = 0usize;
