@@ -96,6 +96,11 @@ raise_after = 1
 clear_after = 3
 cooldown_s = 60
 
+[uplink.outbox]
+# Deliver at once: the crash test reads the outbox files as the record of what the agent had
+# done when it was killed.
+linger_ms = 0
+
 [uplink.directory]
 path = {outbox}
 max_batch = 200

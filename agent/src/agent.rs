@@ -96,6 +96,7 @@ pub fn outbox_config(config: &Config) -> OutboxConfig {
     if let Some(dir) = &config.uplink.directory {
         c.max_batch_records = dir.max_batch;
     }
+    c.linger = Duration::from_millis(config.uplink.outbox.linger_ms);
     c
 }
 

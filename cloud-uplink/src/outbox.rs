@@ -156,6 +156,9 @@ pub struct OutboxConfig {
     pub retry_max: Duration,
     /// How often an idle drain loop looks for records without a notify.
     pub poll_interval: Duration,
+    /// How long a drain loop holds a batch smaller than `max_batch_records` to let it grow
+    /// (fewer, larger files and requests). Alerts are never held. Zero delivers at once.
+    pub linger: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -169,6 +172,7 @@ impl Default for OutboxConfig {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(60),
             poll_interval: Duration::from_secs(5),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -844,6 +848,7 @@ impl Outbox {
         let mut wake = self.wake.subscribe();
         tokio::pin!(shutdown);
         let mut delay = self.config.retry_initial;
+        let mut lingered = false;
         loop {
             // Mark the current wake value seen *before* reading, so a notify
             // racing with the read is not lost.
@@ -861,6 +866,22 @@ impl Outbox {
                 }
                 continue;
             };
+            if !lingered
+                && !self.config.linger.is_zero()
+                && class != RecordClass::Alert
+                && records.len() < self.config.max_batch_records
+            {
+                // Let a small batch grow, then read it again (it may also have become an
+                // alert batch meanwhile: reading again keeps the priority order).
+                lingered = true;
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(self.config.linger) => {}
+                }
+                continue;
+            }
+            lingered = false;
             let result = tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),

@@ -407,7 +407,7 @@ pub struct UplinkConfig {
 }
 
 /// `[uplink.outbox]`
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxSettings {
     /// Disk quota for undelivered records in bytes; 0 = unlimited.
@@ -417,6 +417,16 @@ pub struct OutboxSettings {
     /// `backpressure` (stop acknowledging input until sinks catch up).
     #[serde(default)]
     pub when_full: WhenFull,
+    /// Milliseconds a sink holds a not-yet-full batch so it can grow (fewer, larger files and
+    /// requests). Alerts are never held.
+    #[serde(default = "defaults::linger_ms")]
+    pub linger_ms: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings { quota_bytes: 0, when_full: WhenFull::default(), linger_ms: defaults::linger_ms() }
+    }
 }
 
 /// See [`OutboxSettings::when_full`].
@@ -520,6 +530,9 @@ mod defaults {
     }
     pub fn review_topic() -> String {
         "vigil/{agent}/review".into()
+    }
+    pub fn linger_ms() -> u64 {
+        1000
     }
     pub fn dir_batch() -> usize {
         1000
