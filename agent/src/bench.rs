@@ -774,10 +774,19 @@ fn run_in(
     let peak_rss_kb = agent.peak_rss_kb().or(rss_10k_kb);
     rt.block_on(p.close());
     let _ = rt.block_on(alert_sub.disconnect());
-    let warnings: Vec<String> = agent.log.lock().unwrap().iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).cloned().collect();
     agent.stop()?;
-    if !warnings.is_empty() {
-        println!("  agent logged {} warning/error line(s) (last of the kept log); first: {}", warnings.len(), warnings[0]);
+    // Count over the whole agent.log (the in-memory copy keeps only the last lines).
+    let (mut warnings, mut first_warning) = (0u64, None);
+    if let Ok(f) = std::fs::File::open(metrics_file.with_file_name("agent.log")) {
+        for line in BufReader::new(f).lines().map_while(Result::ok) {
+            if line.contains("WARN") || line.contains("ERROR") {
+                warnings += 1;
+                first_warning.get_or_insert(line);
+            }
+        }
+    }
+    if let Some(first) = first_warning {
+        println!("  agent logged {warnings} warning/error line(s); first: {first}");
     }
 
     let mut latencies_ms = Vec::new();
