@@ -6,7 +6,8 @@
 
 use std::io::Write;
 
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
 
 use super::AlertMessage;
 use crate::ingest::topic::render;

@@ -118,6 +118,9 @@ impl Config {
             return fail("agent.id", format!("`{id}` must be non-empty and use only letters, digits, `-`, `_`, `.`"));
         }
         if let Some(mqtt) = &self.mqtt {
+            if mqtt.receive_maximum == 0 {
+                return fail("mqtt.receive_maximum", "must be between 1 and 65535".into());
+            }
             if mqtt.reconnect_min_ms == 0 || mqtt.reconnect_min_ms > mqtt.reconnect_max_ms {
                 return fail("mqtt.reconnect_min_ms", "must be > 0 and <= mqtt.reconnect_max_ms".into());
             }

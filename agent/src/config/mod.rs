@@ -84,10 +84,19 @@ pub struct MqttConfig {
     #[serde(default = "defaults::keep_alive_s")]
     pub keep_alive_s: u64,
     /// `false` (the default and the only safe choice for QoS 1 ingest) keeps the broker-side
-    /// session across disconnects, so messages published while the agent is down are delivered
-    /// when it comes back.
+    /// session across disconnects (MQTT 5 `clean_start = false` plus `session_expiry_s`), so
+    /// messages published while the agent is down are delivered when it comes back.
     #[serde(default)]
     pub clean_session: bool,
+    /// How long the broker keeps the session (and queues messages for the agent) while the
+    /// agent is disconnected, in seconds.
+    #[serde(default = "defaults::session_expiry_s")]
+    pub session_expiry_s: u32,
+    /// MQTT 5 Receive Maximum: most QoS 1 messages the broker may have sent the agent without
+    /// an acknowledgement (1–65535). Bounds the agent's memory for MQTT input whatever backlog
+    /// the broker holds; larger values allow larger group commits.
+    #[serde(default = "defaults::receive_maximum")]
+    pub receive_maximum: u16,
     /// User name, if the broker requires one.
     #[serde(default)]
     pub username: Option<String>,
@@ -458,6 +467,12 @@ mod defaults {
     }
     pub fn keep_alive_s() -> u64 {
         30
+    }
+    pub fn session_expiry_s() -> u32 {
+        7 * 24 * 3600
+    }
+    pub fn receive_maximum() -> u16 {
+        1000
     }
     pub fn reconnect_min_ms() -> u64 {
         200

@@ -2,16 +2,23 @@
 //!
 //! # Delivery guarantee
 //!
-//! The client runs with `manual_acks` and (by default) `clean_session = false`. A QoS 1
-//! PUBLISH is acknowledged only from the commit log's `on_commit` callback, i.e. after its
-//! readings or dead letters are durable. If the agent dies before that, the broker still holds
-//! the message in the persistent session and delivers it again on reconnect. The journal may
-//! then see a reading twice (at-least-once); it is never lost.
+//! The client speaks MQTT 5 with `manual_acks` and (by default) a persistent session
+//! (`clean_start = false` and a session expiry interval). A QoS 1 PUBLISH is acknowledged only
+//! from the commit log's `on_commit` callback, i.e. after its readings or dead letters are
+//! durable. If the agent dies before that, the broker still holds the message in the session
+//! and delivers it again on reconnect. The journal may then see a reading twice (at-least-once;
+//! the windows ignore the duplicate); it is never lost.
 //!
-//! The ack is queued with `try_ack` on the client's request channel. That never fails for lack
-//! of space: the channel's capacity ([`REQUEST_QUEUE`]) exceeds the number of unacknowledged
-//! messages a broker sends before waiting for acks (Mosquitto's `max_inflight_messages`,
-//! default 20; set it well below [`REQUEST_QUEUE`]).
+//! # Flow control
+//!
+//! The CONNECT carries MQTT 5's Receive Maximum (`mqtt.receive_maximum`): the broker must not
+//! have more unacknowledged QoS 1 messages outstanding to the agent than that. This bounds
+//! everything the agent holds for MQTT — decoded batches waiting for the commit log, and acks
+//! waiting to be sent — whatever backlog the broker has queued. (MQTT 3.1.1 has no such limit;
+//! Mosquitto's `max_inflight_messages` was measured not to hold it on session resume, so acks
+//! piled up behind incoming traffic.) Acks are queued with `try_ack` on the client's request
+//! channel, whose capacity ([`REQUEST_QUEUE`]) exceeds the largest Receive Maximum, so that
+//! call cannot fail for lack of space.
 //!
 //! # Threads
 //!
@@ -23,7 +30,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::watch;
 
 use super::decode::Decoder;
@@ -34,8 +44,9 @@ use crate::dlq::{DlqEntry, DlqReason};
 use crate::metrics::Metrics;
 use crate::reading::{now_ms, SourceKind};
 
-/// Capacity of the rumqttc request channel (publishes, acks, subscribes).
-pub const REQUEST_QUEUE: usize = 65_536;
+/// Capacity of the rumqttc request channel (publishes, acks, subscribes). Larger than the
+/// largest Receive Maximum (65 535) plus alert publishes, so an ack always fits.
+pub const REQUEST_QUEUE: usize = 131_072;
 
 /// MQTT set-up failures (configuration that cannot be used).
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +81,13 @@ pub fn options(config: &MqttConfig, agent_id: &str) -> Result<MqttOptions, MqttS
     let client_id = config.client_id.clone().unwrap_or_else(|| format!("vigil-{agent_id}"));
     let mut o = MqttOptions::new(client_id, config.host.clone(), config.port);
     o.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
-    o.set_clean_session(config.clean_session);
+    o.set_clean_start(config.clean_session);
+    if !config.clean_session {
+        o.set_session_expiry_interval(Some(config.session_expiry_s));
+    }
+    o.set_receive_maximum(Some(config.receive_maximum));
     o.set_manual_acks(true);
-    o.set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
-    o.set_inflight(100);
+    o.set_max_packet_size(Some(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX)));
     if let Some(user) = &config.username {
         let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
         o.set_credentials(user.clone(), password);
@@ -188,7 +202,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 metrics.mqtt_connects.inc();
                 delay = backoff.min;
-                tracing::info!(session_present = ack.session_present, "MQTT connected");
+                tracing::info!(session_present = ack.session_present, "MQTT connected (MQTT 5)");
                 for f in &filters {
                     if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
                         tracing::error!(filter = %f, error = %e, "cannot queue MQTT subscribe");
@@ -198,7 +212,8 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 metrics.mqtt_messages.inc();
                 let Some(tx) = ingest.as_ref() else { continue };
-                let mut batch = decode_publish(&routes, &publish.topic, &publish.payload, now_ms());
+                let topic = String::from_utf8_lossy(&publish.topic);
+                let mut batch = decode_publish(&routes, &topic, &publish.payload, now_ms());
                 let acker = client.clone();
                 batch.on_commit = Some(Box::new(move || {
                     if let Err(e) = acker.try_ack(&publish) {
