@@ -16,9 +16,13 @@
 //! everything the agent holds for MQTT — decoded batches waiting for the commit log, and acks
 //! waiting to be sent — whatever backlog the broker has queued. (MQTT 3.1.1 has no such limit;
 //! Mosquitto's `max_inflight_messages` was measured not to hold it on session resume, so acks
-//! piled up behind incoming traffic.) Acks are queued with `try_ack` on the client's request
-//! channel, whose capacity ([`REQUEST_QUEUE`]) exceeds the largest Receive Maximum, so that
-//! call cannot fail for lack of space.
+//! piled up behind incoming traffic.)
+//!
+//! Brokers do not all honour it when they replay a resumed session's backlog (Mosquitto 2.0.11
+//! was measured sending thousands of unacknowledged messages at once), and rumqttc sends one
+//! request per poll while it reads up to ten packets. So an ack is never dropped when the
+//! client's request channel is full: [`Acker`] keeps it, in order, and the event loop hands it
+//! over as soon as there is room (PUBACKs must leave in the order the PUBLISHes arrived).
 //!
 //! # Threads
 //!
@@ -163,6 +167,53 @@ pub fn decode_publish(routes: &[Route], topic: &str, payload: &[u8], now: i64) -
     }
 }
 
+/// Sends QoS 1/2 acknowledgements in receive order without ever dropping one. Shared by the
+/// commit log (which acks after a commit) and the event loop (which flushes the backlog).
+#[derive(Clone)]
+pub struct Acker {
+    client: AsyncClient,
+    /// Acks that did not fit into the client's request channel, oldest first.
+    backlog: Arc<std::sync::Mutex<std::collections::VecDeque<(u16, QoS)>>>,
+}
+
+impl Acker {
+    pub fn new(client: AsyncClient) -> Acker {
+        Acker { client, backlog: Arc::default() }
+    }
+
+    fn try_send(&self, pkid: u16, qos: QoS) -> bool {
+        let mut ack = rumqttc::v5::mqttbytes::v5::Publish::new("", qos, Vec::new(), None);
+        ack.pkid = pkid;
+        self.client.try_ack(&ack).is_ok()
+    }
+
+    /// Acknowledges one message (a no-op for QoS 0).
+    pub fn ack(&self, pkid: u16, qos: QoS) {
+        if qos == QoS::AtMostOnce {
+            return;
+        }
+        // A poisoned lock means a panic elsewhere while holding it; the queue itself is intact.
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        // Behind a backlog, wait in line: acks must leave in receive order.
+        if !backlog.is_empty() || !self.try_send(pkid, qos) {
+            backlog.push_back((pkid, qos));
+        }
+    }
+
+    /// Hands waiting acks to the client while its request channel has room; returns how many
+    /// still wait.
+    pub fn flush(&self) -> usize {
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(&(pkid, qos)) = backlog.front() {
+            if !self.try_send(pkid, qos) {
+                break;
+            }
+            backlog.pop_front();
+        }
+        backlog.len()
+    }
+}
+
 /// Reconnect backoff bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -183,9 +234,11 @@ pub async fn run(
     mut drained: watch::Receiver<bool>,
 ) {
     let filters: Vec<String> = routes.iter().map(|r| r.template.filter()).collect();
+    let acker = Acker::new(client.clone());
     let mut ingest = Some(ingest);
     let mut delay = backoff.min;
     loop {
+        acker.flush();
         if ingest.is_some() && *stop.borrow() {
             // Stop intake: messages from now on are not acked and will be redelivered.
             ingest = None;
@@ -214,12 +267,8 @@ pub async fn run(
                 let Some(tx) = ingest.as_ref() else { continue };
                 let topic = String::from_utf8_lossy(&publish.topic);
                 let mut batch = decode_publish(&routes, &topic, &publish.payload, now_ms());
-                let acker = client.clone();
-                batch.on_commit = Some(Box::new(move || {
-                    if let Err(e) = acker.try_ack(&publish) {
-                        tracing::error!(error = %e, pkid = publish.pkid, "cannot queue MQTT ack; broker will redeliver");
-                    }
-                }));
+                let (acker, pkid, qos) = (acker.clone(), publish.pkid, publish.qos);
+                batch.on_commit = Some(Box::new(move || acker.ack(pkid, qos)));
                 // Blocks this thread when the commit log is behind: backpressure.
                 if tx.send(batch).is_err() {
                     ingest = None;
@@ -237,8 +286,17 @@ pub async fn run(
             }
         }
     }
+    // Hand over the acks still waiting, then disconnect (bounded: the broker may be gone; an
+    // ack that does not make it only means a redelivery).
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while acker.flush() > 0 {
+            if eventloop.poll().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
     let _ = client.try_disconnect();
-    // Flush the disconnect (bounded: the broker may already be gone).
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Ok(ev) = eventloop.poll().await {
             if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
