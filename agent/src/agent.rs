@@ -148,6 +148,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         normalisation: manifest.normalisation.clone(),
         width: runtime.input_width(),
         checkpoint_interval: Duration::from_millis(config.pipeline.checkpoint_interval_ms),
+        checkpoint_max_entities: config.pipeline.checkpoint_max_entities,
     };
     let mut threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = Vec::new();
     let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
@@ -156,7 +157,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
 
     let mut worker_txs = Vec::with_capacity(workers_n);
     for (index, entities) in entity_states.into_iter().enumerate() {
-        let (tx, rx) = bounded(1024);
+        // Each message holds up to one group commit's readings: a short queue bounds memory.
+        let (tx, rx) = bounded(8);
         worker_txs.push(tx);
         let worker = Worker {
             index,
@@ -192,9 +194,12 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             .iter()
             .map(|s| mqtt::Route::new(s, &config.validation))
             .collect::<Result<Vec<_>, _>>()?;
-        let (client, eventloop) = mqtt::client(mqtt::options(mqtt_cfg, &config.agent.id)?);
+        let (client, eventloop) = mqtt::client(mqtt::options(mqtt_cfg, &config.agent.id, mqtt::Role::Ingest)?);
+        let ingest_outbound = mqtt::Outbound::new(client);
+        let (pub_client, pub_eventloop) = mqtt::client(mqtt::options(mqtt_cfg, &config.agent.id, mqtt::Role::Publish)?);
+        let pub_outbound = mqtt::Outbound::new(pub_client);
         publishers.push(Box::new(MqttPublisher {
-            client: client.clone(),
+            outbound: pub_outbound.clone(),
             agent: config.agent.id.clone(),
             alert_topic: config.alerts.topic.clone(),
             review_topic: config.alerts.review_topic.clone(),
@@ -203,15 +208,24 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         let ingest_tx = ingest_tx.clone();
         let metrics = metrics.clone();
         let (stop_rx, drained_rx) = (stop_rx.clone(), drained_rx.clone());
-        threads.push((
-            "mqtt",
-            spawn("mqtt", Box::new(move || {
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt.block_on(mqtt::run(eventloop, client, routes, ingest_tx, metrics, backoff, stop_rx, drained_rx)),
-                    Err(e) => tracing::error!(error = %e, "cannot start the MQTT runtime"),
-                }
-            }))?,
-        ));
+        // One thread per connection: the ingest loop blocks on the commit log when it is behind
+        // (backpressure), which must not hold up alerts.
+        let connections = [
+            ("mqtt", eventloop, ingest_outbound, routes, Some(ingest_tx)),
+            ("mqtt-pub", pub_eventloop, pub_outbound, Vec::new(), None),
+        ];
+        for (name, eventloop, outbound, routes, ingest) in connections {
+            let (metrics, stop_rx, drained_rx) = (metrics.clone(), stop_rx.clone(), drained_rx.clone());
+            threads.push((
+                name,
+                spawn(name, Box::new(move || {
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt.block_on(mqtt::run(eventloop, outbound, routes, ingest, metrics, backoff, stop_rx, drained_rx)),
+                        Err(e) => tracing::error!(error = %e, "cannot start the MQTT runtime"),
+                    }
+                }))?,
+            ));
+        }
     }
 
     let evaluator = Evaluator { agent: config.agent.id.clone(), policy, states: alert_states };

@@ -69,6 +69,8 @@ pub enum InternalWrite {
 
 /// Most readings in one group commit; bounds transaction size and the latency of the group.
 const MAX_GROUP_READINGS: usize = 8192;
+/// Group commits slower than this are logged (debug).
+const SLOW_COMMIT: Duration = Duration::from_millis(50);
 /// How long to wait before retrying a group the outbox refused for its quota.
 const BACKPRESSURE_RETRY: Duration = Duration::from_millis(100);
 
@@ -208,10 +210,21 @@ impl CommitLog {
     /// Writes one group in one transaction; retries while the outbox applies backpressure.
     fn commit(&self, mut group: Group, through: &mut u64, checkpoints: &mut [u64]) -> Result<Group, StoreError> {
         loop {
+            let started = Instant::now();
             match self.try_commit(&mut group, *through, checkpoints) {
                 Ok(new_through) => {
                     *through = new_through;
                     self.metrics.commits.inc();
+                    let took = started.elapsed();
+                    self.metrics.commit_time.record(took);
+                    if took > SLOW_COMMIT {
+                        let rows: usize = group.internal.iter().map(|w| match w {
+                            InternalWrite::Checkpoint(c) => c.rows.len(),
+                            InternalWrite::Outputs(o) => o.records.len(),
+                            InternalWrite::DeadLetters(d) => d.len(),
+                        }).sum();
+                        tracing::debug!(ms = took.as_millis() as u64, readings = group.readings, internal_rows = rows, "slow group commit");
+                    }
                     return Ok(group);
                 }
                 Err(StoreError::Outbox(e)) if e.is_backpressure() => {

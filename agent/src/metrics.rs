@@ -25,6 +25,19 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Latency histogram with fixed log-spaced buckets from 1 µs to ~67 s (powers of two).
 #[derive(Debug)]
 pub struct Histogram {
@@ -54,19 +67,30 @@ impl Histogram {
 
     /// Upper bound of the bucket holding quantile `q` (0..=1), in microseconds.
     pub fn quantile_us(&self, q: f64) -> u64 {
-        let total = self.count();
+        Histogram::quantile_of(&self.buckets(), q)
+    }
+
+    /// Bucket counts (bucket `i` holds durations below 2^i µs).
+    pub fn buckets(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Upper bound (µs) of the bucket holding quantile `q` of `buckets` (e.g. the difference of
+    /// two [`Histogram::buckets`] readings: the quantile over an interval).
+    pub fn quantile_of(buckets: &[u64], q: f64) -> u64 {
+        let total: u64 = buckets.iter().sum();
         if total == 0 {
             return 0;
         }
         let rank = ((total as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.load(Ordering::Relaxed);
+        for (i, b) in buckets.iter().enumerate() {
+            seen += b;
             if seen >= rank {
                 return 1u64 << i;
             }
         }
-        1u64 << (self.buckets.len() - 1)
+        1u64 << (buckets.len().saturating_sub(1))
     }
 
     pub fn mean_us(&self) -> f64 {
@@ -82,8 +106,9 @@ pub struct Metrics {
     pub readings_in: Counter,
     /// Dead letters per reason.
     pub dlq: DlqCounters,
-    /// Group commits of the commit log.
+    /// Group commits of the commit log, and how long each took (write + fsync).
     pub commits: Counter,
+    pub commit_time: Histogram,
     /// Readings flagged `bad` by their source (kept and uplinked, not scored).
     pub bad_quality: Counter,
     /// Readings whose event time and value were already buffered (redeliveries), ignored.
@@ -106,4 +131,6 @@ pub struct Metrics {
     /// MQTT messages received and MQTT (re)connections.
     pub mqtt_messages: Counter,
     pub mqtt_connects: Counter,
+    /// MQTT acks and alert publishes waiting for room in the client (`ingest::mqtt::Outbound`).
+    pub mqtt_outbound_backlog: Gauge,
 }

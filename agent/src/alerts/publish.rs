@@ -6,10 +6,9 @@
 
 use std::io::Write;
 
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::AsyncClient;
 
 use super::AlertMessage;
+use crate::ingest::mqtt::Outbound;
 use crate::ingest::topic::render;
 
 /// A destination for alert messages.
@@ -44,7 +43,7 @@ impl Publisher for StdoutPublisher {
 
 /// Alerts and clears as JSON on `alerts.topic`, review events on `alerts.review_topic` (QoS 1).
 pub struct MqttPublisher {
-    pub client: AsyncClient,
+    pub outbound: Outbound,
     pub agent: String,
     pub alert_topic: String,
     pub review_topic: String,
@@ -61,8 +60,6 @@ impl Publisher for MqttPublisher {
                 return;
             }
         };
-        if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
-            tracing::error!(error = %e, entity = %m.entity, "alert not published to MQTT (client queue full or closed); it is in the outbox");
-        }
+        self.outbound.publish(topic, payload);
     }
 }

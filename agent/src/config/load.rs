@@ -152,6 +152,9 @@ impl Config {
         if p.workers == 0 || p.workers > 256 {
             return fail("pipeline.workers", "must be between 1 and 256".into());
         }
+        if p.checkpoint_max_entities == 0 {
+            return fail("pipeline.checkpoint_max_entities", "must be > 0".into());
+        }
         if p.checkpoint_interval_ms == 0 {
             return fail("pipeline.checkpoint_interval_ms", "must be > 0".into());
         }

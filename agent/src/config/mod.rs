@@ -279,6 +279,11 @@ pub struct PipelineConfig {
     /// After a crash, readings newer than the last checkpoint are replayed from the commit log.
     #[serde(default = "defaults::checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// Most entity states one worker writes per checkpoint (those changed longest ago first).
+    /// Bounds the size of a checkpoint's write, so thousands of active sensors do not stall
+    /// ingest; the rest follow in the next checkpoints.
+    #[serde(default = "defaults::checkpoint_max_entities")]
+    pub checkpoint_max_entities: usize,
     /// Sliding windows.
     #[serde(default)]
     pub window: WindowConfig,
@@ -290,6 +295,7 @@ impl Default for PipelineConfig {
             workers: defaults::workers(),
             commit_interval_ms: 0,
             checkpoint_interval_ms: defaults::checkpoint_interval_ms(),
+            checkpoint_max_entities: defaults::checkpoint_max_entities(),
             window: WindowConfig::default(),
         }
     }
@@ -511,6 +517,9 @@ mod defaults {
         2
     }
     pub fn checkpoint_interval_ms() -> u64 {
+        1000
+    }
+    pub fn checkpoint_max_entities() -> usize {
         1000
     }
     pub fn window_size_ms() -> u64 {

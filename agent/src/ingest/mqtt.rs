@@ -21,8 +21,8 @@
 //! Brokers do not all honour it when they replay a resumed session's backlog (Mosquitto 2.0.11
 //! was measured sending thousands of unacknowledged messages at once), and rumqttc sends one
 //! request per poll while it reads up to ten packets. So an ack is never dropped when the
-//! client's request channel is full: [`Acker`] keeps it, in order, and the event loop hands it
-//! over as soon as there is room (PUBACKs must leave in the order the PUBLISHes arrived).
+//! client's request channel is full: [`Outbound`] keeps it, in order, and the event loop hands
+//! it over as soon as there is room (PUBACKs must leave in the order the PUBLISHes arrived).
 //!
 //! # Threads
 //!
@@ -48,9 +48,9 @@ use crate::dlq::{DlqEntry, DlqReason};
 use crate::metrics::Metrics;
 use crate::reading::{now_ms, SourceKind};
 
-/// Capacity of the rumqttc request channel (publishes, acks, subscribes). Larger than the
-/// largest Receive Maximum (65 535) plus alert publishes, so an ack always fits.
-pub const REQUEST_QUEUE: usize = 131_072;
+/// Capacity of the rumqttc request channel (publishes, acks, subscribes). Kept small: what
+/// does not fit waits in [`Outbound`], where it is counted (`mqtt_outbound_backlog`).
+pub const REQUEST_QUEUE: usize = 4096;
 
 /// MQTT set-up failures (configuration that cannot be used).
 #[derive(Debug, thiserror::Error)]
@@ -80,13 +80,28 @@ impl Route {
     }
 }
 
+/// Which of the agent's two connections to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Subscriptions, with the persistent session; client id `mqtt.client_id`.
+    Ingest,
+    /// Alert and review messages, on a connection of their own so they never queue behind
+    /// ingest acks; client id `<mqtt.client_id>-pub`, no persistent session.
+    Publish,
+}
+
 /// Builds the client options (identity, session, credentials, TLS).
-pub fn options(config: &MqttConfig, agent_id: &str) -> Result<MqttOptions, MqttSetupError> {
+pub fn options(config: &MqttConfig, agent_id: &str, role: Role) -> Result<MqttOptions, MqttSetupError> {
     let client_id = config.client_id.clone().unwrap_or_else(|| format!("vigil-{agent_id}"));
+    let client_id = match role {
+        Role::Ingest => client_id,
+        Role::Publish => format!("{client_id}-pub"),
+    };
     let mut o = MqttOptions::new(client_id, config.host.clone(), config.port);
     o.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
-    o.set_clean_start(config.clean_session);
-    if !config.clean_session {
+    let persistent = role == Role::Ingest && !config.clean_session;
+    o.set_clean_start(!persistent);
+    if persistent {
         o.set_session_expiry_interval(Some(config.session_expiry_s));
     }
     o.set_receive_maximum(Some(config.receive_maximum));
@@ -167,24 +182,56 @@ pub fn decode_publish(routes: &[Route], topic: &str, payload: &[u8], now: i64) -
     }
 }
 
-/// Sends QoS 1/2 acknowledgements in receive order without ever dropping one. Shared by the
-/// commit log (which acks after a commit) and the event loop (which flushes the backlog).
+/// Everything the agent sends over the MQTT connection besides subscriptions: acks (from the
+/// commit log, after a commit) and alert messages (from the alert stage). Nothing is dropped
+/// when the client's request channel is full: requests wait here, in order, and the event loop
+/// hands them over as room frees up ([`Outbound::flush`]). Order matters for acks: PUBACKs
+/// must leave in the order the PUBLISHes arrived.
 #[derive(Clone)]
-pub struct Acker {
+pub struct Outbound {
     client: AsyncClient,
-    /// Acks that did not fit into the client's request channel, oldest first.
-    backlog: Arc<std::sync::Mutex<std::collections::VecDeque<(u16, QoS)>>>,
+    /// Requests that did not fit into the client's request channel, oldest first.
+    backlog: Arc<std::sync::Mutex<Backlog>>,
 }
 
-impl Acker {
-    pub fn new(client: AsyncClient) -> Acker {
-        Acker { client, backlog: Arc::default() }
+/// Waiting requests. Acks are compact (a broker replaying a large session backlog can leave
+/// hundreds of thousands waiting) and keep their order among themselves; publishes (alerts)
+/// go first, since nothing orders them relative to acks.
+#[derive(Default)]
+struct Backlog {
+    publishes: std::collections::VecDeque<(String, Vec<u8>)>,
+    acks: std::collections::VecDeque<(u16, QoS)>,
+}
+
+impl Backlog {
+    fn len(&self) -> usize {
+        self.publishes.len() + self.acks.len()
+    }
+}
+
+impl Outbound {
+    pub fn new(client: AsyncClient) -> Outbound {
+        Outbound { client, backlog: Arc::default() }
     }
 
-    fn try_send(&self, pkid: u16, qos: QoS) -> bool {
+    /// The client, for subscriptions and disconnecting.
+    pub fn client(&self) -> &AsyncClient {
+        &self.client
+    }
+
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        // A poisoned lock means a panic elsewhere while holding it; the queues are intact.
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_ack(&self, pkid: u16, qos: QoS) -> bool {
         let mut ack = rumqttc::v5::mqttbytes::v5::Publish::new("", qos, Vec::new(), None);
         ack.pkid = pkid;
         self.client.try_ack(&ack).is_ok()
+    }
+
+    fn try_publish(&self, topic: &str, payload: &[u8]) -> bool {
+        self.client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()).is_ok()
     }
 
     /// Acknowledges one message (a no-op for QoS 0).
@@ -192,25 +239,38 @@ impl Acker {
         if qos == QoS::AtMostOnce {
             return;
         }
-        // A poisoned lock means a panic elsewhere while holding it; the queue itself is intact.
-        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        // Behind a backlog, wait in line: acks must leave in receive order.
-        if !backlog.is_empty() || !self.try_send(pkid, qos) {
-            backlog.push_back((pkid, qos));
+        let mut b = self.backlog();
+        // Behind waiting acks, wait in line.
+        if !b.acks.is_empty() || !self.try_ack(pkid, qos) {
+            b.acks.push_back((pkid, qos));
         }
     }
 
-    /// Hands waiting acks to the client while its request channel has room; returns how many
-    /// still wait.
+    /// Publishes with QoS 1.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) {
+        let mut b = self.backlog();
+        if !b.publishes.is_empty() || !self.try_publish(&topic, &payload) {
+            b.publishes.push_back((topic, payload));
+        }
+    }
+
+    /// Hands waiting requests to the client while its request channel has room; returns how
+    /// many still wait.
     pub fn flush(&self) -> usize {
-        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(&(pkid, qos)) = backlog.front() {
-            if !self.try_send(pkid, qos) {
+        let mut b = self.backlog();
+        while let Some((topic, payload)) = b.publishes.front() {
+            if !self.try_publish(topic, payload) {
+                return b.len();
+            }
+            b.publishes.pop_front();
+        }
+        while let Some(&(pkid, qos)) = b.acks.front() {
+            if !self.try_ack(pkid, qos) {
                 break;
             }
-            backlog.pop_front();
+            b.acks.pop_front();
         }
-        backlog.len()
+        b.len()
     }
 }
 
@@ -221,40 +281,51 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-/// The event loop: runs until `stop` turns true, then keeps polling (so acks of batches still
-/// being committed go out) until `drained` turns true, and disconnects.
+/// The event loop of one connection. With `ingest`, it subscribes to the routes' filters and
+/// feeds the commit log; without, it only sends what [`Outbound`] holds. It runs until `stop`
+/// turns true, then keeps polling (so acks of batches still being committed go out) until
+/// `drained` turns true, and disconnects.
 pub async fn run(
     mut eventloop: EventLoop,
-    client: AsyncClient,
+    outbound: Outbound,
     routes: Vec<Route>,
-    ingest: Sender<IngestBatch>,
+    ingest: Option<Sender<IngestBatch>>,
     metrics: Arc<Metrics>,
     backoff: Backoff,
     mut stop: watch::Receiver<bool>,
     mut drained: watch::Receiver<bool>,
 ) {
     let filters: Vec<String> = routes.iter().map(|r| r.template.filter()).collect();
-    let acker = Acker::new(client.clone());
-    let mut ingest = Some(ingest);
+    let client = outbound.client().clone();
+    let is_ingest = ingest.is_some();
+    let mut ingest = ingest;
     let mut delay = backoff.min;
     loop {
-        acker.flush();
-        if ingest.is_some() && *stop.borrow() {
+        let waiting = outbound.flush() as u64;
+        if is_ingest {
+            metrics.mqtt_outbound_backlog.set(waiting);
+        }
+        let stopping = *stop.borrow();
+        if stopping {
             // Stop intake: messages from now on are not acked and will be redelivered.
             ingest = None;
         }
-        if ingest.is_none() && *drained.borrow() {
+        if stopping && *drained.borrow() {
             break;
         }
         let event = tokio::select! {
             e = eventloop.poll() => e,
-            _ = stop.changed(), if ingest.is_some() => continue,
-            _ = drained.changed(), if ingest.is_none() => continue,
+            _ = stop.changed(), if !stopping => continue,
+            _ = drained.changed(), if stopping => continue,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                metrics.mqtt_connects.inc();
                 delay = backoff.min;
+                if !is_ingest {
+                    tracing::info!("MQTT publisher connected");
+                    continue;
+                }
+                metrics.mqtt_connects.inc();
                 tracing::info!(session_present = ack.session_present, "MQTT connected (MQTT 5)");
                 for f in &filters {
                     if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
@@ -267,8 +338,8 @@ pub async fn run(
                 let Some(tx) = ingest.as_ref() else { continue };
                 let topic = String::from_utf8_lossy(&publish.topic);
                 let mut batch = decode_publish(&routes, &topic, &publish.payload, now_ms());
-                let (acker, pkid, qos) = (acker.clone(), publish.pkid, publish.qos);
-                batch.on_commit = Some(Box::new(move || acker.ack(pkid, qos)));
+                let (outbound, pkid, qos) = (outbound.clone(), publish.pkid, publish.qos);
+                batch.on_commit = Some(Box::new(move || outbound.ack(pkid, qos)));
                 // Blocks this thread when the commit log is behind: backpressure.
                 if tx.send(batch).is_err() {
                     ingest = None;
@@ -276,8 +347,9 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
-                if ingest.is_none() {
+                let connection = if is_ingest { "MQTT connection lost" } else { "MQTT publisher connection lost" };
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{connection}");
+                if stopping {
                     break;
                 }
                 // Reconnect backoff (not synchronisation): the next poll reconnects.
@@ -289,7 +361,7 @@ pub async fn run(
     // Hand over the acks still waiting, then disconnect (bounded: the broker may be gone; an
     // ack that does not make it only means a redelivery).
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while acker.flush() > 0 {
+        while outbound.flush() > 0 {
             if eventloop.poll().await.is_err() {
                 break;
             }

@@ -11,15 +11,17 @@
 //!    model's width and normalised as the model's manifest says;
 //! 3. sends each such window to inference as a [`WindowJob`].
 //!
-//! Every `checkpoint_interval_ms` a worker sends the state of the entities it changed, plus the
-//! commit-log seq through which that state is complete, down the same path as its windows
+//! Every `checkpoint_interval_ms` a worker sends the state of the entities it changed — at most
+//! `checkpoint_max_entities`, those changed longest ago first, so one checkpoint never stalls
+//! the group commit — plus the commit-log seq through which its readings are all persisted in
+//! entity state (the journal may be trimmed up to there), down the same path as its windows
 //! ([`Stage::Checkpoint`]); the commit log writes it after the scores of those windows (see
 //! [`crate::commit_log`] for recovery).
 
 pub mod features;
 pub mod window;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +83,8 @@ pub struct WorkerSettings {
     pub normalisation: Normalisation,
     pub width: usize,
     pub checkpoint_interval: Duration,
+    /// Most entity states written per checkpoint.
+    pub checkpoint_max_entities: usize,
 }
 
 /// One worker thread's state and loop.
@@ -97,7 +101,9 @@ pub struct Worker {
 impl Worker {
     /// Runs until the commit log drops its sender; then writes a final checkpoint.
     pub fn run(mut self) {
-        let mut dirty: HashSet<Arc<str>> = HashSet::new();
+        // Entities changed since their last checkpoint, with the seq of their oldest reading
+        // not yet persisted in a checkpoint.
+        let mut dirty: HashMap<Arc<str>, u64> = HashMap::new();
         let mut through = 0u64;
         let mut next_checkpoint = Instant::now() + self.settings.checkpoint_interval;
         let mut resampled = Vec::new();
@@ -113,7 +119,10 @@ impl Worker {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.checkpoint(&mut dirty, through);
+                    // Final checkpoint: everything, however many.
+                    while !dirty.is_empty() {
+                        self.checkpoint(&mut dirty, through);
+                    }
                     return;
                 }
             }
@@ -124,7 +133,7 @@ impl Worker {
         }
     }
 
-    fn apply(&mut self, reading: Reading, received: Instant, dirty: &mut HashSet<Arc<str>>, resampled: &mut Vec<f64>) {
+    fn apply(&mut self, reading: Reading, received: Instant, dirty: &mut HashMap<Arc<str>, u64>, resampled: &mut Vec<f64>) {
         let s = &self.settings;
         let key: Arc<str> = match self.entities.get_key_value(reading.entity.as_str()) {
             Some((k, _)) => k.clone(),
@@ -136,7 +145,7 @@ impl Worker {
             // already contains the reading.
             return;
         }
-        dirty.insert(key.clone());
+        dirty.entry(key.clone()).or_insert(reading.seq);
         state.applied_through = state.applied_through.max(reading.seq);
         if reading.quality == Quality::Bad {
             self.metrics.bad_quality.inc();
@@ -185,13 +194,30 @@ impl Worker {
         });
     }
 
-    fn checkpoint(&mut self, dirty: &mut HashSet<Arc<str>>, through: u64) {
-        let mut rows = Vec::with_capacity(dirty.len());
-        for key in dirty.drain() {
+    /// Writes the states of up to `checkpoint_max_entities` dirty entities, oldest first.
+    /// `through` is the highest seq routed to this worker; the checkpoint's own `through` is
+    /// lowered to just below the oldest reading still only in memory.
+    fn checkpoint(&mut self, dirty: &mut HashMap<Arc<str>, u64>, through: u64) {
+        let max = self.settings.checkpoint_max_entities.max(1);
+        let chosen: Vec<Arc<str>> = if dirty.len() <= max {
+            dirty.keys().cloned().collect()
+        } else {
+            let mut by_age: Vec<(u64, Arc<str>)> = dirty.iter().map(|(k, s)| (*s, k.clone())).collect();
+            by_age.select_nth_unstable_by_key(max - 1, |(s, _)| *s);
+            by_age.truncate(max);
+            by_age.into_iter().map(|(_, k)| k).collect()
+        };
+        let mut rows = Vec::with_capacity(chosen.len());
+        for key in chosen {
+            dirty.remove(&key);
             if let Some(state) = self.entities.get(&key) {
                 rows.push((key.to_string(), crate::store::to_cbor(state), state.features.clone()));
             }
         }
+        // Seq 0 marks readings that never went through the commit log (none today); they
+        // cannot hold the journal back.
+        let oldest_unsaved = dirty.values().copied().filter(|&s| s > 0).min();
+        let through = oldest_unsaved.map_or(through, |s| s - 1);
         // Behind this worker's windows, through inference and alerts: see [`Stage`].
         let _ = self.to_inference.send(Stage::Checkpoint(Checkpoint { worker: self.index, through, rows }));
     }
