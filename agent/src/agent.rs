@@ -118,7 +118,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     let workers_n = config.pipeline.workers;
     let (ingest_tx, ingest_rx) = bounded(INGEST_QUEUE);
     let (internal_tx, internal_rx) = unbounded();
-    let (jobs_tx, jobs_rx) = bounded(8192);
+    let (jobs_tx, jobs_rx) = bounded(2048);
     let (scored_tx, scored_rx) = bounded(256);
 
     // Restore per-entity state, partitioned like the live routing.

@@ -68,7 +68,7 @@ pub enum InternalWrite {
 }
 
 /// Most readings in one group commit; bounds transaction size and the latency of the group.
-const MAX_GROUP_READINGS: usize = 8192;
+const MAX_GROUP_READINGS: usize = 2048;
 /// Group commits slower than this are logged (debug).
 const SLOW_COMMIT: Duration = Duration::from_millis(50);
 /// How long to wait before retrying a group the outbox refused for its quota.

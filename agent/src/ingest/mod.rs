@@ -28,4 +28,4 @@ pub struct IngestBatch {
 }
 
 /// Capacity, in batches, of the channel from sources to the commit log.
-pub const INGEST_QUEUE: usize = 4096;
+pub const INGEST_QUEUE: usize = 1024;
