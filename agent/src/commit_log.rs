@@ -155,9 +155,8 @@ impl CommitLog {
         // Block for the first item.
         if *ingest_open {
             select_biased! {
-                recv(self.internal) -> m => match m {
-                    Ok(w) => group.internal.push(w),
-                    Err(_) => {}
+                recv(self.internal) -> m => if let Ok(w) = m {
+                    group.internal.push(w);
                 },
                 recv(self.ingest) -> m => match m {
                     Ok(b) => { group.readings += b.readings.len(); group.batches.push(b) }
@@ -174,11 +173,8 @@ impl CommitLog {
         }
         let deadline = Instant::now() + self.commit_interval;
         loop {
-            loop {
-                match self.internal.try_recv() {
-                    Ok(w) => group.internal.push(w),
-                    Err(_) => break,
-                }
+            while let Ok(w) = self.internal.try_recv() {
+                group.internal.push(w);
             }
             while *ingest_open && group.readings < MAX_GROUP_READINGS {
                 match self.ingest.try_recv() {
