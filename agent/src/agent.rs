@@ -215,12 +215,13 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             ("mqtt-pub", pub_eventloop, pub_outbound, Vec::new(), None),
         ];
         for (name, eventloop, outbound, routes, ingest) in connections {
-            let (metrics, stop_rx, drained_rx) = (metrics.clone(), stop_rx.clone(), drained_rx.clone());
+            let metrics = metrics.clone();
+            let shutdown = mqtt::Shutdown { stop: stop_rx.clone(), drained: drained_rx.clone() };
             threads.push((
                 name,
                 spawn(name, Box::new(move || {
                     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt.block_on(mqtt::run(eventloop, outbound, routes, ingest, metrics, backoff, stop_rx, drained_rx)),
+                        Ok(rt) => rt.block_on(mqtt::run(eventloop, outbound, routes, ingest, metrics, backoff, shutdown)),
                         Err(e) => tracing::error!(error = %e, "cannot start the MQTT runtime"),
                     }
                 }))?,

@@ -274,6 +274,14 @@ impl Outbound {
     }
 }
 
+/// The two shutdown signals of a connection loop: `stop` (stop taking input) and `drained`
+/// (the commit log has finished: send what is left and disconnect).
+#[derive(Clone)]
+pub struct Shutdown {
+    pub stop: watch::Receiver<bool>,
+    pub drained: watch::Receiver<bool>,
+}
+
 /// Reconnect backoff bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -292,9 +300,9 @@ pub async fn run(
     ingest: Option<Sender<IngestBatch>>,
     metrics: Arc<Metrics>,
     backoff: Backoff,
-    mut stop: watch::Receiver<bool>,
-    mut drained: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
+    let Shutdown { mut stop, mut drained } = shutdown;
     let filters: Vec<String> = routes.iter().map(|r| r.template.filter()).collect();
     let client = outbound.client().clone();
     let is_ingest = ingest.is_some();
