@@ -206,8 +206,6 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         }));
         let backoff = mqtt::Backoff { min: Duration::from_millis(mqtt_cfg.reconnect_min_ms), max: Duration::from_millis(mqtt_cfg.reconnect_max_ms) };
         let ingest_tx = ingest_tx.clone();
-        let metrics = metrics.clone();
-        let (stop_rx, drained_rx) = (stop_rx.clone(), drained_rx.clone());
         // One thread per connection: the ingest loop blocks on the commit log when it is behind
         // (backpressure), which must not hold up alerts.
         let connections = [
