@@ -61,7 +61,11 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
     let _ = writeln!(s, "pipeline: {} workers (partitioned by entity hash), checkpoint every {} ms", p.workers, p.checkpoint_interval_ms);
     let _ = writeln!(s, "  sliding windows: size {} ms, hop {} ms, lateness {} ms, late readings: {:?}", p.window.size_ms, p.window.hop_ms, p.window.allowed_lateness_ms, p.window.late_policy);
     let _ = writeln!(s, "inference: {} {} (sha256 {}), width {}, micro-batches of <= {} windows / {} ms", m.name, m.version, m.sha256, runtime.input_width(), config.inference.max_batch, config.inference.max_wait_ms);
-    let _ = writeln!(s, "  normalisation: ewma alpha {}, warm-up {} readings", m.normalisation.alpha, m.normalisation.warmup);
+    let _ = writeln!(
+        s,
+        "  normalisation: {:?} (alpha {}, clip {}), score {:?}, warm-up {} readings",
+        m.normalisation.method, m.normalisation.alpha, m.normalisation.clip, m.score.method, m.normalisation.warmup
+    );
     let a = &config.alerts;
     let _ = writeln!(s, "alerts: review >= {}, alert >= {}, raise after {}, clear after {}, cooldown {} s", t.review, t.alert, a.raise_after, a.clear_after, a.cooldown_s);
     if config.mqtt.is_some() {
