@@ -53,10 +53,8 @@ enum Command {
         /// Keep the temporary directory (broker config, agent config, data dir, metrics).
         #[arg(long)]
         keep: bool,
-        /// Sensors in the latency phase.
-        #[arg(long, default_value_t = 500)]
-        latency_sensors: usize,
-        /// Readings/s in the paced latency phase (default: min(10 000, half the agent's rate)).
+        /// Readings/s in the paced steady-state phase (default: --sensors, i.e. every sensor at
+        /// 1 Hz; at most half the agent's measured rate).
         #[arg(long)]
         latency_rate: Option<f64>,
         /// Mosquitto `max_inflight_messages` (unacked QoS 1 messages per client).
@@ -125,7 +123,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Command::Bench { readings, sensors, broker, config, keep, latency_sensors, latency_rate, max_inflight, connections, broker_nagle } = &cli.command {
+    if let Command::Bench { readings, sensors, broker, config, keep, latency_rate, max_inflight, connections, broker_nagle } = &cli.command {
         tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))).with_writer(std::io::stderr).init();
         let opts = vigil::bench::BenchOptions {
             readings: *readings,
@@ -133,7 +131,6 @@ fn main() -> ExitCode {
             broker: broker.clone(),
             config: config.clone(),
             keep: *keep,
-            latency_sensors: *latency_sensors,
             latency_rate: *latency_rate,
             max_inflight: *max_inflight,
             connections: *connections,
