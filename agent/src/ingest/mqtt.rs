@@ -48,6 +48,9 @@ use crate::dlq::{DlqEntry, DlqReason};
 use crate::metrics::Metrics;
 use crate::reading::{now_ms, SourceKind};
 
+/// Most QoS 1 publishes (alerts) in flight to the broker per connection.
+const OUTGOING_INFLIGHT: u16 = 100;
+
 /// Capacity of the rumqttc request channel (publishes, acks, subscribes). Kept small: what
 /// does not fit waits in [`Outbound`], where it is counted (`mqtt_outbound_backlog`).
 pub const REQUEST_QUEUE: usize = 4096;
@@ -105,6 +108,10 @@ pub fn options(config: &MqttConfig, agent_id: &str, role: Role) -> Result<MqttOp
         o.set_session_expiry_interval(Some(config.session_expiry_s));
     }
     o.set_receive_maximum(Some(config.receive_maximum));
+    // rumqttc preallocates a slot per possible outgoing in-flight publish (65 536 by default,
+    // ~16 MB per connection). The agent publishes only alerts, and only on the `Publish`
+    // connection: a hundred in flight is plenty.
+    o.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     o.set_manual_acks(true);
     o.set_max_packet_size(Some(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX)));
     if let Some(user) = &config.username {
