@@ -248,6 +248,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         workers: worker_txs,
         metrics: metrics.clone(),
         commit_interval: Duration::from_millis(config.pipeline.commit_interval_ms),
+        last_trimmed: Default::default(),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let commit_handle = std::thread::Builder::new()

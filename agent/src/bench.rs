@@ -838,6 +838,9 @@ fn run_in(
         }
     }
     latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
+        eprintln!("publish→alert latencies (ms): {latencies_ms:.1?}");
+    }
     let (p50, p99) = (quantile(&latencies_ms, 0.5), quantile(&latencies_ms, 0.99));
     let expected = (0..sensors).filter(|&i| anomalous(i)).count();
 
@@ -852,11 +855,13 @@ fn run_in(
     let score_d = delta(&end.score_hist, &before_paced.score_hist);
     let commit_d = delta(&end.commit_hist, &before_paced.commit_hist);
     println!(
-        "  phase 3 inside the agent: ingest→score p50 ≤{} µs p99 ≤{} µs; group commit p50 ≤{} µs p99 ≤{} µs",
+        "  phase 3 inside the agent: ingest→score p50 ≤{} µs p99 ≤{} µs max ≤{} µs; group commit p50 ≤{} µs p99 ≤{} µs max ≤{} µs",
         Histogram::quantile_of(&score_d, 0.5),
         Histogram::quantile_of(&score_d, 0.99),
+        Histogram::quantile_of(&score_d, 1.0),
         Histogram::quantile_of(&commit_d, 0.5),
-        Histogram::quantile_of(&commit_d, 0.99)
+        Histogram::quantile_of(&commit_d, 0.99),
+        Histogram::quantile_of(&commit_d, 1.0)
     );
     let capped = if opts.latency_rate.is_none() && steady_rate < one_hz { " (capped at half the agent's rate)" } else { "" };
     println!(

@@ -46,7 +46,7 @@ pub const NEXT_DLQ_ID: &str = "next_dlq_id";
 
 /// Page cache for redb. Small on purpose: the agent's working set lives in memory in the
 /// pipeline; redb is written far more than it is read.
-const CACHE_BYTES: usize = 4 << 20;
+const CACHE_BYTES: usize = 1 << 20;
 
 /// A storage failure, with what the agent was doing.
 #[derive(Debug, thiserror::Error)]

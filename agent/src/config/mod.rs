@@ -520,7 +520,7 @@ mod defaults {
         1000
     }
     pub fn checkpoint_max_entities() -> usize {
-        1000
+        250
     }
     pub fn window_size_ms() -> u64 {
         32_000
