@@ -150,6 +150,12 @@ impl EntityWindows {
             }
         }
         self.next_end_ms = Some(next_end);
+        // A steady sensor's buffer stays about one window long; growth doubles the capacity
+        // (37 readings -> 64 slots). With thousands of entities that slack is megabytes.
+        let len = self.buffer.len();
+        if self.buffer.capacity() > len + len / 2 + 8 {
+            self.buffer.shrink_to(len + len / 4 + 4);
+        }
     }
 }
 
