@@ -14,23 +14,8 @@ use vigil_test_harness::{Mosquitto, MosquittoOptions};
 #[test]
 fn agent_reconnects_after_a_broker_restart() {
     let mut broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (data, outbox) = (dir.path().join("data"), dir.path().join("outbox"));
-    let config = dir.path().join("vigil.toml");
     let id = "outage";
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n{}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n",
-            base_config(id, &data, &outbox),
-            mqtt_plain(broker.plain_port())
-        ),
-    )
-    .unwrap();
-    let from = broker.log_line_count();
-    let agent = spawn_agent(&config);
-    agent.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent connects");
-    wait_for_subacks(&broker, from, &format!("vigil-{id}"), 1);
+    let PlantAgent { dir: _dir, outbox, agent, .. } = PlantAgent::start(&broker, id);
 
     let t0 = (now_ms() - 10 * 60 * 1000).div_euclid(1000) * 1000;
     let before: Vec<String> = (0..20).map(|i| json_reading(t0 + i * 1000, i as f64)).collect();

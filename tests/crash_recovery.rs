@@ -20,24 +20,8 @@ use vigil_test_harness::{Mosquitto, MosquittoOptions};
 fn kill_9_mid_stream_loses_nothing() {
     let started = Instant::now();
     let broker = Mosquitto::start(MosquittoOptions { max_queued_messages: Some(1_000_000), ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (data, outbox) = (dir.path().join("data"), dir.path().join("outbox"));
-    let config = dir.path().join("vigil.toml");
     let id = "crash";
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n{}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n",
-            base_config(id, &data, &outbox),
-            mqtt_plain(broker.plain_port())
-        ),
-    )
-    .unwrap();
-
-    let from = broker.log_line_count();
-    let mut agent = spawn_agent(&config);
-    agent.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent connects");
-    wait_for_subacks(&broker, from, &format!("vigil-{id}"), 1);
+    let PlantAgent { dir: _dir, config, outbox, mut agent } = PlantAgent::start(&broker, id);
 
     // 4 entities, warm-up + 400 readings each, one `mosquitto_pub -l -q 1` per entity fed at
     // ~200 lines/s, so the stream is still running when the agent is killed.

@@ -111,6 +111,38 @@ max_batch = 200
     )
 }
 
+/// An agent subscribed to `plant/{line}/{sensor}/value` (entity `{line}.{sensor}`) on the
+/// broker's plain listener, started and subscribed (its SUBACK seen), with its files in a
+/// temp dir.
+pub struct PlantAgent {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub outbox: PathBuf,
+    pub agent: AgentProcess,
+}
+
+impl PlantAgent {
+    pub fn start(broker: &Mosquitto, id: &str) -> PlantAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, outbox) = (dir.path().join("data"), dir.path().join("outbox"));
+        let config = dir.path().join("vigil.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n{}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n",
+                base_config(id, &data, &outbox),
+                mqtt_plain(broker.plain_port())
+            ),
+        )
+        .unwrap();
+        let from = broker.log_line_count();
+        let agent = spawn_agent(&config);
+        agent.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent connects");
+        wait_for_subacks(broker, from, &format!("vigil-{id}"), 1);
+        PlantAgent { dir, config, outbox, agent }
+    }
+}
+
 /// A plain `[mqtt]` table for the broker's plain listener.
 pub fn mqtt_plain(port: u16) -> String {
     format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n")
