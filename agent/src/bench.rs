@@ -798,6 +798,10 @@ fn run_in(
     // After a failed reset VmHWM is still the whole run's peak.
     let steady_rss_kb = agent.status_kb("VmHWM");
     let rss_end_kb = agent.status_kb("VmRSS");
+    if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
+        // Where the agent's resident memory is, mapping by mapping (kept with --keep).
+        let _ = std::fs::copy(format!("/proc/{}/smaps", agent.pid), dir.join("agent.smaps"));
+    }
     rt.block_on(p.close());
     let _ = rt.block_on(alert_sub.disconnect());
     agent.stop()?;

@@ -277,6 +277,13 @@ impl Outbound {
             }
             b.acks.pop_front();
         }
+        // After a burst the queues would keep their peak capacity (a million acks: 4 MiB).
+        if b.acks.is_empty() && b.acks.capacity() > 1024 {
+            b.acks.shrink_to_fit();
+        }
+        if b.publishes.is_empty() && b.publishes.capacity() > 64 {
+            b.publishes.shrink_to_fit();
+        }
         b.len()
     }
 }
