@@ -9,8 +9,12 @@
 //!                                        outbox ──▶ sinks (directory, ...)
 //! ```
 //!
-//! Threads: one per source, the commit log, `pipeline.workers` workers, the batcher and the
-//! alert stage; a small tokio runtime runs the outbox sinks and signal handling.
+//! Worker checkpoints travel the same path as windows (behind them) to the commit log; alert and
+//! review messages also go out on their own MQTT connection.
+//!
+//! Threads: the simulator, one per MQTT connection (ingest and alert publishing), the commit
+//! log, `pipeline.workers` workers, the batcher and the alert stage; a small tokio runtime runs
+//! the outbox sinks, signal handling and the status log.
 //!
 //! Shutdown (SIGINT/SIGTERM, or every source finished): sources stop taking input; the commit
 //! log commits what it has and closes the workers' queues; workers write a final checkpoint;
@@ -18,7 +22,6 @@
 //! the remaining acks and disconnects. Anything not delivered by the sinks stays in the outbox.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,7 +251,6 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         workers: worker_txs,
         metrics: metrics.clone(),
         commit_interval: Duration::from_millis(config.pipeline.commit_interval_ms),
-        last_trimmed: Default::default(),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let commit_handle = std::thread::Builder::new()
@@ -364,9 +366,4 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Convenience for tools: the path of the state database under a data dir.
-pub fn state_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("state.redb")
 }

@@ -85,8 +85,14 @@ pub struct CommitLog {
     pub workers: Vec<Sender<WorkerMsg>>,
     pub metrics: Arc<Metrics>,
     pub commit_interval: Duration,
-    /// Journal rows deleted by the last commit (for the slow-commit log line).
-    pub last_trimmed: std::cell::Cell<u64>,
+}
+
+/// What one group commit did.
+struct Committed {
+    /// The new highest committed ingest seq.
+    through: u64,
+    /// Journal seqs trimmed.
+    journal_trimmed: u64,
 }
 
 #[derive(Default)]
@@ -212,7 +218,7 @@ impl CommitLog {
         loop {
             let started = Instant::now();
             match self.try_commit(&mut group, *through, checkpoints) {
-                Ok(new_through) => {
+                Ok(Committed { through: new_through, journal_trimmed }) => {
                     *through = new_through;
                     self.metrics.commits.inc();
                     let took = started.elapsed();
@@ -223,7 +229,7 @@ impl CommitLog {
                             InternalWrite::Outputs(o) => o.records.len(),
                             InternalWrite::DeadLetters(d) => d.len(),
                         }).sum();
-                        tracing::debug!(ms = took.as_millis() as u64, readings = group.readings, internal_rows = rows, journal_trimmed = self.last_trimmed.get(), "slow group commit");
+                        tracing::debug!(ms = took.as_millis() as u64, readings = group.readings, internal_rows = rows, journal_trimmed, "slow group commit");
                     }
                     return Ok(group);
                 }
@@ -237,8 +243,8 @@ impl CommitLog {
     }
 
     /// Assigns seqs to the group's readings (in `group`), writes everything, commits.
-    /// Returns the new highest committed seq. On error nothing is committed.
-    fn try_commit(&self, group: &mut Group, through: u64, checkpoints: &mut [u64]) -> Result<u64, StoreError> {
+    /// On error nothing is committed.
+    fn try_commit(&self, group: &mut Group, through: u64, checkpoints: &mut [u64]) -> Result<Committed, StoreError> {
         let mut txn = self.db.begin_write().doing("beginning a group commit")?;
         txn.set_durability(Durability::Immediate).doing("setting durability")?;
         let mut next_seq = through + 1;
@@ -297,18 +303,9 @@ impl CommitLog {
                 }
                 for entry in &batch.rejects {
                     dead_letter(entry, &mut outbox)?;
-                    self.metrics.dlq.add(entry.reason);
                 }
             }
             drop(outbox);
-            for entries in group.internal.iter().filter_map(|w| match w {
-                InternalWrite::DeadLetters(e) => Some(e),
-                _ => None,
-            }) {
-                for e in entries {
-                    self.metrics.dlq.add(e.reason);
-                }
-            }
             meta.insert(store::NEXT_SEQ, next_seq).doing("writing meta")?;
             meta.insert(store::NEXT_DLQ_ID, next_dlq).doing("writing meta")?;
 
@@ -328,7 +325,6 @@ impl CommitLog {
                 journal.retain_in(first..=upto, |_, _| false).doing("trimming the journal")?;
                 trimmed = upto - first + 1;
             }
-            self.last_trimmed.set(trimmed);
         }
         txn.commit().doing("committing a group")?;
         for (w, t) in pending_checkpoints {
@@ -336,33 +332,32 @@ impl CommitLog {
                 *slot = (*slot).max(t);
             }
         }
-        Ok(next_seq - 1)
+        Ok(Committed { through: next_seq - 1, journal_trimmed: trimmed })
     }
 
     /// After a durable commit: acknowledge sources, wake sinks, route readings to workers.
     fn after_commit(&self, group: Group, through: u64) {
-        let mut readings = 0u64;
-        let mut per_worker: Vec<Vec<Reading>> = vec![Vec::new(); self.workers.len()];
+        let mut readings = Vec::with_capacity(group.readings);
+        for w in &group.internal {
+            if let InternalWrite::DeadLetters(entries) = w {
+                entries.iter().for_each(|e| self.metrics.dlq.add(e.reason));
+            }
+        }
         for batch in group.batches {
-            readings += batch.readings.len() as u64;
+            batch.rejects.iter().for_each(|e| self.metrics.dlq.add(e.reason));
             if let Some(ack) = batch.on_commit {
                 ack();
             }
-            if !per_worker.is_empty() {
-                for r in batch.readings {
-                    let w = partition_of(&r.entity, per_worker.len());
-                    per_worker[w].push(r);
-                }
-            }
+            readings.extend(batch.readings);
         }
-        self.metrics.readings_in.add(readings);
+        self.metrics.readings_in.add(readings.len() as u64);
         self.outbox.notify();
-        for (tx, readings) in self.workers.iter().zip(per_worker) {
-            // A worker only disconnects when the agent is stopping.
-            let _ = tx.send(WorkerMsg::Readings { readings, through });
-        }
+        self.route(readings, through);
     }
 
+    /// Sends readings to their workers, and every worker the committed `through` seq (also
+    /// when it gets no reading: its checkpoints need it). A worker only disconnects when the
+    /// agent is stopping, so send errors are ignored.
     fn route(&self, readings: Vec<Reading>, through: u64) {
         let mut per_worker: Vec<Vec<Reading>> = vec![Vec::new(); self.workers.len()];
         if per_worker.is_empty() {
