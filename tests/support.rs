@@ -62,6 +62,9 @@ pub fn q(p: impl AsRef<Path>) -> String {
     toml::Value::String(p.as_ref().display().to_string()).to_string()
 }
 
+/// `api.token` of [`base_config`].
+pub const API_TOKEN: &str = "test-token-7f3a";
+
 /// Window geometry used by the tests' configs.
 pub const HOP_MS: i64 = 4000;
 pub const SIZE_MS: i64 = 32_000;
@@ -104,6 +107,11 @@ linger_ms = 0
 [uplink.directory]
 path = {outbox}
 max_batch = 200
+
+[api]
+# Any free port (tests run in parallel); the agent logs the address it bound.
+listen = "127.0.0.1:0"
+token = "{API_TOKEN}"
 "#,
         data = q(data_dir),
         model = q(model_dir()),
@@ -634,4 +642,63 @@ pub fn ingest_flow(broker: &Mosquitto, link: &Link, id: &str) {
     assert!(status.success(), "agent exit status {status}");
     assert_no_panic(&agent);
     eprintln!("ingest flow done in {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The local HTTP API.
+// ---------------------------------------------------------------------------------------------
+
+/// The address the agent's HTTP API bound (from its "HTTP API listening on http://ADDR/" line).
+pub fn api_addr(agent: &AgentProcess) -> std::net::SocketAddr {
+    let line = agent
+        .wait_for_line(|l| l.contains("HTTP API listening on http://"), Duration::from_secs(30))
+        .expect("agent logs its API address");
+    let rest = &line[line.find("http://").unwrap() + 7..];
+    rest[..rest.find('/').unwrap()].parse().expect("API address")
+}
+
+/// One sample of a scraped `/metrics` page, as parsed by the reference Python client library
+/// (`prometheus_client.parser`, in the peers venv): an independent parser of the text format.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PromSample {
+    /// The family's type (`counter`, `gauge`, `histogram`).
+    pub kind: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses a Prometheus text page with `prometheus_client.parser.text_string_to_metric_families`;
+/// panics (with the parser's error) if the page is not valid.
+pub fn parse_prometheus(text: &str) -> Vec<PromSample> {
+    use std::io::Write;
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append({"kind": fam.type, "name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+"#;
+    let python = vigil_test_harness::peers_venv().join("bin/python");
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (run tests/peers/install.sh)", python.display()));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client rejects the page: {}\n--- page ---\n{text}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("parser output")
+}
+
+/// The value of sample `name` with exactly these labels (others ignored), if present.
+pub fn prom_value(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.value)
 }

@@ -38,7 +38,9 @@ use crate::inference::batcher::{self, BatchLimits};
 use crate::inference::manifest::Thresholds;
 use crate::inference::{InferenceError, ModelRuntime};
 use crate::ingest::{self, mqtt, simulator_source, INGEST_QUEUE};
-use crate::metrics::Metrics;
+use crate::api::live::LiveView;
+use crate::api::{self, ApiState};
+use crate::metrics::{Metrics, ModelCollector, OutboxCollector, ProcessCollector, Registry};
 use crate::pipeline::window::{EntityWindows, Geometry};
 use crate::pipeline::{partition_of, Worker, WorkerSettings};
 use crate::store::{self, DbContext, StoreError};
@@ -60,6 +62,8 @@ pub enum AgentError {
     Spawn(std::io::Error),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+    #[error("cannot listen on {addr} (api.listen): {source}")]
+    ApiListen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Loads the configured model, verifying golden vectors when configured.
@@ -111,6 +115,17 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     let outbox = Arc::new(Outbox::open(db.clone(), config.agent.id.clone(), outbox_config(&config)).map_err(StoreError::from)?);
     let runtime = load_model(&config)?;
     let manifest = runtime.manifest().clone();
+    let api_listener = match config.api.enabled {
+        true => {
+            let addr = config.api.listen;
+            let listener = std::net::TcpListener::bind(addr).map_err(|source| AgentError::ApiListen { addr, source })?;
+            let local = listener.local_addr().map_err(|source| AgentError::ApiListen { addr, source })?;
+            tracing::info!(address = %local, "HTTP API listening on http://{local}/");
+            Some(listener)
+        }
+        false => None,
+    };
+    let live = config.api.enabled.then(|| Arc::new(LiveView::new(config.api.sparkline_points)));
     let policy = Policy {
         thresholds: thresholds(&config, &runtime),
         raise_after: config.alerts.raise_after,
@@ -171,6 +186,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             to_inference: jobs_tx.clone(),
             to_commit_log: internal_tx.clone(),
             metrics: metrics.clone(),
+            live: live.clone(),
         };
         threads.push(("worker", spawn("worker", Box::new(move || worker.run()))?));
     }
@@ -232,8 +248,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
 
     let evaluator = Evaluator { agent: config.agent.id.clone(), policy, states: alert_states };
     {
-        let (metrics, internal_tx) = (metrics.clone(), internal_tx.clone());
-        threads.push(("alerts", spawn("alerts", Box::new(move || alerts::run(evaluator, scored_rx, internal_tx, publishers, metrics)))?));
+        let (metrics, internal_tx, live) = (metrics.clone(), internal_tx.clone(), live.clone());
+        threads.push(("alerts", spawn("alerts", Box::new(move || alerts::run(evaluator, scored_rx, internal_tx, publishers, metrics, live)))?));
     }
     drop(internal_tx);
 
@@ -284,6 +300,32 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         }));
     }
 
+    let api_task = match (api_listener, live) {
+        (Some(listener), Some(live)) => {
+            let model = cloud_uplink::ModelRef { name: manifest.name.clone(), version: manifest.version.clone(), sha256: manifest.sha256.clone() };
+            let mut registry = Registry::default();
+            registry.register(metrics.clone());
+            registry.register(Arc::new(OutboxCollector(outbox.clone())));
+            registry.register(Arc::new(ModelCollector { model: model.clone(), review: policy.thresholds.review, alert: policy.thresholds.alert }));
+            registry.register(Arc::new(ProcessCollector));
+            let state = Arc::new(ApiState {
+                agent_id: config.agent.id.clone(),
+                metrics: metrics.clone(),
+                registry,
+                live,
+                db: db.clone(),
+                outbox: outbox.clone(),
+                token: config.api.token.clone(),
+                model,
+                sources_optional: config.api.sources_optional || config.ingest.simulator.is_some(),
+                mqtt_ingest: config.mqtt.is_some() && !config.ingest.mqtt.is_empty(),
+                started_ms: crate::reading::now_ms(),
+            });
+            Some(rt.spawn(api::serve(listener, state)))
+        }
+        _ => None,
+    };
+
     let status_metrics = metrics.clone();
     rt.block_on(async {
         let mut status = tokio::time::interval(Duration::from_secs(10));
@@ -303,6 +345,9 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             }
         }
     });
+    if let Some(t) = api_task {
+        t.abort();
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let result = commit_handle.join().map_err(|_| AgentError::Panicked("commit-log"))?;

@@ -350,7 +350,8 @@ impl CommitLog {
             }
             readings.extend(batch.readings);
         }
-        self.metrics.readings_in.add(readings.len() as u64);
+        self.metrics.count_readings_in(readings.iter());
+        self.metrics.commit_group_size.record_value(readings.len() as u64);
         self.outbox.notify();
         self.route(readings, through);
     }

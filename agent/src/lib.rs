@@ -3,10 +3,12 @@
 //! Modules follow the data's path:
 //! [`ingest`] → [`commit_log`] → [`pipeline`] (windows, features) → [`inference`] →
 //! [`alerts`] → uplink (the `cloud-uplink` crate's outbox and sinks).
-//! [`agent`] wires them together; [`config`], [`store`], [`dlq`] and [`metrics`] serve them all.
+//! [`agent`] wires them together; [`config`], [`store`], [`dlq`] and [`metrics`] serve them all;
+//! [`api`] serves metrics, health, a JSON API and the dashboard over local HTTP.
 
 pub mod agent;
 pub mod alerts;
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod commit_log;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use vigil::config::Config;
+use vigil::config::{Config, LogFormat};
 
 /// Vigil: edge anomaly detection for plant sensors.
 #[derive(Parser)]
@@ -157,7 +157,13 @@ fn main() -> ExitCode {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.agent.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logger = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.agent.log_format {
+        LogFormat::Text => logger.init(),
+        // One object per line: timestamp, level, target, the event's fields (flattened) and the
+        // current span's fields (entity, seq where a span sets them).
+        LogFormat::Json => logger.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
     let result = match cli.command {
         Command::Run { .. } => vigil::agent::run(config).map(|_| ()).map_err(|e| e.to_string()),
         Command::Uplink { .. } | Command::Bench { .. } => Ok(()),

@@ -1,13 +1,26 @@
-//! Counters and latency histograms shared by all stages.
+//! Counters, gauges and histograms shared by all stages, and their Prometheus exposition.
 //!
-//! Every stage increments plain atomics; nothing here allocates on the hot path. The names of
-//! the fields are the metric names (prefixed `vigil_`) that `vigil run` logs in its periodic
-//! status line and that the observability issue exports in Prometheus format.
+//! # Design constraints
+//!
+//! - **Nothing on the hot path allocates or locks.** Stages increment plain atomics
+//!   ([`Counter`], [`Gauge`], [`Histogram`]); labelled families are fixed arrays indexed by an
+//!   enum (source kind, DLQ reason, band), never maps keyed by strings.
+//! - **One exposition mechanism.** Everything `/metrics` shows comes from [`Collector`]s
+//!   registered in one [`Registry`]: [`Metrics`] (the data path's counters), [`OutboxCollector`]
+//!   (outbox depth and per-sink delivery), [`ProcessCollector`] (RSS, CPU) and the model's
+//!   identity. A subsystem with its own metrics (a new source or sink) implements [`Collector`]
+//!   for its own struct and registers it in `agent::run`; it does not touch this file.
+//! - **Names are documented where they are defined**: each field's doc comment starts with the
+//!   exported name; each collector lists the families it writes. Every name starts with
+//!   `vigil_` (except the conventional `process_*`). Durations are exported in seconds.
+//! - Scraping costs one pass over the atomics plus one read transaction for the outbox; it does
+//!   not block any stage.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::dlq::DlqCounters;
+use crate::dlq::{DlqCounters, DlqReason};
+use crate::reading::SourceKind;
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -38,7 +51,8 @@ impl Gauge {
     }
 }
 
-/// Latency histogram with fixed log-spaced buckets from 1 µs to ~67 s (powers of two).
+/// Histogram with fixed log-spaced buckets (powers of two): durations from 1 µs to ~67 s
+/// ([`Histogram::record`]), or plain sizes ([`Histogram::record_value`], e.g. batch sizes).
 #[derive(Debug)]
 pub struct Histogram {
     buckets: [AtomicU64; 27],
@@ -61,8 +75,21 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records a plain value (a size, a count) instead of a duration.
+    pub fn record_value(&self, v: u64) {
+        let bucket = (64 - v.leading_zeros() as usize).min(self.buckets.len() - 1);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(v, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Sum of everything recorded (µs for durations).
+    pub fn sum(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
     }
 
     /// Upper bound of the bucket holding quantile `q` (0..=1), in microseconds.
@@ -99,38 +126,471 @@ impl Histogram {
     }
 }
 
-/// All of the agent's metrics.
+/// All of the data path's metrics. The first line of each field's doc is its exported name.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Readings committed to the commit log (all sources).
+    /// `vigil_readings_in_total{source}`: readings committed to the commit log.
     pub readings_in: Counter,
-    /// Dead letters per reason.
+    pub readings_in_by_source: [Counter; SourceKind::ALL.len()],
+    /// `vigil_dlq_records_total{reason}`: dead letters per reason.
     pub dlq: DlqCounters,
-    /// Group commits of the commit log, and how long each took (write + fsync).
+    /// `vigil_commits_total`, `vigil_stage_seconds{stage="commit"}`: group commits of the commit
+    /// log, and how long each took (write + fsync).
     pub commits: Counter,
     pub commit_time: Histogram,
-    /// Readings flagged `bad` by their source (kept and uplinked, not scored).
+    /// `vigil_commit_group_readings`: readings per group commit (histogram).
+    pub commit_group_size: Histogram,
+    /// `vigil_bad_quality_readings_total`: readings flagged `bad` by their source (kept and
+    /// uplinked, not scored).
     pub bad_quality: Counter,
-    /// Readings whose event time and value were already buffered (redeliveries), ignored.
+    /// `vigil_duplicate_readings_total`: readings whose event time and value were already
+    /// buffered (redeliveries), ignored.
     pub duplicate_readings: Counter,
-    /// Readings older than their entity's last emitted window.
+    /// `vigil_late_readings_total`: readings older than their entity's last emitted window.
     pub late_readings: Counter,
-    /// Windows closed by the watermark.
+    /// `vigil_windows_emitted_total`: windows closed by the watermark.
     pub windows_emitted: Counter,
-    /// Interpreter invocations and windows scored.
+    /// `vigil_inference_batches_total`, `vigil_windows_scored_total`: interpreter invocations
+    /// and windows scored.
     pub inference_batches: Counter,
     pub windows_scored: Counter,
-    /// Interpreter time per batch.
+    /// `vigil_inference_batch_windows`: windows per interpreter invocation (histogram).
+    pub inference_batch_size: Histogram,
+    /// `vigil_stage_seconds{stage="inference_batch"}`: interpreter time per batch.
     pub inference_batch_time: Histogram,
-    /// From the ingest of the reading that closed a window to its score being evaluated.
+    /// `vigil_stage_seconds{stage="inference_window"}`: interpreter time per window (batch time
+    /// divided by its windows).
+    pub inference_window_time: Histogram,
+    /// `vigil_latency_seconds{path="ingest_to_inference"}`: from the ingest of the reading that
+    /// closed a window to the start of its batch's invocation (commit, routing, queueing).
+    pub ingest_to_inference: Histogram,
+    /// `vigil_latency_seconds{path="ingest_to_score"}`: from the ingest of the reading that
+    /// closed a window to its score being evaluated.
     pub score_latency: Histogram,
-    /// Alerts raised and cleared; review events.
+    /// `vigil_latency_seconds{path="event_to_score"}`: from the window's end (source event
+    /// time) to its score being evaluated, on the gateway clock: includes the allowed lateness
+    /// and the source's own delay.
+    pub event_to_score: Histogram,
+    /// `vigil_latency_seconds{path="ingest_to_alert"}` / `{path="event_to_alert"}`: the same
+    /// up to the raised alert being handed to the publishers.
+    pub alert_latency: Histogram,
+    pub event_to_alert: Histogram,
+    /// `vigil_scores_total{band}`: scored windows per band (normal, review, alert).
+    pub scores_by_band: [Counter; 3],
+    /// `vigil_alerts_total{state}`: alerts raised and cleared; review events.
     pub alerts_raised: Counter,
     pub alerts_cleared: Counter,
     pub review_events: Counter,
-    /// MQTT messages received and MQTT (re)connections.
+    /// `vigil_health_alerts_total{kind}`: agent health alerts (e.g. `broker_drops`).
+    pub health_alerts: HealthCounters,
+    /// `vigil_mqtt_messages_total`, `vigil_mqtt_connects_total`: MQTT messages received and
+    /// MQTT (re)connections of the ingest connection.
     pub mqtt_messages: Counter,
     pub mqtt_connects: Counter,
-    /// MQTT acks and alert publishes waiting for room in the client (`ingest::mqtt::Outbound`).
+    /// `vigil_mqtt_connected{connection}`: 1 while the ingest / publish connection is up.
+    pub mqtt_ingest_connected: Gauge,
+    pub mqtt_publish_connected: Gauge,
+    /// `vigil_mqtt_outbound_backlog`: MQTT acks and alert publishes waiting for room in the
+    /// client (`ingest::mqtt::Outbound`).
     pub mqtt_outbound_backlog: Gauge,
+    /// `vigil_mqtt_broker_dropped_messages`: the broker's own count of messages it dropped
+    /// (`$SYS/broker/publish/messages/dropped`; queue limits, slow clients), as last reported.
+    /// Broker-wide, not only the agent's messages. Absent until the broker reports it.
+    pub broker_dropped: Gauge,
+    pub broker_dropped_seen: Gauge,
+    /// `vigil_source_sequence_gaps_total`: messages missing between consecutive publisher
+    /// sequence numbers (payload field `seq`), summed over publishers.
+    pub seq_gaps: Counter,
+    /// `vigil_source_sequence_resets_total`: a publisher's sequence went back (it restarted).
+    pub seq_resets: Counter,
+}
+
+/// Per-kind counters of agent health alerts.
+#[derive(Debug, Default)]
+pub struct HealthCounters {
+    counts: [Counter; HealthKind::ALL.len()],
+}
+
+impl HealthCounters {
+    pub fn inc(&self, kind: HealthKind) {
+        self.counts[kind as usize].inc();
+    }
+    pub fn get(&self, kind: HealthKind) -> u64 {
+        self.counts[kind as usize].get()
+    }
+}
+
+/// What an agent health alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthKind {
+    /// The MQTT broker reported dropped messages.
+    BrokerDrops,
+    /// A publisher's sequence numbers skipped messages.
+    SequenceGap,
+}
+
+impl HealthKind {
+    pub const ALL: [HealthKind; 2] = [HealthKind::BrokerDrops, HealthKind::SequenceGap];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthKind::BrokerDrops => "broker_drops",
+            HealthKind::SequenceGap => "sequence_gap",
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts committed readings, in total and per source.
+    pub fn count_readings_in<'a>(&self, readings: impl Iterator<Item = &'a crate::reading::Reading>) {
+        let mut per = [0u64; SourceKind::ALL.len()];
+        let mut n = 0;
+        for r in readings {
+            per[r.source.index()] += 1;
+            n += 1;
+        }
+        self.readings_in.add(n);
+        for (c, v) in self.readings_in_by_source.iter().zip(per) {
+            if v > 0 {
+                c.add(v);
+            }
+        }
+    }
+}
+
+impl Collector for Metrics {
+    fn collect(&self, out: &mut Exposition) {
+        out.family("vigil_readings_in_total", Kind::Counter, "Readings committed to the commit log, per source.");
+        for (i, s) in SourceKind::ALL.iter().enumerate() {
+            out.sample("vigil_readings_in_total", &[("source", s.as_str())], self.readings_in_by_source[i].get() as f64);
+        }
+        out.family("vigil_dlq_records_total", Kind::Counter, "Dead letters (messages that could not become readings), per reason.");
+        for r in DlqReason::ALL {
+            out.sample("vigil_dlq_records_total", &[("reason", r.as_str())], self.dlq.get(r) as f64);
+        }
+        let counters: [(&str, &str, &Counter); 11] = [
+            ("vigil_commits_total", "Group commits of the commit log.", &self.commits),
+            ("vigil_bad_quality_readings_total", "Readings flagged bad by their source (uplinked, not scored).", &self.bad_quality),
+            ("vigil_duplicate_readings_total", "Redelivered readings ignored by the windows.", &self.duplicate_readings),
+            ("vigil_late_readings_total", "Readings older than their entity's last emitted window.", &self.late_readings),
+            ("vigil_windows_emitted_total", "Windows closed by the watermark.", &self.windows_emitted),
+            ("vigil_inference_batches_total", "Interpreter invocations.", &self.inference_batches),
+            ("vigil_windows_scored_total", "Windows scored by the model.", &self.windows_scored),
+            ("vigil_mqtt_messages_total", "MQTT messages received on the ingest connection.", &self.mqtt_messages),
+            ("vigil_mqtt_connects_total", "MQTT (re)connections of the ingest connection.", &self.mqtt_connects),
+            ("vigil_source_sequence_gaps_total", "Messages missing between consecutive publisher sequence numbers.", &self.seq_gaps),
+            ("vigil_source_sequence_resets_total", "Publisher sequence numbers that went back (publisher restarts).", &self.seq_resets),
+        ];
+        for (name, help, c) in counters {
+            out.family(name, Kind::Counter, help);
+            out.sample(name, &[], c.get() as f64);
+        }
+        out.family("vigil_scores_total", Kind::Counter, "Scored windows per band.");
+        for (i, band) in ["normal", "review", "alert"].iter().enumerate() {
+            out.sample("vigil_scores_total", &[("band", band)], self.scores_by_band[i].get() as f64);
+        }
+        out.family("vigil_alerts_total", Kind::Counter, "Alerts raised and cleared, and review-band events.");
+        for (state, c) in [("raised", &self.alerts_raised), ("cleared", &self.alerts_cleared), ("review", &self.review_events)] {
+            out.sample("vigil_alerts_total", &[("state", state)], c.get() as f64);
+        }
+        out.family("vigil_health_alerts_total", Kind::Counter, "Agent health alerts, per kind.");
+        for k in HealthKind::ALL {
+            out.sample("vigil_health_alerts_total", &[("kind", k.as_str())], self.health_alerts.get(k) as f64);
+        }
+        out.family("vigil_mqtt_connected", Kind::Gauge, "1 while the MQTT connection is up.");
+        out.sample("vigil_mqtt_connected", &[("connection", "ingest")], self.mqtt_ingest_connected.get() as f64);
+        out.sample("vigil_mqtt_connected", &[("connection", "publish")], self.mqtt_publish_connected.get() as f64);
+        out.family("vigil_mqtt_outbound_backlog", Kind::Gauge, "MQTT acks and publishes waiting for room in the client.");
+        out.sample("vigil_mqtt_outbound_backlog", &[], self.mqtt_outbound_backlog.get() as f64);
+        if self.broker_dropped_seen.get() > 0 {
+            out.family("vigil_mqtt_broker_dropped_messages", Kind::Gauge, "Messages the broker reports it dropped ($SYS/broker/publish/messages/dropped), broker-wide.");
+            out.sample("vigil_mqtt_broker_dropped_messages", &[], self.broker_dropped.get() as f64);
+        }
+        out.family("vigil_stage_seconds", Kind::Histogram, "Time spent in one stage: commit (write + fsync per group), inference per batch and per window.");
+        out.histogram("vigil_stage_seconds", &[("stage", "commit")], &self.commit_time, SECONDS);
+        out.histogram("vigil_stage_seconds", &[("stage", "inference_batch")], &self.inference_batch_time, SECONDS);
+        out.histogram("vigil_stage_seconds", &[("stage", "inference_window")], &self.inference_window_time, SECONDS);
+        out.family("vigil_latency_seconds", Kind::Histogram, "End-to-end latency: from the ingest of the reading that closed a window (ingest_*) or from the window end in event time (event_*) to inference, score and raised alert.");
+        for (path, h) in [
+            ("ingest_to_inference", &self.ingest_to_inference),
+            ("ingest_to_score", &self.score_latency),
+            ("ingest_to_alert", &self.alert_latency),
+            ("event_to_score", &self.event_to_score),
+            ("event_to_alert", &self.event_to_alert),
+        ] {
+            out.histogram("vigil_latency_seconds", &[("path", path)], h, SECONDS);
+        }
+        out.family("vigil_inference_batch_windows", Kind::Histogram, "Windows per interpreter invocation.");
+        out.histogram("vigil_inference_batch_windows", &[], &self.inference_batch_size, 1.0);
+        out.family("vigil_commit_group_readings", Kind::Histogram, "Readings per group commit.");
+        out.histogram("vigil_commit_group_readings", &[], &self.commit_group_size, 1.0);
+    }
+}
+
+/// Scale of [`Histogram::record`] values (µs) to seconds.
+pub const SECONDS: f64 = 1e-6;
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A Prometheus text-format (0.0.4) page being written. Call [`Exposition::family`] once per
+/// metric name, then its samples.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// Writes `# HELP` and `# TYPE` of a family.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        use std::fmt::Write;
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = write!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+    }
+
+    /// One sample line.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        self.labels(labels, None);
+        self.value(value);
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of one histogram; bucket bounds and the sum
+    /// are multiplied by `scale` (e.g. [`SECONDS`]).
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram, scale: f64) {
+        let buckets = h.buckets();
+        let mut cumulative = 0;
+        // Bucket i holds values below 2^i; the last bucket also holds everything larger, so
+        // it is only reported as +Inf.
+        for (i, b) in buckets.iter().enumerate().take(buckets.len() - 1) {
+            cumulative += b;
+            let le = format_value((1u64 << i) as f64 * scale);
+            self.out.push_str(name);
+            self.out.push_str("_bucket");
+            self.labels(labels, Some(&le));
+            self.value(cumulative as f64);
+        }
+        let count: u64 = buckets.iter().sum();
+        self.out.push_str(name);
+        self.out.push_str("_bucket");
+        self.labels(labels, Some("+Inf"));
+        self.value(count as f64);
+        self.out.push_str(name);
+        self.out.push_str("_sum");
+        self.labels(labels, None);
+        self.value(h.sum() as f64 * scale);
+        self.out.push_str(name);
+        self.out.push_str("_count");
+        self.labels(labels, None);
+        self.value(count as f64);
+    }
+
+    fn labels(&mut self, labels: &[(&str, &str)], le: Option<&str>) {
+        if labels.is_empty() && le.is_none() {
+            return;
+        }
+        self.out.push('{');
+        let mut first = true;
+        for (k, v) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
+            if !first {
+                self.out.push(',');
+            }
+            first = false;
+            self.out.push_str(k);
+            self.out.push_str("=\"");
+            for c in v.chars() {
+                match c {
+                    '\\' => self.out.push_str("\\\\"),
+                    '"' => self.out.push_str("\\\""),
+                    '\n' => self.out.push_str("\\n"),
+                    c => self.out.push(c),
+                }
+            }
+            self.out.push('"');
+        }
+        self.out.push('}');
+    }
+
+    fn value(&mut self, v: f64) {
+        self.out.push(' ');
+        self.out.push_str(&format_value(v));
+        self.out.push('\n');
+    }
+
+    pub fn into_string(self) -> String {
+        self.out
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Something that contributes metric families to `/metrics`.
+pub trait Collector: Send + Sync {
+    fn collect(&self, out: &mut Exposition);
+}
+
+/// Every collector of this agent, in registration order (the order of the page).
+#[derive(Default)]
+pub struct Registry {
+    collectors: Vec<std::sync::Arc<dyn Collector>>,
+}
+
+impl Registry {
+    pub fn register(&mut self, c: std::sync::Arc<dyn Collector>) {
+        self.collectors.push(c);
+    }
+
+    /// The whole page.
+    pub fn render(&self) -> String {
+        let mut out = Exposition::default();
+        for c in &self.collectors {
+            c.collect(&mut out);
+        }
+        out.into_string()
+    }
+}
+
+/// Outbox depth and per-sink delivery, read from the outbox at scrape time:
+///
+/// - `vigil_outbox_records{class}`, `vigil_outbox_bytes{class}`: records (and accounted
+///   bytes) stored, not yet delivered to every sink, per record class;
+/// - `vigil_outbox_dropped_total{class}`: records dropped by the quota policy;
+/// - `vigil_outbox_quota_bytes`, `vigil_outbox_used_bytes`;
+/// - `vigil_sink_oldest_undelivered_age_seconds{sink}`: age of the oldest record a sink has
+///   not confirmed (0 when caught up);
+/// - `vigil_sink_delivered_records_total{sink}`: records confirmed (readings out) since start;
+/// - `vigil_sink_errors_total{sink}`, `vigil_sink_consecutive_failures{sink}`.
+pub struct OutboxCollector(pub std::sync::Arc<cloud_uplink::Outbox>);
+
+impl Collector for OutboxCollector {
+    fn collect(&self, out: &mut Exposition) {
+        let stats = match self.0.stats() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read outbox statistics for /metrics");
+                return;
+            }
+        };
+        out.family("vigil_outbox_records", Kind::Gauge, "Records stored in the outbox, per class.");
+        for c in &stats.classes {
+            out.sample("vigil_outbox_records", &[("class", c.class.as_str())], c.records as f64);
+        }
+        out.family("vigil_outbox_bytes", Kind::Gauge, "Accounted bytes stored in the outbox, per class.");
+        for c in &stats.classes {
+            out.sample("vigil_outbox_bytes", &[("class", c.class.as_str())], c.bytes as f64);
+        }
+        out.family("vigil_outbox_dropped_total", Kind::Counter, "Records dropped by the outbox quota policy, per class.");
+        for c in &stats.classes {
+            out.sample("vigil_outbox_dropped_total", &[("class", c.class.as_str())], c.dropped as f64);
+        }
+        out.family("vigil_outbox_used_bytes", Kind::Gauge, "Accounted bytes in the outbox.");
+        out.sample("vigil_outbox_used_bytes", &[], stats.used_bytes as f64);
+        out.family("vigil_sink_oldest_undelivered_age_seconds", Kind::Gauge, "Age of the oldest record a sink has not confirmed (0 when caught up).");
+        for s in &stats.sinks {
+            out.sample("vigil_sink_oldest_undelivered_age_seconds", &[("sink", &s.name)], s.oldest_undelivered_age_ms.unwrap_or(0) as f64 / 1000.0);
+        }
+        out.family("vigil_sink_delivered_records_total", Kind::Counter, "Records a sink confirmed since the agent started.");
+        for s in &stats.sinks {
+            out.sample("vigil_sink_delivered_records_total", &[("sink", &s.name)], s.delivered_records as f64);
+        }
+        out.family("vigil_sink_errors_total", Kind::Counter, "Failed deliveries of a sink since the agent started.");
+        for s in &stats.sinks {
+            out.sample("vigil_sink_errors_total", &[("sink", &s.name)], s.failures as f64);
+        }
+        out.family("vigil_sink_consecutive_failures", Kind::Gauge, "Failed deliveries of a sink since its last success.");
+        for s in &stats.sinks {
+            out.sample("vigil_sink_consecutive_failures", &[("sink", &s.name)], s.consecutive_failures as f64);
+        }
+    }
+}
+
+/// The process itself: `process_resident_memory_bytes`, `process_cpu_seconds_total`,
+/// `process_threads` (Linux `/proc/self`; nothing elsewhere).
+pub struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn collect(&self, out: &mut Exposition) {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: sysconf only reads system configuration values.
+            let (page, ticks) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
+            if let Some(rss_pages) = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok()) {
+                out.family("process_resident_memory_bytes", Kind::Gauge, "Resident set size of the agent.");
+                out.sample("process_resident_memory_bytes", &[], rss_pages * page.max(1) as f64);
+            }
+            if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+                // Fields after the command name (which may hold spaces) start after ") ".
+                let rest: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+                // rest[0] is field 3 (state): utime is field 14, stime 15, num_threads 20.
+                let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+                if let (Some(u), Some(s)) = (field(14), field(15)) {
+                    out.family("process_cpu_seconds_total", Kind::Counter, "User and system CPU time of the agent.");
+                    out.sample("process_cpu_seconds_total", &[], (u + s) / ticks.max(1) as f64);
+                }
+                if let Some(t) = field(20) {
+                    out.family("process_threads", Kind::Gauge, "Threads of the agent.");
+                    out.sample("process_threads", &[], t);
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = out;
+    }
+}
+
+/// `vigil_model_info{name,version,sha256} 1` and `vigil_model_threshold{band}` of the loaded
+/// model (thresholds after config overrides).
+pub struct ModelCollector {
+    pub model: cloud_uplink::ModelRef,
+    pub review: f64,
+    pub alert: f64,
+}
+
+impl Collector for ModelCollector {
+    fn collect(&self, out: &mut Exposition) {
+        out.family("vigil_model_info", Kind::Gauge, "The loaded model (always 1).");
+        out.sample("vigil_model_info", &[("name", &self.model.name), ("version", &self.model.version), ("sha256", &self.model.sha256)], 1.0);
+        out.family("vigil_model_threshold", Kind::Gauge, "Score thresholds in effect, per band.");
+        out.sample("vigil_model_threshold", &[("band", "review")], self.review);
+        out.sample("vigil_model_threshold", &[("band", "alert")], self.alert);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_exposition_is_cumulative_and_scaled() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(3)); // bucket 2 (< 4 µs)
+        h.record(Duration::from_micros(1000)); // bucket 10 (< 1024 µs)
+        let mut out = Exposition::default();
+        out.family("x_seconds", Kind::Histogram, "help");
+        out.histogram("x_seconds", &[("a", "q\"")], &h, SECONDS);
+        let text = out.into_string();
+        assert!(text.contains("x_seconds_bucket{a=\"q\\\"\",le=\"0.000002\"} 0\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{a=\"q\\\"\",le=\"0.000004\"} 1\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{a=\"q\\\"\",le=\"0.001024\"} 2\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{a=\"q\\\"\",le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("x_seconds_count{a=\"q\\\"\"} 2\n"), "{text}");
+        assert!(text.contains("x_seconds_sum{a=\"q\\\"\"} 0.001003\n"), "{text}");
+    }
 }

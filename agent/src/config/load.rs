@@ -347,6 +347,7 @@ model_dir = "models/univariate-ae/1.0.0"
         c.ingest.simulator = Some(Default::default());
         c.alerts.review_threshold = Some(0.5);
         c.alerts.alert_threshold = Some(0.7);
+        c.api.token = Some(super::super::Secret::new("x"));
         let value = toml::Value::try_from(&c).unwrap();
         let mut missing = Vec::new();
         fn walk(v: &toml::Value, text: &str, path: &str, missing: &mut Vec<String>) {

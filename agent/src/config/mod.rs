@@ -49,6 +49,9 @@ pub struct Config {
     /// The store-and-forward outbox and its sinks.
     #[serde(default)]
     pub uplink: UplinkConfig,
+    /// The local HTTP server: metrics, health, JSON API, dashboard.
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 /// `[agent]`
@@ -65,6 +68,56 @@ pub struct AgentConfig {
     /// environment variable overrides it.
     #[serde(default = "defaults::log")]
     pub log: String,
+    /// Log line format: `text` (human-readable, for terminals and journald) or `json` (one JSON
+    /// object per line, for log shippers).
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// See [`AgentConfig::log_format`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[api]`: the local HTTP server (see `vigil::api`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve `/metrics`, `/health`, `/ready`, the JSON API and the dashboard.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Address and port to listen on. The default binds to this machine only; use
+    /// `0.0.0.0:9464` to let a plant network reach it. Port 0 picks a free port (logged).
+    #[serde(default = "defaults::api_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Bearer token required by every request that changes state (acknowledging an alert).
+    /// Without it such requests are refused. Prefer the `VIGIL_API_TOKEN` environment variable.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// `/ready` answers 200 without a connected source (e.g. a gateway whose broker may be
+    /// down for long periods). Otherwise it waits for the MQTT ingest connection; the
+    /// simulator always counts as connected.
+    #[serde(default)]
+    pub sources_optional: bool,
+    /// Recent values and scores kept per entity for the dashboard's sparklines.
+    #[serde(default = "defaults::sparkline_points")]
+    pub sparkline_points: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: defaults::api_listen(),
+            token: None,
+            sources_optional: false,
+            sparkline_points: defaults::sparkline_points(),
+        }
+    }
 }
 
 /// `[mqtt]`: one broker connection.
@@ -467,6 +520,12 @@ pub struct DirectorySinkConfig {
 mod defaults {
     pub fn log() -> String {
         "info".into()
+    }
+    pub fn api_listen() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
+    }
+    pub fn sparkline_points() -> usize {
+        30
     }
     pub fn mqtt_port() -> u16 {
         1883

@@ -4,6 +4,7 @@
 //! | key              | environment variable   |
 //! |------------------|------------------------|
 //! | `mqtt.password`  | `VIGIL_MQTT_PASSWORD`  |
+//! | `api.token`      | `VIGIL_API_TOKEN`      |
 //!
 //! An environment variable, when set, wins over the file.
 
@@ -52,5 +53,8 @@ pub fn apply_env(config: &mut Config, env: impl Fn(&str) -> Option<String>) {
         if let Some(mqtt) = config.mqtt.as_mut() {
             mqtt.password = Some(Secret(password));
         }
+    }
+    if let Some(token) = env("VIGIL_API_TOKEN") {
+        config.api.token = Some(Secret(token));
     }
 }

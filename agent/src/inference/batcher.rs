@@ -126,9 +126,17 @@ fn score_batch(
         inputs.extend_from_slice(&job.input);
     }
     let started = Instant::now();
+    for job in batch.iter() {
+        metrics.ingest_to_inference.record(started.saturating_duration_since(job.trigger_ingest));
+    }
     let result = runtime.run_batch(inputs, batch.len(), outputs);
-    metrics.inference_batch_time.record(started.elapsed());
+    let took = started.elapsed();
+    metrics.inference_batch_time.record(took);
     metrics.inference_batches.inc();
+    metrics.inference_batch_size.record_value(batch.len() as u64);
+    if let Some(per_window) = took.checked_div(batch.len().max(1) as u32) {
+        metrics.inference_window_time.record(per_window);
+    }
     if let Err(e) = result {
         tracing::error!(error = %e, windows = batch.len(), "inference failed; batch not scored");
         batch.clear();

@@ -322,6 +322,7 @@ pub async fn run(
     let is_ingest = ingest.is_some();
     let mut ingest = ingest;
     let mut delay = backoff.min;
+    let connected = if is_ingest { &metrics.mqtt_ingest_connected } else { &metrics.mqtt_publish_connected };
     loop {
         let waiting = outbound.flush() as u64;
         if is_ingest {
@@ -343,6 +344,7 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 delay = backoff.min;
+                connected.set(1);
                 if !is_ingest {
                     tracing::info!("MQTT publisher connected");
                     continue;
@@ -369,6 +371,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                connected.set(0);
                 let connection = if is_ingest { "MQTT connection lost" } else { "MQTT publisher connection lost" };
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{connection}");
                 if stopping {
@@ -390,6 +393,7 @@ pub async fn run(
         }
     })
     .await;
+    connected.set(0);
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Ok(ev) = eventloop.poll().await {

@@ -31,6 +31,7 @@ use crate::commit_log::{Checkpoint, InternalWrite};
 use crate::inference::manifest::Normalisation;
 use crate::config::LatePolicy;
 use crate::dlq::{DlqEntry, DlqReason};
+use crate::api::live::AppliedReading;
 use crate::metrics::Metrics;
 use crate::reading::{Quality, Reading};
 use features::{normalise_window, resample};
@@ -96,6 +97,8 @@ pub struct Worker {
     pub to_inference: Sender<Stage<WindowJob>>,
     pub to_commit_log: Sender<InternalWrite>,
     pub metrics: Arc<Metrics>,
+    /// The API's live view (latest readings and features), when the API is enabled.
+    pub live: Option<Arc<crate::api::live::LiveView>>,
 }
 
 impl Worker {
@@ -107,13 +110,17 @@ impl Worker {
         let mut through = 0u64;
         let mut next_checkpoint = Instant::now() + self.settings.checkpoint_interval;
         let mut resampled = Vec::new();
+        let mut applied = Vec::new();
         loop {
             let timeout = next_checkpoint.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(timeout) {
                 Ok(WorkerMsg::Readings { readings, through: t }) => {
                     let received = Instant::now();
                     for reading in readings {
-                        self.apply(reading, received, &mut dirty, &mut resampled);
+                        self.apply(reading, received, &mut dirty, &mut resampled, &mut applied);
+                    }
+                    if let Some(live) = &self.live {
+                        live.readings(&mut applied);
                     }
                     through = through.max(t);
                 }
@@ -133,7 +140,14 @@ impl Worker {
         }
     }
 
-    fn apply(&mut self, reading: Reading, received: Instant, dirty: &mut HashMap<Arc<str>, u64>, resampled: &mut Vec<f64>) {
+    fn apply(
+        &mut self,
+        reading: Reading,
+        received: Instant,
+        dirty: &mut HashMap<Arc<str>, u64>,
+        resampled: &mut Vec<f64>,
+        applied: &mut Vec<AppliedReading>,
+    ) {
         let s = &self.settings;
         let key: Arc<str> = match self.entities.get_key_value(reading.entity.as_str()) {
             Some((k, _)) => k.clone(),
@@ -192,6 +206,9 @@ impl Worker {
             // Inference only disconnects when the agent is shutting down.
             let _ = to_inference.send(Stage::Item(job));
         });
+        if self.live.is_some() {
+            applied.push(AppliedReading { entity: key, event_time_ms: reading.event_time_ms, value: reading.value, features: state.features.clone() });
+        }
     }
 
     /// Writes the states of up to `checkpoint_max_entities` dirty entities, oldest first.

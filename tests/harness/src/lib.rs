@@ -39,6 +39,7 @@
 
 mod agent;
 mod error;
+mod http;
 mod lines;
 mod mosquitto;
 mod net;
@@ -47,6 +48,7 @@ mod process;
 
 pub use agent::AgentProcess;
 pub use error::HarnessError;
+pub use http::{http_get, http_request, HttpResponse};
 pub use lines::LineBuffer;
 pub use mosquitto::{
     mqtt_publish, mqtt_publish_with, ClientTls, Mosquitto, MosquittoOptions, MqttMessage,

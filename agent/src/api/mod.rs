@@ -1,0 +1,406 @@
+//! The agent's local HTTP server: `/metrics`, `/health`, `/ready`, the JSON API and the
+//! dashboard.
+//!
+//! # Design constraints
+//!
+//! - **Local by default.** It binds `api.listen` (default `127.0.0.1:9464`); exposing it on a
+//!   plant network is an explicit choice. Plain HTTP/1: put a TLS reverse proxy in front for
+//!   anything leaving the box.
+//! - **Reading is open, changing state needs the token.** Every `GET` is unauthenticated (what
+//!   a Prometheus scraper or a wall display needs). Every request that changes state (`POST`)
+//!   needs `Authorization: Bearer <api.token>`: a missing header is `401`, a wrong token `403`,
+//!   and without a configured token such requests are refused (`403`). Tokens are compared in
+//!   constant time and never logged.
+//! - **Never in the data path's way.** Handlers run on the agent's small I/O runtime and read
+//!   atomics ([`crate::metrics`]), the [`live::LiveView`] (short locks) and redb read
+//!   transactions (which do not block the commit log's writer).
+//! - The dashboard ([`dashboard`]) is one HTML page compiled into the binary: no build step, no
+//!   CDN, works offline.
+//!
+//! # Endpoints
+//!
+//! | method | path                 | what                                                        |
+//! |--------|----------------------|-------------------------------------------------------------|
+//! | GET    | `/`                  | the dashboard                                               |
+//! | GET    | `/metrics`           | Prometheus text format ([`crate::metrics`] documents names) |
+//! | GET    | `/health`            | liveness: `200 ok` while the agent runs                     |
+//! | GET    | `/ready`             | readiness: store open, model loaded, a source connected    |
+//! | GET    | `/api/state`         | everything the dashboard shows, in one document             |
+//! | GET    | `/api/entities`      | per entity: latest reading, features, score (`?filter=&limit=`) |
+//! | GET    | `/api/scores`        | the most recent scores (`?limit=`)                          |
+//! | GET    | `/api/alerts`        | open alerts, recent review and health events                |
+//! | POST   | `/api/alerts/ack`    | acknowledge `{"entity": "...", "by": "..."}` (token)        |
+//! | GET    | `/api/dlq`           | dead letters: counts per reason, the latest entries         |
+//! | GET    | `/api/uplink`        | outbox depth and per-sink delivery                          |
+//! | GET    | `/api/events`        | server-sent events: `state` (as `/api/state`) on change and every second |
+
+pub mod dashboard;
+pub mod live;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloud_uplink::Outbox;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+use crate::dlq::{DlqEntry, DlqReason};
+use crate::metrics::{Metrics, Registry};
+use crate::store;
+use live::LiveView;
+
+/// Entities in `/api/state` and each dashboard update (open alerts and highest scores first).
+pub const STATE_ENTITIES: usize = 60;
+
+/// Everything the handlers read.
+pub struct ApiState {
+    pub agent_id: String,
+    pub metrics: Arc<Metrics>,
+    pub registry: Registry,
+    pub live: Arc<LiveView>,
+    pub db: Arc<Database>,
+    pub outbox: Arc<Outbox>,
+    pub token: Option<Secret>,
+    pub model: cloud_uplink::ModelRef,
+    /// Readiness without a connected source (`api.sources_optional`, or the simulator).
+    pub sources_optional: bool,
+    /// An MQTT ingest connection is configured (readiness waits for it).
+    pub mqtt_ingest: bool,
+    pub started_ms: i64,
+}
+
+/// Builds the router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", get(dashboard::page))
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/api/state", get(api_state))
+        .route("/api/entities", get(entities))
+        .route("/api/scores", get(scores))
+        .route("/api/alerts", get(alerts))
+        .route("/api/alerts/ack", post(ack))
+        .route("/api/dlq", get(dlq))
+        .route("/api/uplink", get(uplink))
+        .route("/api/events", get(events))
+        .with_state(state)
+}
+
+/// Serves on `listener` until the task is aborted.
+pub async fn serve(listener: std::net::TcpListener, state: Arc<ApiState>) {
+    let listener = match listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(listener)) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the HTTP API");
+            return;
+        }
+    };
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::error!(error = %e, "HTTP API stopped");
+    }
+}
+
+async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.registry.render()).into_response()
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    store_open: bool,
+    model_loaded: bool,
+    source_connected: bool,
+    sources_optional: bool,
+}
+
+fn readiness(s: &ApiState) -> Readiness {
+    // The store is open and the model loaded for as long as the server runs: it starts after
+    // both and stops before either is dropped.
+    let source_connected = s.mqtt_ingest && s.metrics.mqtt_ingest_connected.get() == 1;
+    Readiness {
+        ready: source_connected || s.sources_optional,
+        store_open: true,
+        model_loaded: true,
+        source_connected,
+        sources_optional: s.sources_optional,
+    }
+}
+
+async fn ready(State(s): State<Arc<ApiState>>) -> Response {
+    let r = readiness(&s);
+    let code = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(r)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+async fn entities(State(s): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Response {
+    Json(s.live.entities(q.limit.unwrap_or(1000), q.filter.as_deref())).into_response()
+}
+
+async fn scores(State(s): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Response {
+    Json(s.live.recent_scores(q.limit.unwrap_or(100))).into_response()
+}
+
+#[derive(Serialize)]
+struct AlertsView {
+    open: Vec<live::OpenAlert>,
+    reviews: Vec<live::Event>,
+    health: Vec<live::Event>,
+}
+
+fn alerts_view(s: &ApiState) -> AlertsView {
+    AlertsView { open: s.live.open_alerts(), reviews: s.live.reviews(), health: s.live.health_events() }
+}
+
+async fn alerts(State(s): State<Arc<ApiState>>) -> Response {
+    Json(alerts_view(&s)).into_response()
+}
+
+/// Why a state-changing request was refused.
+fn authorize(headers: &HeaderMap, token: Option<&Secret>) -> Result<(), (StatusCode, &'static str)> {
+    let Some(token) = token else {
+        return Err((StatusCode::FORBIDDEN, "state-changing requests are disabled: set api.token (or VIGIL_API_TOKEN)\n"));
+    };
+    let Some(given) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+        return Err((StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <api.token>\n"));
+    };
+    if constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err((StatusCode::FORBIDDEN, "wrong token\n"))
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8;
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0 && a.len() == b.len()
+}
+
+#[derive(Deserialize)]
+struct AckRequest {
+    entity: String,
+    /// Who acknowledges (shown on the dashboard). Default `api`.
+    by: Option<String>,
+}
+
+async fn ack(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(refused) = authorize(&headers, s.token.as_ref()) {
+        return refused.into_response();
+    }
+    let req: AckRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("expected {{\"entity\": \"...\", \"by\": \"...\"}}: {e}\n")).into_response(),
+    };
+    let by = req.by.unwrap_or_else(|| "api".into());
+    if s.live.acknowledge(&req.entity, &by) {
+        tracing::info!(entity = %req.entity, by = %by, "alert acknowledged");
+        (StatusCode::OK, Json(serde_json::json!({"acknowledged": req.entity}))).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, format!("no open alert for entity {:?}\n", req.entity)).into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct DlqEntryView {
+    id: u64,
+    received_ms: i64,
+    source: &'static str,
+    reason: DlqReason,
+    topic: String,
+    bytes: usize,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct DlqView {
+    /// Dead letters stored (kept until replayed with `vigil dlq replay`).
+    stored: u64,
+    /// Per reason, since the agent started.
+    since_start: std::collections::BTreeMap<&'static str, u64>,
+    /// The latest entries, newest first.
+    latest: Vec<DlqEntryView>,
+}
+
+fn dlq_view(s: &ApiState, latest: usize) -> Result<DlqView, String> {
+    let txn = s.db.begin_read().map_err(|e| e.to_string())?;
+    let table = txn.open_table(store::DLQ).map_err(|e| e.to_string())?;
+    let stored = table.len().map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for row in table.iter().map_err(|e| e.to_string())?.rev().take(latest) {
+        let (k, v) = row.map_err(|e| e.to_string())?;
+        let e: DlqEntry = store::from_cbor("dlq", k.value(), v.value()).map_err(|e| e.to_string())?;
+        out.push(DlqEntryView {
+            id: k.value(),
+            received_ms: e.received_ms,
+            source: e.source.as_str(),
+            reason: e.reason,
+            topic: e.topic,
+            bytes: e.raw.len(),
+            detail: e.detail,
+        });
+    }
+    let since_start = DlqReason::ALL.iter().map(|r| (r.as_str(), s.metrics.dlq.get(*r))).collect();
+    Ok(DlqView { stored, since_start, latest: out })
+}
+
+async fn dlq(State(s): State<Arc<ApiState>>) -> Response {
+    match dlq_view(&s, 20) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the DLQ: {e}\n")).into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct SinkView {
+    name: String,
+    oldest_undelivered_age_ms: Option<u64>,
+    delivered_records: u64,
+    failures: u64,
+    consecutive_failures: u64,
+    last_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UplinkView {
+    used_bytes: u64,
+    quota_bytes: u64,
+    /// Records stored per class.
+    records: std::collections::BTreeMap<&'static str, u64>,
+    dropped: std::collections::BTreeMap<&'static str, u64>,
+    sinks: Vec<SinkView>,
+}
+
+fn uplink_view(s: &ApiState) -> Result<UplinkView, String> {
+    let stats = s.outbox.stats().map_err(|e| e.to_string())?;
+    Ok(UplinkView {
+        used_bytes: stats.used_bytes,
+        quota_bytes: stats.quota_bytes,
+        records: stats.classes.iter().map(|c| (c.class.as_str(), c.records)).collect(),
+        dropped: stats.classes.iter().map(|c| (c.class.as_str(), c.dropped)).collect(),
+        sinks: stats
+            .sinks
+            .into_iter()
+            .map(|k| SinkView {
+                name: k.name,
+                oldest_undelivered_age_ms: k.oldest_undelivered_age_ms,
+                delivered_records: k.delivered_records,
+                failures: k.failures,
+                consecutive_failures: k.consecutive_failures,
+                last_error: k.last_error,
+            })
+            .collect(),
+    })
+}
+
+async fn uplink(State(s): State<Arc<ApiState>>) -> Response {
+    match uplink_view(&s) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the outbox: {e}\n")).into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct Counts {
+    readings_in: u64,
+    windows_scored: u64,
+    late_readings: u64,
+    alerts_raised: u64,
+    mqtt_connected: bool,
+    broker_dropped: Option<u64>,
+    sequence_gaps: u64,
+}
+
+/// What the dashboard shows, in one document.
+#[derive(Serialize)]
+struct StateView {
+    agent: String,
+    now_ms: i64,
+    started_ms: i64,
+    model: cloud_uplink::ModelRef,
+    ready: Readiness,
+    counts: Counts,
+    entity_count: usize,
+    entities: Vec<live::EntityView>,
+    alerts: AlertsView,
+    dlq: Option<DlqView>,
+    uplink: Option<UplinkView>,
+}
+
+fn state_view(s: &ApiState) -> StateView {
+    let m = &s.metrics;
+    StateView {
+        agent: s.agent_id.clone(),
+        now_ms: crate::reading::now_ms(),
+        started_ms: s.started_ms,
+        model: s.model.clone(),
+        ready: readiness(s),
+        counts: Counts {
+            readings_in: m.readings_in.get(),
+            windows_scored: m.windows_scored.get(),
+            late_readings: m.late_readings.get(),
+            alerts_raised: m.alerts_raised.get(),
+            mqtt_connected: m.mqtt_ingest_connected.get() == 1,
+            broker_dropped: (m.broker_dropped_seen.get() > 0).then(|| m.broker_dropped.get()),
+            sequence_gaps: m.seq_gaps.get(),
+        },
+        entity_count: s.live.entity_count(),
+        entities: s.live.entities(STATE_ENTITIES, None),
+        alerts: alerts_view(s),
+        dlq: dlq_view(s, 5).ok(),
+        uplink: uplink_view(s).ok(),
+    }
+}
+
+async fn api_state(State(s): State<Arc<ApiState>>) -> Response {
+    Json(state_view(&s)).into_response()
+}
+
+/// `state` events: at once, on every alert change, and at least every second.
+async fn events(State(s): State<Arc<ApiState>>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
+    let changes = s.live.subscribe();
+    let tick = tokio::time::interval(Duration::from_secs(1));
+    let stream = futures_util::stream::unfold((s, changes, tick), |(s, mut changes, mut tick)| async move {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = changes.changed() => {}
+        }
+        let data = serde_json::to_string(&state_view(&s)).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        Some((Ok(SseEvent::default().event("state").data(data)), (s, changes, tick)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_needs_the_exact_bearer_token() {
+        let token = Secret::new("s3cret");
+        let mut h = HeaderMap::new();
+        assert_eq!(authorize(&h, Some(&token)).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        h.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+        assert_eq!(authorize(&h, Some(&token)).unwrap_err().0, StatusCode::FORBIDDEN);
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(authorize(&h, Some(&token)).is_ok());
+        assert_eq!(authorize(&h, None).unwrap_err().0, StatusCode::FORBIDDEN);
+        assert!(!constant_time_eq(b"", b"x") && constant_time_eq(b"", b""));
+    }
+}

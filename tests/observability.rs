@@ -1,0 +1,180 @@
+//! Observability over the agent's local HTTP API, against a real Mosquitto:
+//!
+//! - after a known input (good readings with one anomaly, undecodable and incomplete
+//!   messages), the scraped `/metrics` page parses with the reference Prometheus parser
+//!   (`prometheus_client` in the peers venv) and its counters have exactly the expected values,
+//!   cross-checked against the records in the outbox;
+//! - `/health`, `/ready` and the JSON API (`/api/entities`, `/api/scores`, `/api/dlq`,
+//!   `/api/state`) show that input;
+//! - acknowledging an alert is refused without a token (401) and with a wrong token (403), and
+//!   works with the configured one.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cloud_uplink::{AlertState, Body};
+use support::*;
+use vigil_test_harness::{http_get, http_request, Mosquitto, MosquittoOptions};
+
+fn json(resp: &vigil_test_harness::HttpResponse) -> serde_json::Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.text()))
+}
+
+#[test]
+fn metrics_health_api_and_auth_after_a_known_input() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let port = broker.plain_port();
+    let plant = PlantAgent::start(&broker, "obs");
+    let api = api_addr(&plant.agent);
+
+    // Before any input: alive, ready (the MQTT ingest connection is up), counters at zero.
+    assert_eq!(http_get(api, "/health").unwrap().status, 200);
+    let ready = http_get(api, "/ready").unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(json(&ready)["source_connected"], true);
+
+    // --- known input ---------------------------------------------------------------------
+    let warm = model_warmup();
+    let n = warm + 40;
+    // The spike is near the end, so the alert is still open when the input ends.
+    let anomaly_at = n - 5;
+    let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
+    let series = series(11, t0, n, 40.0, Some(anomaly_at));
+    publish_lines(port, "plant/l1/temp/value", &series.iter().map(|&(t, v)| json_reading(t, v)).collect::<Vec<_>>(), &[]);
+    let undecodable: Vec<String> = (0..3).map(|i| format!("not json {i}")).collect();
+    publish_lines(port, "plant/l1/bad/value", &undecodable, &[]);
+    let no_value: Vec<String> = (0..2).map(|i| format!(r#"{{"ts": {}}}"#, now_ms() - i)).collect();
+    publish_lines(port, "plant/l1/novalue/value", &no_value, &[]);
+
+    let last_end = last_window_end(series.last().unwrap().0);
+    let records = wait_for_outbox(&plant.outbox, Duration::from_secs(120), Some(&plant.agent), "all readings, 5 dead letters and the last score", |r| {
+        readings(r).len() >= n
+            && r.iter().filter(|e| matches!(e.body, Body::Dlq { .. })).count() >= 5
+            && scores(r).iter().any(|(e, w, _)| e == "l1.temp" && *w == last_end)
+    });
+    let mut bands: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut raised, mut cleared) = (0, 0);
+    for r in &records {
+        match &r.body {
+            Body::Score { band, .. } => *bands.entry(band.clone()).or_default() += 1,
+            Body::Alert { state: AlertState::Raised, .. } => raised += 1,
+            Body::Alert { state: AlertState::Cleared, .. } => cleared += 1,
+            _ => {}
+        }
+    }
+    let scored: u64 = bands.values().sum();
+    assert!(raised >= 1, "the anomaly raised no alert: {}", summary(&records));
+
+    // --- /metrics --------------------------------------------------------------------------
+    // The counters are updated right after the commit that the outbox files reflect; wait (a
+    // bounded poll) until the reading counter caught up, then everything below is final.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (page, samples) = loop {
+        let resp = http_get(api, "/metrics").unwrap();
+        assert_eq!(resp.status, 200);
+        assert!(resp.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"), "{:?}", resp.headers);
+        let samples = parse_prometheus(&resp.text());
+        if prom_value(&samples, "vigil_readings_in_total", &[("source", "mqtt")]) == Some(n as f64) || Instant::now() > deadline {
+            break (resp.text(), samples);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let v = |name: &str, labels: &[(&str, &str)]| {
+        prom_value(&samples, name, labels).unwrap_or_else(|| panic!("no sample {name}{labels:?} in\n{page}"))
+    };
+    let (name, version, sha) = model_identity();
+    let expect: Vec<(&str, Vec<(&str, &str)>, f64)> = vec![
+        ("vigil_readings_in_total", vec![("source", "mqtt")], n as f64),
+        ("vigil_readings_in_total", vec![("source", "simulator")], 0.0),
+        ("vigil_mqtt_messages_total", vec![], (n + 5) as f64),
+        ("vigil_dlq_records_total", vec![("reason", "undecodable")], 3.0),
+        ("vigil_dlq_records_total", vec![("reason", "missing_field")], 2.0),
+        ("vigil_dlq_records_total", vec![("reason", "late")], 0.0),
+        ("vigil_dlq_records_total", vec![("reason", "timestamp_skew")], 0.0),
+        ("vigil_late_readings_total", vec![], 0.0),
+        ("vigil_windows_scored_total", vec![], scored as f64),
+        ("vigil_scores_total", vec![("band", "normal")], bands.get("normal").copied().unwrap_or(0) as f64),
+        ("vigil_scores_total", vec![("band", "review")], bands.get("review").copied().unwrap_or(0) as f64),
+        ("vigil_scores_total", vec![("band", "alert")], bands.get("alert").copied().unwrap_or(0) as f64),
+        ("vigil_alerts_total", vec![("state", "raised")], raised as f64),
+        ("vigil_alerts_total", vec![("state", "cleared")], cleared as f64),
+        ("vigil_latency_seconds_count", vec![("path", "ingest_to_score")], scored as f64),
+        ("vigil_latency_seconds_count", vec![("path", "event_to_score")], scored as f64),
+        ("vigil_latency_seconds_count", vec![("path", "ingest_to_alert")], raised as f64),
+        ("vigil_inference_batch_windows_sum", vec![], scored as f64),
+        ("vigil_mqtt_connected", vec![("connection", "ingest")], 1.0),
+        ("vigil_mqtt_connected", vec![("connection", "publish")], 1.0),
+        ("vigil_model_info", vec![("name", &name), ("version", &version), ("sha256", &sha)], 1.0),
+        ("vigil_model_threshold", vec![("band", "alert")], 0.4),
+        ("vigil_health_alerts_total", vec![("kind", "broker_drops")], 0.0),
+    ];
+    let mut wrong = Vec::new();
+    for (name, labels, want) in &expect {
+        let got = v(name, labels);
+        if got != *want {
+            wrong.push(format!("{name}{labels:?} = {got}, expected {want}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong metric values:\n{}\n--- page ---\n{page}", wrong.join("\n"));
+    // Histograms are cumulative and end in +Inf = _count.
+    let inf = v("vigil_stage_seconds_bucket", &[("stage", "commit"), ("le", "+Inf")]);
+    assert_eq!(inf, v("vigil_stage_seconds_count", &[("stage", "commit")]));
+    assert!(inf >= 1.0);
+    assert!(v("vigil_windows_emitted_total", &[]) >= scored as f64);
+    assert!(v("vigil_sink_delivered_records_total", &[("sink", "directory")]) >= (n + 5) as f64);
+    assert!(v("vigil_outbox_records", &[("class", "reading")]) >= 0.0);
+    let rss = v("process_resident_memory_bytes", &[]);
+    assert!(rss > 1e6 && rss < 1e9, "RSS {rss}");
+    assert!(v("process_cpu_seconds_total", &[]) > 0.0);
+    for s in &samples {
+        assert!(s.name.starts_with("vigil_") || s.name.starts_with("process_"), "unprefixed metric {}", s.name);
+    }
+
+    // --- JSON API ------------------------------------------------------------------------
+    let entities = json(&http_get(api, "/api/entities").unwrap());
+    let e = entities.as_array().unwrap().iter().find(|e| e["entity"] == "l1.temp").unwrap_or_else(|| panic!("{entities}"));
+    assert_eq!(e["last_value"].as_f64().unwrap(), series.last().unwrap().1, "{e}");
+    assert_eq!(e["last_event_ms"].as_i64().unwrap(), series.last().unwrap().0, "{e}");
+    assert_eq!(e["score"]["window_end_ms"].as_i64().unwrap(), last_end, "{e}");
+    assert!(e["features"]["count"].as_u64().unwrap() > 0, "{e}");
+    assert!(!e["values"].as_array().unwrap().is_empty() && !e["scores"].as_array().unwrap().is_empty(), "{e}");
+    assert_eq!(e["alert"], true, "{e}");
+    let recent = json(&http_get(api, "/api/scores?limit=5").unwrap());
+    assert_eq!(recent.as_array().unwrap().len(), 5);
+    assert_eq!(recent[0]["window_end_ms"].as_i64().unwrap(), last_end);
+    let dlq = json(&http_get(api, "/api/dlq").unwrap());
+    assert_eq!(dlq["stored"], 5, "{dlq}");
+    assert_eq!(dlq["since_start"]["undecodable"], 3, "{dlq}");
+    assert_eq!(dlq["latest"][0]["reason"], "missing_field", "{dlq}");
+    let state = json(&http_get(api, "/api/state").unwrap());
+    assert_eq!((state["agent"].as_str(), state["entity_count"].as_u64()), (Some("obs"), Some(1)), "{state}");
+    assert_eq!(state["uplink"]["sinks"][0]["name"], "directory", "{state}");
+
+    // --- acknowledging needs the token --------------------------------------------------
+    let body = br#"{"entity": "l1.temp", "by": "shift lead"}"#;
+    let no_token = http_request(api, "POST", "/api/alerts/ack", &[("Content-Type", "application/json")], body).unwrap();
+    assert_eq!(no_token.status, 401, "{}", no_token.text());
+    let wrong_token = http_request(api, "POST", "/api/alerts/ack", &[("Authorization", "Bearer not-the-token")], body).unwrap();
+    assert_eq!(wrong_token.status, 403, "{}", wrong_token.text());
+    let not_bearer = http_request(api, "POST", "/api/alerts/ack", &[("Authorization", API_TOKEN)], body).unwrap();
+    assert_eq!(not_bearer.status, 401, "{}", not_bearer.text());
+    let open = json(&http_get(api, "/api/alerts").unwrap());
+    assert!(open["open"][0]["acked_by"].is_null(), "refused requests changed nothing: {open}");
+    let auth = format!("Bearer {API_TOKEN}");
+    let ok = http_request(api, "POST", "/api/alerts/ack", &[("Authorization", &auth)], body).unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let open = json(&http_get(api, "/api/alerts").unwrap());
+    assert_eq!(open["open"][0]["entity"], "l1.temp", "{open}");
+    assert_eq!(open["open"][0]["acked_by"], "shift lead", "{open}");
+    let unknown = http_request(api, "POST", "/api/alerts/ack", &[("Authorization", &auth)], br#"{"entity": "nope"}"#).unwrap();
+    assert_eq!(unknown.status, 404);
+    // The token never reaches the log.
+    assert!(!plant.agent.lines().iter().any(|l| l.contains(API_TOKEN)), "token in the log");
+
+    let mut agent = plant.agent;
+    agent.terminate().unwrap();
+    assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
+    assert_no_panic(&agent);
+}
