@@ -30,6 +30,7 @@ use cloud_uplink::{DirectorySink, Outbox, OutboxConfig, QuotaPolicy};
 use crossbeam_channel::{bounded, unbounded};
 use redb::{ReadableDatabase, ReadableTable};
 
+use crate::alerts::health::HealthReporter;
 use crate::alerts::publish::{MqttPublisher, Publisher, StdoutPublisher};
 use crate::alerts::{self, EntityAlertState, Evaluator, Policy};
 use crate::commit_log::CommitLog;
@@ -223,22 +224,29 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             alert_topic: config.alerts.topic.clone(),
             review_topic: config.alerts.review_topic.clone(),
         }));
+        let health = HealthReporter::new(
+            config.agent.id.clone(),
+            metrics.clone(),
+            live.clone(),
+            Some((pub_outbound.clone(), config.alerts.topic.clone())),
+        );
+        let watch = mqtt::Watch { health, broker_stats: mqtt_cfg.broker_stats };
         let backoff = mqtt::Backoff { min: Duration::from_millis(mqtt_cfg.reconnect_min_ms), max: Duration::from_millis(mqtt_cfg.reconnect_max_ms) };
         let ingest_tx = ingest_tx.clone();
         // One thread per connection: the ingest loop blocks on the commit log when it is behind
         // (backpressure), which must not hold up alerts.
         let connections = [
-            ("mqtt", eventloop, ingest_outbound, routes, Some(ingest_tx)),
-            ("mqtt-pub", pub_eventloop, pub_outbound, Vec::new(), None),
+            ("mqtt", eventloop, ingest_outbound, routes, Some(ingest_tx), Some(watch)),
+            ("mqtt-pub", pub_eventloop, pub_outbound, Vec::new(), None, None),
         ];
-        for (name, eventloop, outbound, routes, ingest) in connections {
+        for (name, eventloop, outbound, routes, ingest, watch) in connections {
             let metrics = metrics.clone();
             let shutdown = mqtt::Shutdown { stop: stop_rx.clone(), drained: drained_rx.clone() };
             threads.push((
                 name,
                 spawn(name, Box::new(move || {
                     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt.block_on(mqtt::run(eventloop, outbound, routes, ingest, metrics, backoff, shutdown)),
+                        Ok(rt) => rt.block_on(mqtt::run(eventloop, outbound, routes, ingest, metrics, backoff, shutdown, watch)),
                         Err(e) => tracing::error!(error = %e, "cannot start the MQTT runtime"),
                     }
                 }))?,

@@ -13,6 +13,7 @@
 //! state in one [`Outputs`] write, then hands alert and review messages to the publishers
 //! ([`publish`]): MQTT topics and standard output.
 
+pub mod health;
 pub mod publish;
 
 use std::collections::HashMap;

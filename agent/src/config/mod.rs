@@ -166,6 +166,12 @@ pub struct MqttConfig {
     /// counted; payloads under this but over `validation.max_payload_bytes` go to the DLQ.
     #[serde(default = "defaults::max_packet_bytes")]
     pub max_packet_bytes: usize,
+    /// Subscribe to the broker's own count of dropped messages
+    /// (`$SYS/broker/publish/messages/dropped`; Mosquitto publishes it every `sys_interval`),
+    /// export it as `vigil_mqtt_broker_dropped_messages` and raise an agent health alert when
+    /// it grows. Brokers without `$SYS` ignore the subscription.
+    #[serde(default = "defaults::yes")]
+    pub broker_stats: bool,
     /// TLS via rustls. Without this table the connection is plain TCP.
     #[serde(default)]
     pub tls: Option<MqttTlsConfig>,

@@ -10,6 +10,7 @@
 
 pub mod decode;
 pub mod mqtt;
+pub mod sequence;
 pub mod simulator;
 pub mod simulator_source;
 pub mod topic;

@@ -41,12 +41,18 @@ use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::watch;
 
 use super::decode::Decoder;
+use super::sequence::{SeqEvent, SequenceTracker};
 use super::topic::{render, TopicTemplate};
 use super::IngestBatch;
 use crate::config::{MqttConfig, MqttSubscription, ValidationConfig};
 use crate::dlq::{DlqEntry, DlqReason};
-use crate::metrics::Metrics;
+use crate::alerts::health::HealthReporter;
+use crate::metrics::{HealthKind, Metrics};
 use crate::reading::{now_ms, SourceKind};
+
+/// The broker's count of messages it dropped (Mosquitto, EMQX's Mosquitto-compatible `$SYS`):
+/// a decimal number, retained, updated every `sys_interval`.
+pub const BROKER_DROPPED_TOPIC: &str = "$SYS/broker/publish/messages/dropped";
 
 /// Most QoS 1 publishes (alerts) in flight to the broker per connection.
 const OUTGOING_INFLIGHT: u16 = 100;
@@ -296,6 +302,59 @@ pub struct Shutdown {
     pub drained: watch::Receiver<bool>,
 }
 
+/// Loss watching on the ingest connection: the broker's own drop counter (`$SYS`, when
+/// `mqtt.broker_stats`) and publisher sequence gaps ([`super::sequence`]); both raise agent
+/// health alerts.
+pub struct Watch {
+    pub health: HealthReporter,
+    pub broker_stats: bool,
+}
+
+impl Watch {
+    /// A `$SYS` message: the broker's drop counter.
+    fn broker_report(&self, metrics: &Metrics, topic: &str, payload: &[u8]) {
+        if topic != BROKER_DROPPED_TOPIC {
+            return;
+        }
+        let Some(total) = std::str::from_utf8(payload).ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+            tracing::debug!(topic, "unparseable $SYS value");
+            return;
+        };
+        let previous = (metrics.broker_dropped_seen.get() > 0).then(|| metrics.broker_dropped.get());
+        metrics.broker_dropped.set(total);
+        metrics.broker_dropped_seen.set(1);
+        match previous {
+            Some(p) if total > p => {
+                self.health.raise(
+                    HealthKind::BrokerDrops,
+                    format!(
+                        "the MQTT broker dropped {} messages since its last report ({total} since it started); \
+                         a subscriber is too slow or offline beyond the broker's queue limit (max_queued_messages)",
+                        total - p
+                    ),
+                );
+            }
+            None if total > 0 => tracing::warn!(dropped = total, "the MQTT broker has dropped messages since it started"),
+            _ => {}
+        }
+    }
+
+    /// Publisher sequence numbers of one message's readings.
+    fn sequences(&self, metrics: &Metrics, tracker: &mut SequenceTracker, readings: &[crate::reading::Reading]) {
+        for r in readings {
+            let Some(seq) = r.source_seq else { continue };
+            match tracker.observe(&r.entity, seq) {
+                SeqEvent::InOrder => {}
+                SeqEvent::Gap(n) => {
+                    metrics.seq_gaps.add(n);
+                    self.health.raise(HealthKind::SequenceGap, format!("{n} messages missing from {} before sequence number {seq}", r.entity));
+                }
+                SeqEvent::Reset => metrics.seq_resets.inc(),
+            }
+        }
+    }
+}
+
 /// Reconnect backoff bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -315,7 +374,9 @@ pub async fn run(
     metrics: Arc<Metrics>,
     backoff: Backoff,
     shutdown: Shutdown,
+    watch: Option<Watch>,
 ) {
+    let mut sequences = SequenceTracker::default();
     let Shutdown { mut stop, mut drained } = shutdown;
     let filters: Vec<String> = routes.iter().map(|r| r.template.filter()).collect();
     let client = outbound.client().clone();
@@ -356,12 +417,27 @@ pub async fn run(
                         tracing::error!(filter = %f, error = %e, "cannot queue MQTT subscribe");
                     }
                 }
+                if watch.as_ref().is_some_and(|w| w.broker_stats) {
+                    // QoS 0: a statistic, no ack; brokers without $SYS simply never send it.
+                    if let Err(e) = client.try_subscribe(BROKER_DROPPED_TOPIC, QoS::AtMostOnce) {
+                        tracing::error!(error = %e, "cannot queue the $SYS subscribe");
+                    }
+                }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let topic = String::from_utf8_lossy(&publish.topic);
+                if topic.starts_with("$SYS/") {
+                    if let Some(w) = &watch {
+                        w.broker_report(&metrics, &topic, &publish.payload);
+                    }
+                    continue;
+                }
                 metrics.mqtt_messages.inc();
                 let Some(tx) = ingest.as_ref() else { continue };
-                let topic = String::from_utf8_lossy(&publish.topic);
                 let mut batch = decode_publish(&routes, &topic, &publish.payload, now_ms());
+                if let Some(w) = &watch {
+                    w.sequences(&metrics, &mut sequences, &batch.readings);
+                }
                 let (outbound, pkid, qos) = (outbound.clone(), publish.pkid, publish.qos);
                 batch.on_commit = Some(Box::new(move || outbound.ack(pkid, qos)));
                 // Blocks this thread when the commit log is behind: backpressure.
