@@ -178,3 +178,45 @@ fn metrics_health_api_and_auth_after_a_known_input() {
     assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
     assert_no_panic(&agent);
 }
+
+/// `agent.log_format = "json"`: every log line is one JSON object with a timestamp, a level,
+/// a target and the event's fields (the alert warning carries the entity); standard output's
+/// `ALERT` lines are unchanged; the API token never appears.
+#[test]
+fn json_log_lines() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let port = broker.plain_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    let outbox = dir.path().join("outbox");
+    let base = base_config("jsonlog", &dir.path().join("data"), &outbox).replace("log = \"info\"", "log = \"info\"\nlog_format = \"json\"");
+    std::fs::write(&config, format!("{base}\n{}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n", mqtt_plain(port))).unwrap();
+    let from = broker.log_line_count();
+    let mut agent = spawn_agent(&config);
+    agent.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent connects");
+    wait_for_subacks(&broker, from, "vigil-jsonlog", 1);
+
+    let n = model_warmup() + 30;
+    let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
+    let s = series(5, t0, n, 10.0, Some(n - 5));
+    publish_lines(port, "plant/l9/temp/value", &s.iter().map(|&(t, v)| json_reading(t, v)).collect::<Vec<_>>(), &[]);
+    agent.wait_for_line(|l| l.starts_with("ALERT RAISED"), Duration::from_secs(60)).expect("an alert");
+    let warn = agent.wait_for_line(|l| l.contains("\"level\":\"WARN\"") && l.contains("l9.temp"), Duration::from_secs(10)).expect("alert warning in the log");
+    let v: serde_json::Value = serde_json::from_str(&warn).unwrap();
+    assert_eq!(v["entity"], "l9.temp", "{v}");
+    agent.terminate().unwrap();
+    assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
+    let lines = agent.lines();
+    let mut json_lines = 0;
+    for l in &lines {
+        if l.starts_with("ALERT ") {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string() && v["target"].is_string() && v["message"].is_string(), "{l}");
+        json_lines += 1;
+    }
+    assert!(json_lines >= 4, "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains(API_TOKEN)), "token in the log");
+    assert!(lines.iter().any(|l| l.contains("HTTP API listening")));
+}
