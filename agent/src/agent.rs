@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! sources ──IngestBatch──▶ commit log ──WorkerMsg──▶ workers ──WindowJob──▶ batcher
-//! (mqtt, simulator)        (redb group commit,         (windows,              (TFLite, micro-
-//!    ▲                      acks after commit)          features)              batches)
+//! (mqtt, serial,           (redb group commit,         (windows,              (TFLite, micro-
+//!  simulator)               acks after commit)          features)              batches)
+//!    ▲
 //!    └── PUBACK ◀──────────────┘   ▲                                             │
 //!                                  └──── Outputs (scores, alerts) ◀── alert stage ◀┘
 //!                                        outbox ──▶ sinks (directory, ...)
@@ -12,7 +13,7 @@
 //! Worker checkpoints travel the same path as windows (behind them) to the commit log; alert and
 //! review messages also go out on their own MQTT connection.
 //!
-//! Threads: the simulator, one per MQTT connection (ingest and alert publishing), the commit
+//! Threads: the simulator, one per serial port, one per MQTT connection (ingest and alert publishing), the commit
 //! log, `pipeline.workers` workers, the batcher and the alert stage; a small tokio runtime runs
 //! the outbox sinks, signal handling and the status log.
 //!
@@ -38,7 +39,7 @@ use crate::config::{Config, WhenFull};
 use crate::inference::batcher::{self, BatchLimits};
 use crate::inference::manifest::Thresholds;
 use crate::inference::{InferenceError, ModelRuntime};
-use crate::ingest::{self, mqtt, simulator_source, INGEST_QUEUE};
+use crate::ingest::{self, mqtt, serial, simulator_source, INGEST_QUEUE};
 use crate::api::live::LiveView;
 use crate::api::{self, ApiState};
 use crate::metrics::{Metrics, ModelCollector, OutboxCollector, ProcessCollector, Registry};
@@ -265,6 +266,10 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         let (tx, stop) = (ingest_tx.clone(), stop.clone());
         threads.push(("simulator", spawn("simulator", Box::new(move || simulator_source::run(sim, tx, stop)))?));
     }
+    for port in config.ingest.serial.clone() {
+        let (tx, stop, metrics, validation) = (ingest_tx.clone(), stop.clone(), metrics.clone(), config.validation.clone());
+        threads.push(("serial", spawn("serial", Box::new(move || serial::run(port, validation, tx, metrics, stop)))?));
+    }
     drop(ingest_tx);
 
     let commit_log = CommitLog {
@@ -398,6 +403,9 @@ fn log_status(m: &Metrics) {
         score_p99_us = m.score_latency.quantile_us(0.99),
         "status"
     );
+    for (port, node, c) in m.serial_nodes.snapshot() {
+        tracing::info!(port = %port, node, frames = c.frames, missing_frames = c.missing_frames, duplicate_frames = c.duplicate_frames, restarts = c.restarts, "serial node status");
+    }
 }
 
 async fn shutdown_signal() {

@@ -52,6 +52,16 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
             );
         }
     }
+    for port in &config.ingest.serial {
+        let _ = writeln!(
+            s,
+            "  serial {} at {} baud (8N1): firmware-bridge frames <= {} B, entity={}",
+            port.port.display(),
+            port.baud,
+            port.max_frame_bytes,
+            port.entity
+        );
+    }
     if let Some(sim) = &config.ingest.simulator {
         let _ = writeln!(s, "  simulator: {} machines × 3 sensors every {} ms, speedup {}", sim.machines, sim.period_ms, sim.speedup);
     }

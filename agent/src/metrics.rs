@@ -22,6 +22,8 @@ use std::time::Duration;
 use crate::dlq::{DlqCounters, DlqReason};
 use crate::reading::SourceKind;
 
+pub use firmware_bridge::gateway::NodeCounts as SerialNodeCounts;
+
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -203,6 +205,36 @@ pub struct Metrics {
     pub seq_gaps: Counter,
     /// `vigil_source_sequence_resets_total`: a publisher's sequence went back (it restarted).
     pub seq_resets: Counter,
+    /// Serial frames rejected (checksum, framing, oversized, malformed), all ports; each is a
+    /// dead letter too.
+    pub serial_bad_frames: Counter,
+    /// Per serial sensor node (`ingest::serial`).
+    pub serial_nodes: SerialNodes,
+}
+
+/// Link counters per serial sensor node, labelled by port and node id: `frames` and
+/// `readings` accepted, `missing_frames` (lost in sequence gaps), `duplicate_frames` (dropped),
+/// `restarts`. Exported as `vigil_serial_<counter>{port, node}`.
+#[derive(Debug, Default)]
+pub struct SerialNodes(std::sync::Mutex<std::collections::BTreeMap<(String, u16), SerialNodeCounts>>);
+
+impl SerialNodes {
+    /// Replaces the counters of `node` on `port` (the source owns the running totals).
+    pub fn set(&self, port: &str, node: u16, counts: SerialNodeCounts) {
+        let mut map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match map.get_mut(&(port.to_string(), node)) {
+            Some(c) => *c = counts,
+            None => {
+                map.insert((port.to_string(), node), counts);
+            }
+        }
+    }
+
+    /// `(port, node, counters)`, sorted by port and node.
+    pub fn snapshot(&self) -> Vec<(String, u16, SerialNodeCounts)> {
+        let map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.iter().map(|((p, n), c)| (p.clone(), *n, *c)).collect()
+    }
 }
 
 /// Per-kind counters of agent health alerts.
@@ -301,6 +333,25 @@ impl Collector for Metrics {
         out.sample("vigil_mqtt_connected", &[("connection", "publish")], self.mqtt_publish_connected.get() as f64);
         out.family("vigil_mqtt_outbound_backlog", Kind::Gauge, "MQTT acks and publishes waiting for room in the client.");
         out.sample("vigil_mqtt_outbound_backlog", &[], self.mqtt_outbound_backlog.get() as f64);
+        out.family("vigil_serial_bad_frames_total", Kind::Counter, "Serial frames rejected (checksum, framing, oversized, malformed), all ports.");
+        out.sample("vigil_serial_bad_frames_total", &[], self.serial_bad_frames.get() as f64);
+        let nodes = self.serial_nodes.snapshot();
+        if !nodes.is_empty() {
+            type Field = fn(&SerialNodeCounts) -> u64;
+            let families: [(&str, &str, Field); 5] = [
+                ("vigil_serial_frames_total", "Frames accepted from a serial sensor node.", |c| c.frames),
+                ("vigil_serial_readings_total", "Readings in the frames accepted from a serial sensor node.", |c| c.readings),
+                ("vigil_serial_missing_frames_total", "Frames of a serial sensor node lost in sequence gaps.", |c| c.missing_frames),
+                ("vigil_serial_duplicate_frames_total", "Duplicate frames of a serial sensor node, dropped.", |c| c.duplicate_frames),
+                ("vigil_serial_node_restarts_total", "Restarts of a serial sensor node (new boot id or sequence 0).", |c| c.restarts),
+            ];
+            for (name, help, field) in families {
+                out.family(name, Kind::Counter, help);
+                for (port, node, c) in &nodes {
+                    out.sample(name, &[("port", port), ("node", &node.to_string())], field(c) as f64);
+                }
+            }
+        }
         if self.broker_dropped_seen.get() > 0 {
             out.family("vigil_mqtt_broker_dropped_messages", Kind::Gauge, "Messages the broker reports it dropped ($SYS/broker/publish/messages/dropped), broker-wide.");
             out.sample("vigil_mqtt_broker_dropped_messages", &[], self.broker_dropped.get() as f64);

@@ -1,7 +1,7 @@
 //! The one internal reading type every source produces and every later stage consumes.
 //!
-//! A [`Reading`] is created by a source's decoder (MQTT payload, simulator, later Modbus and
-//! serial frames) after validation. From then on it is immutable: the commit log gives it its
+//! A [`Reading`] is created by a source's decoder (MQTT payload, simulator, serial frames, later
+//! Modbus) after validation. From then on it is immutable: the commit log gives it its
 //! agent-wide [`Reading::seq`], the pipeline routes it by [`Reading::entity`], windows order it
 //! by [`Reading::event_time_ms`].
 
@@ -60,11 +60,13 @@ pub enum SourceKind {
     Mqtt,
     Simulator,
     Replay,
+    /// A firmware-bridge sensor node on a serial port (`ingest::serial`).
+    Serial,
 }
 
 impl SourceKind {
     /// Every kind, in [`SourceKind::index`] order (metrics labels).
-    pub const ALL: [SourceKind; 3] = [SourceKind::Mqtt, SourceKind::Simulator, SourceKind::Replay];
+    pub const ALL: [SourceKind; 4] = [SourceKind::Mqtt, SourceKind::Simulator, SourceKind::Replay, SourceKind::Serial];
 
     /// Position in [`SourceKind::ALL`].
     pub fn index(self) -> usize {
@@ -72,6 +74,7 @@ impl SourceKind {
             SourceKind::Mqtt => 0,
             SourceKind::Simulator => 1,
             SourceKind::Replay => 2,
+            SourceKind::Serial => 3,
         }
     }
 
@@ -80,6 +83,7 @@ impl SourceKind {
             SourceKind::Mqtt => "mqtt",
             SourceKind::Simulator => "simulator",
             SourceKind::Replay => "replay",
+            SourceKind::Serial => "serial",
         }
     }
 }

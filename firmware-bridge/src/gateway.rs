@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - **Never panics, whatever the bytes.** Every delimited chunk of the stream becomes exactly
-//!   one [`Frame`] or one [`BadFrame`] (empty chunks — consecutive `0x00` — are skipped).
+//!   one [`Frame`] or one [`Rejection`] (empty chunks — consecutive `0x00` — are skipped).
 //! - **Resynchronises at the next `0x00`.** Garbage, line noise, a node that restarted
 //!   mid-frame: the damage ends at the next delimiter, so only the damaged frames are lost.
 //! - **Bounded memory.** At most `max_frame_bytes` of a frame are buffered; the rest of an
@@ -86,7 +86,7 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::Oversized { len, max } => write!(f, "frame of {len} bytes exceeds the maximum of {max}"),
-            Rejection::Cobs(e) => write!(f, "bad framing: {e}"),
+            Rejection::Cobs(e) => write!(f, "{e}"),
             Rejection::TooShort { len } => write!(f, "frame of {len} bytes is too short for a checksum"),
             Rejection::Checksum { expected, actual } => {
                 write!(f, "CRC-32 mismatch: frame says {expected:#010x}, body has {actual:#010x}")
@@ -95,13 +95,6 @@ impl fmt::Display for Rejection {
             Rejection::Version(v) => write!(f, "unknown frame version {v}"),
         }
     }
-}
-
-/// A rejected frame and its bytes as received (at most `max_frame_bytes` of them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadFrame {
-    pub reason: Rejection,
-    pub raw: Vec<u8>,
 }
 
 /// Decodes one frame as received, without its delimiter.
@@ -210,8 +203,10 @@ impl FrameDecoder {
         FrameDecoder { max, buf: Vec::with_capacity(max), overflow: 0 }
     }
 
-    /// Feeds received bytes; calls `out` once per completed frame, in stream order.
-    pub fn push(&mut self, bytes: &[u8], mut out: impl FnMut(Result<Frame, BadFrame>)) {
+    /// Feeds received bytes; calls `out` once per completed frame, in stream order, with the
+    /// frame's bytes as received (without the delimiter; for an oversized frame, its first
+    /// `max_frame_bytes - 1`) and the decoded frame or why it was rejected.
+    pub fn push(&mut self, bytes: &[u8], mut out: impl FnMut(&[u8], Result<Frame, Rejection>)) {
         let mut rest = bytes;
         while let Some(end) = rest.iter().position(|&b| b == 0) {
             self.extend(&rest[..end]);
@@ -232,12 +227,11 @@ impl FrameDecoder {
         self.overflow += part.len() - take;
     }
 
-    fn finish(&mut self, out: &mut impl FnMut(Result<Frame, BadFrame>)) {
+    fn finish(&mut self, out: &mut impl FnMut(&[u8], Result<Frame, Rejection>)) {
         if self.overflow > 0 {
-            let reason = Rejection::Oversized { len: self.buf.len() + self.overflow, max: self.max + 1 };
-            out(Err(BadFrame { reason, raw: std::mem::take(&mut self.buf) }));
+            out(&self.buf, Err(Rejection::Oversized { len: self.buf.len() + self.overflow, max: self.max + 1 }));
         } else if !self.buf.is_empty() {
-            out(decode_frame(&self.buf).map_err(|reason| BadFrame { reason, raw: self.buf.clone() }));
+            out(&self.buf, decode_frame(&self.buf));
         }
         self.buf.clear();
         self.overflow = 0;
@@ -354,9 +348,9 @@ mod tests {
         wire[..n].to_vec()
     }
 
-    fn decode_all(d: &mut FrameDecoder, bytes: &[u8]) -> Vec<Result<Frame, BadFrame>> {
+    fn decode_all(d: &mut FrameDecoder, bytes: &[u8]) -> Vec<Result<Frame, (Rejection, Vec<u8>)>> {
         let mut out = Vec::new();
-        d.push(bytes, |r| out.push(r));
+        d.push(bytes, |raw, r| out.push(r.map_err(|e| (e, raw.to_vec()))));
         out
     }
 
@@ -404,7 +398,7 @@ mod tests {
         stream.extend(frame(1, 0, 1, &[2.0]));
         let got = decode_all(&mut d, &stream);
         match &got[0] {
-            Err(BadFrame { reason: Rejection::Oversized { len, max: 40 }, raw }) => {
+            Err((Rejection::Oversized { len, max: 40 }, raw)) => {
                 assert_eq!(len, &(big.len() - 1));
                 assert_eq!(raw.len(), 39);
             }

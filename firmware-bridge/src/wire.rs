@@ -98,19 +98,21 @@ pub struct WireReading {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooLarge;
 
-/// A `ciborium_io::Write` over a fixed slice.
-struct SliceWriter<'a> {
+/// A `ciborium_io::Write` over a fixed slice. Handed to the encoder by value (ciborium-io has
+/// no `&mut W` impl when its `std` feature is on), so the length lives outside.
+struct SliceWriter<'a, 'b> {
     buf: &'a mut [u8],
-    len: usize,
+    len: &'b mut usize,
 }
 
-impl ciborium_io::Write for SliceWriter<'_> {
+impl ciborium_io::Write for SliceWriter<'_, '_> {
     type Error = TooLarge;
 
     fn write_all(&mut self, data: &[u8]) -> Result<(), TooLarge> {
-        let dst = self.buf.get_mut(self.len..self.len + data.len()).ok_or(TooLarge)?;
+        let at = *self.len;
+        let dst = self.buf.get_mut(at..at + data.len()).ok_or(TooLarge)?;
         dst.copy_from_slice(data);
-        self.len += data.len();
+        *self.len += data.len();
         Ok(())
     }
 
@@ -125,9 +127,9 @@ pub fn encode_body(header: &FrameHeader, readings: &[WireReading], out: &mut [u8
     if readings.is_empty() || readings.len() > MAX_READINGS {
         return Err(TooLarge);
     }
-    let mut w = SliceWriter { buf: out, len: 0 };
+    let mut len = 0;
     {
-        let mut enc = Encoder::from(&mut w);
+        let mut enc = Encoder::from(SliceWriter { buf: out, len: &mut len });
         enc.push(Cbor::Array(Some(5)))?;
         enc.push(Cbor::Positive(VERSION))?;
         enc.push(Cbor::Positive(header.node.into()))?;
@@ -145,10 +147,9 @@ pub fn encode_body(header: &FrameHeader, readings: &[WireReading], out: &mut [u8
             }
         }
     }
-    let body_len = w.len;
-    let crc = CRC32.checksum(&w.buf[..body_len]);
-    ciborium_io::Write::write_all(&mut w, &crc.to_le_bytes())?;
-    Ok(w.len)
+    let crc = CRC32.checksum(&out[..len]);
+    out.get_mut(len..len + CRC_LEN).ok_or(TooLarge)?.copy_from_slice(&crc.to_le_bytes());
+    Ok(len + CRC_LEN)
 }
 
 /// Encodes a whole wire frame (COBS and the `0x00` delimiter) into `wire`, using `scratch`

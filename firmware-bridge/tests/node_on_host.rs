@@ -153,7 +153,7 @@ fn a_write_error_drops_one_frame_and_the_gateway_sees_the_gap() {
     let mut tracker = SequenceTracker::default();
     let mut verdicts = Vec::new();
     let mut bad = 0;
-    decoder.push(&sent, |f| match f {
+    decoder.push(&sent, |_, f| match f {
         Ok(f) => verdicts.push((tracker.observe(&f.header, f.readings.len()), f.readings[0].value)),
         Err(_) => bad += 1,
     });
@@ -188,7 +188,7 @@ fn frames_never_exceed_max_frame_and_split_in_order() {
     assert!(frames.iter().all(|f| f.len() <= MAX), "{:?}", frames.iter().map(|f| f.len()).collect::<Vec<_>>());
     let mut decoder = FrameDecoder::new(MAX);
     let mut got = Vec::new();
-    decoder.push(bytes, |f| got.extend(f.unwrap().readings.iter().map(|r| (r.channel, r.value as f32))));
+    decoder.push(bytes, |_, f| got.extend(f.unwrap().readings.iter().map(|r| (r.channel, r.value as f32))));
     let want: Vec<(u8, f32)> = values.iter().enumerate().map(|(i, v)| (i as u8 * 11, *v)).collect();
     assert_eq!(got, want);
 }

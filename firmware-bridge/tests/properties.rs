@@ -74,7 +74,7 @@ proptest! {
         let mut n = 0;
         let total_zeros: usize = chunks.iter().map(|c| c.iter().filter(|&&b| b == 0).count()).sum();
         for c in &chunks {
-            d.push(c, |_| n += 1);
+            d.push(c, |_, _| n += 1);
         }
         // At most one result per delimiter.
         prop_assert!(n <= total_zeros);
@@ -117,7 +117,7 @@ proptest! {
         }
         let mut d = FrameDecoder::new(MAX);
         let mut good = Vec::new();
-        d.push(&stream, |f| if let Ok(f) = f { good.push(f) });
+        d.push(&stream, |_, f| if let Ok(f) = f { good.push(f) });
         // Every undamaged frame arrives, in order, exactly as sent.
         let mut it = good.iter();
         for (k, (h, r)) in frames.iter().enumerate() {
@@ -157,7 +157,7 @@ proptest! {
         let mut tracker = SequenceTracker::default();
         let mut got = Vec::new();
         let mut n = 0;
-        d.push(&capture.0, |f| {
+        d.push(&capture.0, |_, f| {
             let f = f.expect("node frames decode");
             assert!(f.wire_len <= FRAME);
             assert!(tracker.observe(&f.header, f.readings.len()).is_new());

@@ -142,8 +142,25 @@ impl Config {
                     .map_err(|e| (format!("ingest.mqtt[{i}].entity"), e.to_string()))?;
             }
         }
-        if self.ingest.mqtt.is_empty() && self.ingest.simulator.is_none() {
-            return fail("ingest", "no source configured: add [[ingest.mqtt]] or [ingest.simulator]".into());
+        for (i, port) in self.ingest.serial.iter().enumerate() {
+            let key = |k: &str| format!("ingest.serial[{i}].{k}");
+            if crate::ingest::serial::tty::speed(port.baud).is_none() {
+                return Err((key("baud"), format!("{} is not a supported baud rate (see config/vigil.toml)", port.baud)));
+            }
+            crate::ingest::topic::check_placeholders(&port.entity, &["node", "channel"]).map_err(|e| (key("entity"), e.to_string()))?;
+            let min = firmware_bridge::wire::MIN_FRAME_BYTES;
+            if port.max_frame_bytes < min || port.max_frame_bytes > 65_536 {
+                return Err((key("max_frame_bytes"), format!("must be between {min} and 65536")));
+            }
+            if port.reopen_ms == 0 {
+                return Err((key("reopen_ms"), "must be > 0".into()));
+            }
+            if self.ingest.serial[..i].iter().any(|p| p.port == port.port) {
+                return Err((key("port"), format!("{} is configured twice", port.port.display())));
+            }
+        }
+        if self.ingest.mqtt.is_empty() && self.ingest.simulator.is_none() && self.ingest.serial.is_empty() {
+            return fail("ingest", "no source configured: add [[ingest.mqtt]], [[ingest.serial]] or [ingest.simulator]".into());
         }
         if let Some(sim) = &self.ingest.simulator {
             sim.validate().map_err(|e| ("ingest.simulator".to_string(), e))?;
@@ -305,6 +322,23 @@ model_dir = "models/univariate-ae/1.0.0"
     }
 
     #[test]
+    fn serial_ports_are_checked() {
+        let port = |extra: &str| format!("\n[[ingest.serial]]\nport = \"/dev/ttyUSB0\"\n{extra}");
+        let c = load(&port("")).unwrap();
+        assert_eq!((c.ingest.serial[0].baud, c.ingest.serial[0].entity.as_str()), (115_200, "serial.{node}.{channel}"));
+        let (line, key, message) = expect_invalid(&port("baud = 115201\n"));
+        assert_eq!((line, key.as_str()), (14, "ingest.serial[0].baud"), "{message}");
+        let (_, key, _) = expect_invalid(&port("entity = \"{node}.{sensor}\"\n"));
+        assert_eq!(key, "ingest.serial[0].entity");
+        let (_, key, _) = expect_invalid(&port("max_frame_bytes = 8\n"));
+        assert_eq!(key, "ingest.serial[0].max_frame_bytes");
+        let (line, key, _) = expect_invalid(&format!("{}{}", port(""), port("")));
+        assert_eq!((line, key.as_str()), (16, "ingest.serial[1].port"));
+        let (_, key, _) = expect_invalid(&port("parity = \"even\"\n"));
+        assert_eq!(key, "ingest.serial[0].parity");
+    }
+
+    #[test]
     fn syntax_error_has_a_line() {
         let (line, _, _) = expect_invalid("\n[alerts\n");
         assert_eq!(line, 12);
@@ -345,6 +379,9 @@ model_dir = "models/univariate-ae/1.0.0"
         mqtt.password = Some(super::super::Secret::new("x"));
         mqtt.tls = Some(super::super::MqttTlsConfig { ca_file: "a".into(), client_cert_file: Some("b".into()), client_key_file: Some("c".into()) });
         c.ingest.simulator = Some(Default::default());
+        if c.ingest.serial.is_empty() {
+            c.ingest.serial.push(toml::from_str("port = \"/dev/ttyUSB0\"").unwrap());
+        }
         c.alerts.review_threshold = Some(0.5);
         c.alerts.alert_threshold = Some(0.7);
         c.api.token = Some(super::super::Secret::new("x"));

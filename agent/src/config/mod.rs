@@ -201,6 +201,35 @@ pub struct IngestConfig {
     /// `[ingest.simulator]`: the built-in plant simulator.
     #[serde(default)]
     pub simulator: Option<SimulatorConfig>,
+    /// `[[ingest.serial]]`: serial ports with firmware-bridge sensor nodes on them.
+    #[serde(default)]
+    pub serial: Vec<SerialPortConfig>,
+}
+
+/// `[[ingest.serial]]`: one serial port (RS-232/RS-485 adapter, USB CDC device, pty) carrying
+/// firmware-bridge frames from one or more sensor nodes; see [`crate::ingest::serial`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialPortConfig {
+    /// Device path, e.g. `/dev/ttyUSB0` or a stable `/dev/serial/by-id/...` link.
+    pub port: PathBuf,
+    /// Line speed in baud (8 data bits, no parity, 1 stop bit, no flow control): one of 1200,
+    /// 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600,
+    /// 1000000, 1152000, 1500000, 2000000, 2500000, 3000000, 3500000, 4000000.
+    #[serde(default = "defaults::baud")]
+    pub baud: u32,
+    /// Entity id template: `{node}` is the node id, `{channel}` the node's channel number,
+    /// e.g. `line1.node{node}.ch{channel}`.
+    #[serde(default = "defaults::serial_entity")]
+    pub entity: String,
+    /// Largest frame accepted, in bytes on the wire (the nodes' `MAX_FRAME`). Longer frames go
+    /// to the DLQ (`oversized`).
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Milliseconds between attempts to open the port again after it failed or disappeared
+    /// (e.g. a USB adapter unplugged).
+    #[serde(default = "defaults::reopen_ms")]
+    pub reopen_ms: u64,
 }
 
 /// `[[ingest.mqtt]]`: one subscription and how its messages become readings.
@@ -619,6 +648,18 @@ mod defaults {
     }
     pub fn review_topic() -> String {
         "vigil/{agent}/review".into()
+    }
+    pub fn baud() -> u32 {
+        115_200
+    }
+    pub fn serial_entity() -> String {
+        "serial.{node}.{channel}".into()
+    }
+    pub fn max_frame_bytes() -> usize {
+        256
+    }
+    pub fn reopen_ms() -> u64 {
+        1000
     }
     pub fn linger_ms() -> u64 {
         1000

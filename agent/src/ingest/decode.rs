@@ -43,9 +43,10 @@ pub struct Decoded {
     pub rejects: Vec<DlqEntry>,
 }
 
-struct Rejection {
-    reason: DlqReason,
-    detail: String,
+/// Why a reading or message is dead-lettered.
+pub(crate) struct Rejection {
+    pub reason: DlqReason,
+    pub detail: String,
 }
 
 fn reject(reason: DlqReason, detail: impl Into<String>) -> Rejection {
@@ -183,19 +184,7 @@ impl Decoder {
             Some(s) => parse_time(s, f.time_unit)
                 .map_err(|why| reject(DlqReason::InvalidField, format!("field \"{}\": {why}", f.time)))?,
         };
-        let skew_past = self.validation.max_past_skew_s as i64 * 1000;
-        let skew_future = self.validation.max_future_skew_s as i64 * 1000;
-        if event_time_ms < now.saturating_sub(skew_past) || event_time_ms > now.saturating_add(skew_future) {
-            return Err(reject(
-                DlqReason::TimestampSkew,
-                format!(
-                    "event time {event_time_ms} ms is {} s from the gateway clock (allowed: -{} s / +{} s)",
-                    (event_time_ms - now) / 1000,
-                    self.validation.max_past_skew_s,
-                    self.validation.max_future_skew_s
-                ),
-            ));
-        }
+        check_event_time(&self.validation, event_time_ms, now)?;
 
         let entity = match get(&f.entity) {
             Some(Scalar::Text(t)) => t.clone(),
@@ -205,10 +194,7 @@ impl Decoder {
                 return Err(reject(DlqReason::InvalidField, format!("field \"{}\" is {}, not a string", f.entity, scalar_kind(other))))
             }
         };
-        check_entity(&entity)?;
-        if !self.validation.known_entities.is_empty() && !self.validation.known_entities.contains(&entity) {
-            return Err(reject(DlqReason::UnknownEntity, format!("entity \"{}\" is not in validation.known_entities", truncate(&entity))));
-        }
+        check_entity(&self.validation, &entity)?;
 
         let quality = match get(&f.quality) {
             None | Some(Scalar::Null) => Quality::Good,
@@ -243,10 +229,33 @@ impl Decoder {
     }
 }
 
-/// Entity ids: 1–256 bytes, no control characters.
-fn check_entity(entity: &str) -> Result<(), Rejection> {
+/// Entity ids: 1–256 bytes, no control characters, and in `validation.known_entities` when
+/// that list is set. Shared by every source.
+pub(crate) fn check_entity(validation: &ValidationConfig, entity: &str) -> Result<(), Rejection> {
     if entity.is_empty() || entity.len() > 256 || entity.chars().any(char::is_control) {
         return Err(reject(DlqReason::InvalidField, format!("entity id \"{}\" must be 1-256 bytes without control characters", truncate(entity))));
+    }
+    if !validation.known_entities.is_empty() && !validation.known_entities.iter().any(|k| k == entity) {
+        return Err(reject(DlqReason::UnknownEntity, format!("entity \"{}\" is not in validation.known_entities", truncate(entity))));
+    }
+    Ok(())
+}
+
+/// Event times within `validation.max_past_skew_s` / `max_future_skew_s` of the gateway clock.
+/// Shared by every source.
+pub(crate) fn check_event_time(validation: &ValidationConfig, event_time_ms: EpochMs, now: EpochMs) -> Result<(), Rejection> {
+    let skew_past = validation.max_past_skew_s as i64 * 1000;
+    let skew_future = validation.max_future_skew_s as i64 * 1000;
+    if event_time_ms < now.saturating_sub(skew_past) || event_time_ms > now.saturating_add(skew_future) {
+        return Err(reject(
+            DlqReason::TimestampSkew,
+            format!(
+                "event time {event_time_ms} ms is {} s from the gateway clock (allowed: -{} s / +{} s)",
+                (event_time_ms - now) / 1000,
+                validation.max_past_skew_s,
+                validation.max_future_skew_s
+            ),
+        ));
     }
     Ok(())
 }

@@ -6,11 +6,13 @@
 //! bounded: when the agent falls behind, sources block, which is the backpressure a broker
 //! sees as unacknowledged messages.
 //!
-//! Sources: [`mqtt`] (rumqttc), [`simulator_source`] (the built-in plant simulator).
+//! Sources: [`mqtt`] (rumqttc), [`serial`] (firmware-bridge sensor nodes on a serial port),
+//! [`simulator_source`] (the built-in plant simulator).
 
 pub mod decode;
 pub mod mqtt;
 pub mod sequence;
+pub mod serial;
 pub mod simulator;
 pub mod simulator_source;
 pub mod topic;

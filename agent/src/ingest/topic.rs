@@ -35,6 +35,8 @@ pub enum TemplateError {
     UnknownPlaceholder { name: String },
     #[error("unbalanced braces in `{0}`")]
     Unbalanced(String),
+    #[error("template uses `{{{name}}}`; available placeholders: {allowed}")]
+    NotAvailable { name: String, allowed: String },
 }
 
 impl TopicTemplate {
@@ -120,6 +122,18 @@ impl fmt::Display for TopicTemplate {
         }
         Ok(())
     }
+}
+
+/// Checks that a template (e.g. a source's entity template) uses only the `allowed`
+/// placeholders and that its braces balance.
+pub fn check_placeholders(template: &str, allowed: &[&str]) -> Result<(), TemplateError> {
+    for name in placeholders(template)? {
+        if !allowed.contains(&name) {
+            let allowed = allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(", ");
+            return Err(TemplateError::NotAvailable { name: name.into(), allowed });
+        }
+    }
+    Ok(())
 }
 
 /// The `{name}`s of a template string, in order.

@@ -3,7 +3,8 @@
 //! Starts **real peers** for Vigil's integration tests and watches what they (and the agent)
 //! do. No mocks here: every peer is the real third-party server or client that Vigil meets in
 //! the field (Mosquitto 2.0 from Debian, `mosquitto_pub` / `mosquitto_sub` as independent MQTT
-//! clients, the `openssl` CLI for certificates, ...). `tests/peers/install.sh` installs them.
+//! clients, the `openssl` CLI for certificates, socat pseudo-terminal pairs as serial lines,
+//! ...). `tests/peers/install.sh` installs them.
 //!
 //! ## Rules every helper here follows
 //! - **One peer per test, on loopback, on free ports.** Nothing is shared between tests, so
@@ -45,6 +46,7 @@ mod mosquitto;
 mod net;
 mod pki;
 mod process;
+mod socat;
 
 pub use agent::AgentProcess;
 pub use error::HarnessError;
@@ -56,6 +58,7 @@ pub use mosquitto::{
 };
 pub use net::{free_port, wait_for_port};
 pub use pki::Pki;
+pub use socat::PtyPair;
 
 use std::path::PathBuf;
 
