@@ -2,7 +2,9 @@
 # THE test command of Vigil (CI runs it through .ci/run):
 #   1. install the real peers the tests start (tests/peers/install.sh; quick when warm),
 #   2. provide the TFLite runtime (cross/tflite/provide-runtime.sh, when present),
-#   3. run every test of the workspace: cargo nextest when installed, else cargo test.
+#   3. build the firmware-bridge node library for a bare-metal target (thumbv7em-none-eabihf,
+#      no std, no allocator; `rustup target add` when missing),
+#   4. run every test of the workspace: cargo nextest when installed, else cargo test.
 # The exit code is the tests' result. Extra arguments go to the test runner,
 # e.g. `bash tests/run-all.sh -p vigil-test-harness`.
 set -euo pipefail
@@ -26,10 +28,16 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 # 2 cores shared by everything: keep the build from starving the peers the tests start.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 
+rc=0
+step "firmware-bridge: no_std build for thumbv7em-none-eabihf"
+if ! rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf; then
+  rustup target add thumbv7em-none-eabihf || rc=$?
+fi
+cargo build -p firmware-bridge --target thumbv7em-none-eabihf --no-default-features || rc=$?
+
 args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(--workspace)
 
-rc=0
 if cargo nextest --version >/dev/null 2>&1 && [[ "${VIGIL_NO_NEXTEST:-}" != 1 ]]; then
   # nextest does not run doctests: run them first, so nextest's summary closes the output.
   step "cargo test ${args[*]} --doc"
