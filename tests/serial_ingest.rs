@@ -12,11 +12,11 @@
 
 mod support;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloud_uplink::Body;
 use embedded_hal_mock::eh1::i2c::{Mock as I2cMock, Transaction as I2cTx};
@@ -29,13 +29,14 @@ use firmware_bridge::wire::{self, FrameHeader, Quality, WireReading};
 use support::*;
 use vigil_test_harness::PtyPair;
 
-/// The node's millisecond clock, set by the test (simulated sampling times).
-#[derive(Clone, Default)]
-struct TestClock(Rc<Cell<u32>>);
+/// The node's millisecond clock: time since the node started, like a microcontroller's
+/// SysTick counter.
+#[derive(Clone)]
+struct UptimeClock(Instant);
 
-impl Clock for TestClock {
+impl Clock for UptimeClock {
     fn now_ms(&mut self) -> u32 {
-        self.0.get()
+        self.0.elapsed().as_millis() as u32
     }
 }
 
@@ -140,9 +141,9 @@ fn serial_nodes_feed_the_agent_over_a_pty() {
     let mut raw_tty = tty.try_clone().unwrap();
     let flushed = Rc::new(RefCell::new(Vec::new()));
     let uart = |tty| PtyUart { tty, buf: Vec::new(), fail_next_frame: false, flushed: flushed.clone() };
-    let clock = TestClock::default();
-    let mut node1: Node<PtyUart, TestClock, 4, 128> = Node::new(NodeConfig { node_id: 1, boot_id: 77 }, uart(tty.try_clone().unwrap()), clock.clone());
-    let mut node2: Node<PtyUart, TestClock, 5, 128> = Node::new(NodeConfig { node_id: 2, boot_id: 5 }, uart(tty), clock.clone());
+    let clock = UptimeClock(Instant::now());
+    let mut node1: Node<PtyUart, UptimeClock, 4, 128> = Node::new(NodeConfig { node_id: 1, boot_id: 77 }, uart(tty.try_clone().unwrap()), clock.clone());
+    let mut node2: Node<PtyUart, UptimeClock, 5, 128> = Node::new(NodeConfig { node_id: 2, boot_id: 5 }, uart(tty), clock.clone());
 
     const N: usize = 60;
     let (i2c_script, temps) = tmp102_script(N);
@@ -154,12 +155,13 @@ fn serial_nodes_feed_the_agent_over_a_pty() {
 
     let (mut expected, mut lost) = (Vec::new(), Vec::new());
     let (mut flight1, mut flight2) = (Vec::new(), Vec::new());
-    // One sample per node every 500 ms of node time; node 1 sends every 4 samples, node 2
-    // every 5. Along the way: a UART error on one of node 1's frames, a frame of node 2 sent
-    // twice, line noise, and a frame with a flipped bit.
+    // One sample per node every 10 ms (the sensors' pace: sampling, not synchronisation);
+    // node 1 sends every 4 samples, node 2 every 5. Along the way: a UART error on one of
+    // node 1's frames, a frame of node 2 sent twice, line noise, and a frame with a flipped bit.
+    let mut clock = clock;
     for i in 0..N {
-        let t = 10_000 + 500 * i as u32;
-        clock.0.set(t);
+        std::thread::sleep(Duration::from_millis(10));
+        let t = clock.now_ms();
         if i == 21 {
             node1.serial().fail_next_frame = true;
         }
@@ -179,7 +181,6 @@ fn serial_nodes_feed_the_agent_over_a_pty() {
             raw_tty.write_all(&corrupted_frame()).unwrap();
         }
     }
-    clock.0.set(10_000 + 500 * N as u32);
     node1.flush().unwrap();
     node2.flush().unwrap();
     expected.append(&mut flight1);
