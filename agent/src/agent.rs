@@ -330,7 +330,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                 outbox: outbox.clone(),
                 token: config.api.token.clone(),
                 model,
-                sources_optional: config.api.sources_optional || config.ingest.simulator.is_some(),
+                // Readiness waits for the MQTT ingest connection when there is one to wait for.
+                sources_optional: config.api.sources_optional || config.mqtt.is_none() || config.ingest.mqtt.is_empty(),
                 mqtt_ingest: config.mqtt.is_some() && !config.ingest.mqtt.is_empty(),
                 started_ms: crate::reading::now_ms(),
             });

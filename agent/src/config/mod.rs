@@ -99,8 +99,8 @@ pub struct ApiConfig {
     #[serde(default)]
     pub token: Option<Secret>,
     /// `/ready` answers 200 without a connected source (e.g. a gateway whose broker may be
-    /// down for long periods). Otherwise it waits for the MQTT ingest connection; the
-    /// simulator always counts as connected.
+    /// down for long periods). Otherwise, when MQTT subscriptions are configured, it waits for
+    /// the MQTT ingest connection.
     #[serde(default)]
     pub sources_optional: bool,
     /// Recent values and scores kept per entity for the dashboard's sparklines.
