@@ -13,7 +13,8 @@
 //! Worker checkpoints travel the same path as windows (behind them) to the commit log; alert and
 //! review messages also go out on their own MQTT connection.
 //!
-//! Threads: the simulator, one per serial port, one per MQTT connection (ingest and alert publishing), the commit
+//! Threads: the simulator, one per serial port, one per MQTT connection (ingest and alert publishing),
+//! one for all Modbus links (a current-thread runtime; write-back commands reach it from the alert stage), the commit
 //! log, `pipeline.workers` workers, the batcher and the alert stage; a small tokio runtime runs
 //! the outbox sinks, signal handling and the status log.
 //!
@@ -39,6 +40,7 @@ use crate::config::{Config, WhenFull};
 use crate::inference::batcher::{self, BatchLimits};
 use crate::inference::manifest::Thresholds;
 use crate::inference::{InferenceError, ModelRuntime};
+use crate::ingest::modbus::{self, writeback::{AuditLog, WriteBackPublisher}};
 use crate::ingest::{self, mqtt, serial, simulator_source, INGEST_QUEUE};
 use crate::api::live::LiveView;
 use crate::api::{self, ApiState};
@@ -255,6 +257,16 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         }
     }
 
+    if !config.ingest.modbus.devices.is_empty() {
+        let audit = AuditLog { to_commit_log: internal_tx.clone(), metrics: metrics.clone() };
+        let running = modbus::spawn(&config.ingest.modbus, ingest_tx.clone(), audit.clone(), metrics.clone(), stop_rx.clone())
+            .map_err(AgentError::Spawn)?;
+        if !config.ingest.modbus.write_back.is_empty() {
+            publishers.push(Box::new(WriteBackPublisher::new(&config.ingest.modbus.write_back, running.pollers, audit)));
+        }
+        threads.push(("modbus", running.thread));
+    }
+
     let evaluator = Evaluator { agent: config.agent.id.clone(), policy, states: alert_states };
     {
         let (metrics, internal_tx, live) = (metrics.clone(), internal_tx.clone(), live.clone());
@@ -401,6 +413,8 @@ fn log_status(m: &Metrics) {
         scored = m.windows_scored.get(),
         batches = m.inference_batches.get(),
         alerts = m.alerts_raised.get(),
+        modbus_down = m.modbus.devices_down.get(),
+        modbus_degraded = m.modbus.devices_degraded.get(),
         score_p99_us = m.score_latency.quantile_us(0.99),
         "status"
     );

@@ -68,6 +68,12 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
     let v = &config.validation;
     let _ = writeln!(s, "validation: payload <= {} B, event time within -{} s / +{} s, known entities: {}", v.max_payload_bytes, v.max_past_skew_s, v.max_future_skew_s, if v.known_entities.is_empty() { "any".to_string() } else { v.known_entities.len().to_string() });
     let p = &config.pipeline;
+    for (device, link, group, points, requests) in crate::ingest::modbus::poll::describe(&config.ingest.modbus) {
+        let _ = writeln!(s, "modbus: {device} ({link}) group {group}: {points} points in {requests} read requests per poll");
+    }
+    for r in &config.ingest.modbus.write_back {
+        let _ = writeln!(s, "  write-back: alert on {} -> {} {} {} := {} (at most every {} s)", r.entity, r.device, r.table.as_str(), r.address, r.value, r.min_interval_s);
+    }
     let _ = writeln!(s, "pipeline: {} workers (partitioned by entity hash), checkpoint every {} ms", p.workers, p.checkpoint_interval_ms);
     let _ = writeln!(s, "  sliding windows: size {} ms, hop {} ms, lateness {} ms, late readings: {:?}", p.window.size_ms, p.window.hop_ms, p.window.allowed_lateness_ms, p.window.late_policy);
     let _ = writeln!(s, "inference: {} {} (sha256 {}), width {}, micro-batches of <= {} windows / {} ms", m.name, m.version, m.sha256, runtime.input_width(), config.inference.max_batch, config.inference.max_wait_ms);
@@ -91,6 +97,22 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
 
 fn open(config: &Config) -> Result<std::sync::Arc<redb::Database>, CliError> {
     Ok(store::open(&config.agent.data_dir)?)
+}
+
+/// `vigil audit`: one line per Modbus write-back decision.
+pub fn audit_list(config: &Config) -> Result<(), CliError> {
+    let db = open(config)?;
+    let entries = store::audit_entries(&db)?;
+    if entries.is_empty() {
+        println!("audit log is empty");
+    }
+    for (id, a) in entries {
+        println!(
+            "{id:>6}  {}  rule {}  {} {} {} := {}  alert on {} (score {:.3}, window end {})  {}",
+            a.at_ms, a.rule, a.device, a.table, a.address, a.value, a.entity, a.score, a.window_end_ms, a.outcome
+        );
+    }
+    Ok(())
 }
 
 /// `vigil dlq list`

@@ -65,6 +65,8 @@ pub enum InternalWrite {
     Checkpoint(Checkpoint),
     Outputs(Outputs),
     DeadLetters(Vec<DlqEntry>),
+    /// Modbus write-back decisions for the `audit` table.
+    Audit(Vec<crate::ingest::modbus::writeback::WriteAudit>),
 }
 
 /// Most readings in one group commit; bounds transaction size and the latency of the group.
@@ -228,6 +230,7 @@ impl CommitLog {
                             InternalWrite::Checkpoint(c) => c.rows.len(),
                             InternalWrite::Outputs(o) => o.records.len(),
                             InternalWrite::DeadLetters(d) => d.len(),
+                            InternalWrite::Audit(a) => a.len(),
                         }).sum();
                         tracing::debug!(ms = took.as_millis() as u64, readings = group.readings, internal_rows = rows, journal_trimmed, "slow group commit");
                     }
@@ -257,7 +260,10 @@ impl CommitLog {
             let mut entity_state = txn.open_table(store::ENTITY_STATE).doing("opening entity_state")?;
             let mut features = txn.open_table(store::FEATURES).doing("opening features")?;
             let mut alert_state = txn.open_table(store::ALERT_STATE).doing("opening alert_state")?;
+            let mut audit = txn.open_table(store::AUDIT).doing("opening the audit log")?;
             let mut next_dlq = store::meta_get(&meta, store::NEXT_DLQ_ID)?.max(1);
+            let first_audit = store::meta_get(&meta, store::NEXT_AUDIT_ID)?.max(1);
+            let mut next_audit = first_audit;
             let mut outbox = self.outbox.appender(&txn)?;
             let mut dead_letter = |entry: &DlqEntry, outbox: &mut cloud_uplink::Appender<'_>| -> Result<(), StoreError> {
                 let id = next_dlq;
@@ -292,6 +298,12 @@ impl CommitLog {
                             dead_letter(entry, &mut outbox)?;
                         }
                     }
+                    InternalWrite::Audit(entries) => {
+                        for entry in entries {
+                            audit.insert(next_audit, store::to_cbor(entry).as_slice()).doing("writing the audit log")?;
+                            next_audit += 1;
+                        }
+                    }
                 }
             }
             for batch in group.batches.iter_mut() {
@@ -308,6 +320,9 @@ impl CommitLog {
             drop(outbox);
             meta.insert(store::NEXT_SEQ, next_seq).doing("writing meta")?;
             meta.insert(store::NEXT_DLQ_ID, next_dlq).doing("writing meta")?;
+            if next_audit != first_audit {
+                meta.insert(store::NEXT_AUDIT_ID, next_audit).doing("writing meta")?;
+            }
 
             // Journal trimming: below the oldest checkpoint of any worker in this run.
             let mut trial = checkpoints.to_vec();

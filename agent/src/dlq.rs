@@ -38,10 +38,14 @@ pub enum DlqReason {
     Late,
     /// The topic matched no configured template (only possible with overlapping filters).
     NoRoute,
+    /// A Modbus device answered a read with an exception (illegal address, device failure, ...).
+    ModbusException,
+    /// A reply that does not fit its request (wrong length, function code or unit id).
+    MalformedReply,
 }
 
 impl DlqReason {
-    pub const ALL: [DlqReason; 9] = [
+    pub const ALL: [DlqReason; 11] = [
         DlqReason::Undecodable,
         DlqReason::MissingField,
         DlqReason::InvalidField,
@@ -51,6 +55,8 @@ impl DlqReason {
         DlqReason::Oversized,
         DlqReason::Late,
         DlqReason::NoRoute,
+        DlqReason::ModbusException,
+        DlqReason::MalformedReply,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +70,8 @@ impl DlqReason {
             DlqReason::Oversized => "oversized",
             DlqReason::Late => "late",
             DlqReason::NoRoute => "no_route",
+            DlqReason::ModbusException => "modbus_exception",
+            DlqReason::MalformedReply => "malformed_reply",
         }
     }
 
@@ -82,7 +90,8 @@ impl std::fmt::Display for DlqReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DlqEntry {
     pub source: SourceKind,
-    /// MQTT topic, or another source's address (e.g. the simulator's entity).
+    /// MQTT topic, or another source's address (e.g. the simulator's entity, or
+    /// `modbus:<device>/<unit>:holding 32+4`).
     pub topic: String,
     /// The payload exactly as received.
     #[serde(with = "serde_bytes_compat")]
@@ -129,7 +138,7 @@ mod serde_bytes_compat {
 /// Per-reason counters, shared by every stage that dead-letters (decoders, workers).
 #[derive(Debug, Default)]
 pub struct DlqCounters {
-    counts: [std::sync::atomic::AtomicU64; 9],
+    counts: [std::sync::atomic::AtomicU64; DlqReason::ALL.len()],
 }
 
 impl DlqCounters {

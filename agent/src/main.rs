@@ -68,6 +68,12 @@ enum Command {
         #[arg(long)]
         broker_nagle: bool,
     },
+    /// List the Modbus write-back audit log (every write, refusal and failure) of a stopped agent.
+    Audit {
+        /// The configuration file (locates the state).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Inspect or replay the dead-letter queue of a stopped agent.
     Dlq {
         /// The configuration file (locates the state and the decoders).
@@ -146,7 +152,7 @@ fn main() -> ExitCode {
         };
     }
     let config_path = match &cli.command {
-        Command::Run { config } | Command::CheckConfig { config } | Command::Dlq { config, .. } => config.clone(),
+        Command::Run { config } | Command::CheckConfig { config } | Command::Dlq { config, .. } | Command::Audit { config } => config.clone(),
         Command::Uplink { .. } | Command::Bench { .. } => unreachable!("handled above"),
     };
     let config = match Config::load(&config_path) {
@@ -168,6 +174,7 @@ fn main() -> ExitCode {
         Command::Run { .. } => vigil::agent::run(config).map(|_| ()).map_err(|e| e.to_string()),
         Command::Uplink { .. } | Command::Bench { .. } => Ok(()),
         Command::CheckConfig { .. } => vigil::cli::check_config(&config).map_err(|e| e.to_string()),
+        Command::Audit { .. } => vigil::cli::audit_list(&config).map_err(|e| e.to_string()),
         Command::Dlq { action, .. } => match action {
             DlqAction::List { from, limit } => vigil::cli::dlq_list(&config, from, limit),
             DlqAction::Show { id } => vigil::cli::dlq_show(&config, id),

@@ -210,6 +210,8 @@ pub struct Metrics {
     pub serial_bad_frames: Counter,
     /// Per serial sensor node (`ingest::serial`).
     pub serial_nodes: SerialNodes,
+    /// Modbus polling and write-back (`vigil_modbus_*`, see [`ModbusMetrics`]).
+    pub modbus: ModbusMetrics,
 }
 
 /// Link counters per serial sensor node, labelled by port and node id: `frames` and
@@ -374,6 +376,7 @@ impl Collector for Metrics {
         out.histogram("vigil_inference_batch_windows", &[], &self.inference_batch_size, 1.0);
         out.family("vigil_commit_group_readings", Kind::Histogram, "Readings per group commit.");
         out.histogram("vigil_commit_group_readings", &[], &self.commit_group_size, 1.0);
+        self.modbus.collect(out);
     }
 }
 
@@ -621,6 +624,72 @@ impl Collector for ModelCollector {
         out.family("vigil_model_threshold", Kind::Gauge, "Score thresholds in effect, per band.");
         out.sample("vigil_model_threshold", &[("band", "review")], self.review);
         out.sample("vigil_model_threshold", &[("band", "alert")], self.alert);
+    }
+}
+
+/// Modbus metrics (`ingest::modbus`); names are `vigil_modbus_<field>`.
+#[derive(Debug, Default)]
+pub struct ModbusMetrics {
+    /// Read requests sent (every attempt, retries included).
+    pub requests: Counter,
+    /// Attempts that got no reply in time or lost the connection.
+    pub timeouts: Counter,
+    /// Modbus exception replies (each also a DLQ record, at most one per request per minute).
+    pub exceptions: Counter,
+    /// Replies that did not fit their request (malformed).
+    pub malformed: Counter,
+    /// Points read and turned into readings.
+    pub points: Counter,
+    /// Poll ticks skipped because the previous poll of the group was still running.
+    pub missed_ticks: Counter,
+    /// Write-back writes done, and those refused (rate limit, device error).
+    pub writes: Counter,
+    pub writes_refused: Counter,
+    /// Devices per state.
+    pub devices_up: Gauge,
+    pub devices_degraded: Gauge,
+    pub devices_down: Gauge,
+    /// State per device name: `up`, `degraded` or `down` (`vigil_modbus_device_state`).
+    pub device_state: std::sync::Mutex<std::collections::BTreeMap<String, &'static str>>,
+}
+
+impl Collector for ModbusMetrics {
+    fn collect(&self, out: &mut Exposition) {
+        let counters: [(&str, &str, &Counter); 8] = [
+            ("vigil_modbus_requests_total", "Modbus requests sent (every attempt).", &self.requests),
+            ("vigil_modbus_timeouts_total", "Modbus attempts without a reply (timeout or connection lost).", &self.timeouts),
+            ("vigil_modbus_exceptions_total", "Modbus exception replies.", &self.exceptions),
+            ("vigil_modbus_malformed_total", "Modbus replies that did not fit their request.", &self.malformed),
+            ("vigil_modbus_points_total", "Modbus points read.", &self.points),
+            ("vigil_modbus_missed_ticks_total", "Poll ticks skipped because a poll overran its interval.", &self.missed_ticks),
+            ("vigil_modbus_writes_total", "Write-back writes done.", &self.writes),
+            ("vigil_modbus_writes_refused_total", "Write-back writes refused (rate limit) or failed.", &self.writes_refused),
+        ];
+        for (name, help, c) in counters {
+            out.family(name, Kind::Counter, help);
+            out.sample(name, &[], c.get() as f64);
+        }
+        let states = self.device_state.lock().unwrap_or_else(|e| e.into_inner());
+        if !states.is_empty() {
+            out.family("vigil_modbus_device_state", Kind::Gauge, "1 for the state each Modbus device is in (up, degraded, down).");
+            for (device, state) in states.iter() {
+                for s in ["up", "degraded", "down"] {
+                    out.sample("vigil_modbus_device_state", &[("device", device), ("state", s)], f64::from(u8::from(*state == s)));
+                }
+            }
+        }
+    }
+}
+
+impl ModbusMetrics {
+    /// Records a device's state and recounts the per-state gauges.
+    pub fn set_device_state(&self, device: &str, state: &'static str) {
+        let mut map = self.device_state.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(device.to_string(), state);
+        let count = |s: &str| map.values().filter(|v| **v == s).count() as u64;
+        self.devices_up.set(count("up"));
+        self.devices_degraded.set(count("degraded"));
+        self.devices_down.set(count("down"));
     }
 }
 

@@ -62,11 +62,13 @@ pub enum SourceKind {
     Replay,
     /// A firmware-bridge sensor node on a serial port (`ingest::serial`).
     Serial,
+    /// Modbus TCP / RTU polling (`ingest::modbus`).
+    Modbus,
 }
 
 impl SourceKind {
     /// Every kind, in [`SourceKind::index`] order (metrics labels).
-    pub const ALL: [SourceKind; 4] = [SourceKind::Mqtt, SourceKind::Simulator, SourceKind::Replay, SourceKind::Serial];
+    pub const ALL: [SourceKind; 5] = [SourceKind::Mqtt, SourceKind::Simulator, SourceKind::Replay, SourceKind::Serial, SourceKind::Modbus];
 
     /// Position in [`SourceKind::ALL`].
     pub fn index(self) -> usize {
@@ -75,6 +77,7 @@ impl SourceKind {
             SourceKind::Simulator => 1,
             SourceKind::Replay => 2,
             SourceKind::Serial => 3,
+            SourceKind::Modbus => 4,
         }
     }
 
@@ -84,6 +87,7 @@ impl SourceKind {
             SourceKind::Simulator => "simulator",
             SourceKind::Replay => "replay",
             SourceKind::Serial => "serial",
+            SourceKind::Modbus => "modbus",
         }
     }
 }

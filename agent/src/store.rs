@@ -10,6 +10,7 @@
 //! | `entity_state` | entity id      | CBOR window + feature state   | commit log (checkpoints from workers) |
 //! | `features`     | entity id      | JSON feature snapshot         | commit log (checkpoints from workers) |
 //! | `alert_state`  | entity id      | CBOR hysteresis state         | commit log (outputs from the alert stage) |
+//! | `audit`        | audit id       | CBOR [`crate::ingest::modbus::writeback::WriteAudit`] | commit log (Modbus write-back) |
 //! | outbox tables  | see `cloud_uplink::outbox`                     | commit log, sinks     |
 //!
 //! Only the commit log thread opens write transactions on the agent's tables, so every write
@@ -38,11 +39,14 @@ pub const DLQ: TableDefinition<u64, &[u8]> = TableDefinition::new("dlq");
 pub const ENTITY_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("entity_state");
 pub const FEATURES: TableDefinition<&str, &[u8]> = TableDefinition::new("features");
 pub const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// `meta` key: the next ingest seq to assign (seqs start at 1).
 pub const NEXT_SEQ: &str = "next_ingest_seq";
 /// `meta` key: the next DLQ id to assign.
 pub const NEXT_DLQ_ID: &str = "next_dlq_id";
+/// `meta` key: the next audit id to assign.
+pub const NEXT_AUDIT_ID: &str = "next_audit_id";
 
 /// Page cache for redb. Small on purpose: the agent's working set lives in memory in the
 /// pipeline; redb is written far more than it is read.
@@ -91,6 +95,7 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
         txn.open_table(ENTITY_STATE).doing("creating tables")?;
         txn.open_table(FEATURES).doing("creating tables")?;
         txn.open_table(ALERT_STATE).doing("creating tables")?;
+        txn.open_table(AUDIT).doing("creating tables")?;
     }
     txn.commit().doing("creating tables")?;
     Ok(Arc::new(db))
@@ -131,6 +136,18 @@ pub fn dlq_entries(db: &Database, from: u64, limit: usize) -> Result<Vec<(u64, D
     for row in table.range(from..).doing("reading the DLQ")?.take(limit) {
         let (k, v) = row.doing("reading the DLQ")?;
         out.push((k.value(), from_cbor("dlq", k.value(), v.value())?));
+    }
+    Ok(out)
+}
+
+/// Every audit entry (oldest first), for `vigil audit`.
+pub fn audit_entries(db: &Database) -> Result<Vec<(u64, crate::ingest::modbus::writeback::WriteAudit)>, StoreError> {
+    let txn = db.begin_read().doing("reading the audit log")?;
+    let table = txn.open_table(AUDIT).doing("reading the audit log")?;
+    let mut out = Vec::new();
+    for row in table.iter().doing("reading the audit log")? {
+        let (k, v) = row.doing("reading the audit log")?;
+        out.push((k.value(), from_cbor("audit", k.value(), v.value())?));
     }
     Ok(out)
 }

@@ -94,6 +94,11 @@ impl Config {
         };
         resolve(&mut self.agent.data_dir);
         resolve(&mut self.inference.model_dir);
+        for d in &mut self.ingest.modbus.devices {
+            if let Some(p) = d.serial_port.as_mut() {
+                resolve(p);
+            }
+        }
         if let Some(dir) = self.uplink.directory.as_mut() {
             resolve(&mut dir.path);
         }
@@ -159,9 +164,10 @@ impl Config {
                 return Err((key("port"), format!("{} is configured twice", port.port.display())));
             }
         }
-        if self.ingest.mqtt.is_empty() && self.ingest.simulator.is_none() && self.ingest.serial.is_empty() {
-            return fail("ingest", "no source configured: add [[ingest.mqtt]], [[ingest.serial]] or [ingest.simulator]".into());
+        if self.ingest.mqtt.is_empty() && self.ingest.simulator.is_none() && self.ingest.serial.is_empty() && self.ingest.modbus.devices.is_empty() {
+            return fail("ingest", "no source configured: add [[ingest.mqtt]], [[ingest.serial]], [[ingest.modbus.devices]] or [ingest.simulator]".into());
         }
+        self.ingest.modbus.validate()?;
         if let Some(sim) = &self.ingest.simulator {
             sim.validate().map_err(|e| ("ingest.simulator".to_string(), e))?;
         }
@@ -382,6 +388,8 @@ model_dir = "models/univariate-ae/1.0.0"
         if c.ingest.serial.is_empty() {
             c.ingest.serial.push(toml::from_str("port = \"/dev/ttyUSB0\"").unwrap());
         }
+        let d = &mut c.ingest.modbus.devices[0];
+        d.serial_port = Some("p".into());
         c.alerts.review_threshold = Some(0.5);
         c.alerts.alert_threshold = Some(0.7);
         c.api.token = Some(super::super::Secret::new("x"));

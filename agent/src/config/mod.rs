@@ -11,6 +11,7 @@
 //! and `Display` never print the value.
 
 mod load;
+pub mod modbus;
 pub mod secrets;
 
 use std::path::PathBuf;
@@ -204,6 +205,9 @@ pub struct IngestConfig {
     /// `[[ingest.serial]]`: serial ports with firmware-bridge sensor nodes on them.
     #[serde(default)]
     pub serial: Vec<SerialPortConfig>,
+    /// `[ingest.modbus]`: Modbus TCP / RTU devices polled by the agent (see [`modbus`]).
+    #[serde(default)]
+    pub modbus: modbus::ModbusConfig,
 }
 
 /// `[[ingest.serial]]`: one serial port (RS-232/RS-485 adapter, USB CDC device, pty) carrying

@@ -7,9 +7,11 @@
 //! sees as unacknowledged messages.
 //!
 //! Sources: [`mqtt`] (rumqttc), [`serial`] (firmware-bridge sensor nodes on a serial port),
+//! [`modbus`] (tokio-modbus, TCP and RTU polling),
 //! [`simulator_source`] (the built-in plant simulator).
 
 pub mod decode;
+pub mod modbus;
 pub mod mqtt;
 pub mod sequence;
 pub mod serial;

@@ -3,7 +3,8 @@
 //! Starts **real peers** for Vigil's integration tests and watches what they (and the agent)
 //! do. No mocks here: every peer is the real third-party server or client that Vigil meets in
 //! the field (Mosquitto 2.0 from Debian, `mosquitto_pub` / `mosquitto_sub` as independent MQTT
-//! clients, the `openssl` CLI for certificates, socat pseudo-terminal pairs as serial lines,
+//! clients, the `openssl` CLI for certificates, socat pseudo-terminal pairs as serial lines, the
+//! pymodbus simulator on Modbus TCP and RTU with `mbpoll` as the independent Modbus client,
 //! ...). `tests/peers/install.sh` installs them.
 //!
 //! ## Rules every helper here follows
@@ -42,6 +43,7 @@ mod agent;
 mod error;
 mod http;
 mod lines;
+mod modbus;
 mod mosquitto;
 mod net;
 mod pki;
@@ -52,6 +54,7 @@ pub use agent::AgentProcess;
 pub use error::HarnessError;
 pub use http::{http_get, http_request, HttpResponse};
 pub use lines::LineBuffer;
+pub use modbus::{mbpoll_read, mbpoll_write_registers, MbLink, MbTable, ModbusEndpoint, ModbusSim};
 pub use mosquitto::{
     mqtt_publish, mqtt_publish_with, ClientTls, Mosquitto, MosquittoOptions, MqttMessage,
     PublishOptions, Subscriber, SubscriberOptions,

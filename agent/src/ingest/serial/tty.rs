@@ -1,4 +1,5 @@
-//! Opening a serial device raw, 8N1, at a given baud rate, through termios (`libc`).
+//! Opening a serial device raw, 8N1 (or with parity / two stop bits: [`open_line`]), at a given
+//! baud rate, through termios (`libc`).
 //!
 //! Works for real UARTs and USB serial adapters as well as the pseudo-terminals tests use
 //! (socat `pty`): both are ttys. Settings: raw mode (`cfmakeraw`: no echo, no line editing,
@@ -13,6 +14,8 @@ use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+
+pub use crate::config::modbus::Parity;
 
 /// How long a read waits for the first byte, in tenths of a second.
 pub const READ_TIMEOUT_DS: u8 = 1;
@@ -58,9 +61,28 @@ pub fn speed(baud: u32) -> Option<libc::speed_t> {
     })
 }
 
-/// Opens `path` for reading and writing and configures it (see the module docs).
+/// Line settings for [`open_line`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub baud: u32,
+    pub parity: Parity,
+    /// 1 or 2.
+    pub stop_bits: u8,
+    /// Keep the descriptor non-blocking (for a reactor, e.g. tokio's `AsyncFd`) instead of
+    /// blocking reads that return after [`READ_TIMEOUT_DS`].
+    pub nonblocking: bool,
+}
+
+/// Opens `path` for reading and writing and configures it 8N1 with blocking reads (see the
+/// module docs).
 pub fn open(path: &Path, baud: u32) -> Result<File, TtyError> {
+    open_line(path, Line { baud, parity: Parity::None, stop_bits: 1, nonblocking: false })
+}
+
+/// [`open`] with parity, stop bits and blocking mode of `line`.
+pub fn open_line(path: &Path, line: Line) -> Result<File, TtyError> {
     let name = || path.display().to_string();
+    let baud = line.baud;
     let speed = speed(baud).ok_or(TtyError::Baud(baud))?;
     // O_NOCTTY: never become the agent's controlling terminal. O_NONBLOCK: do not wait for
     // carrier detect on open; cleared again below so reads block (up to VTIME).
@@ -87,15 +109,25 @@ pub fn open(path: &Path, baud: u32) -> Result<File, TtyError> {
         }
         libc::cfmakeraw(&mut t);
         t.c_cflag |= libc::CLOCAL | libc::CREAD;
-        t.c_cflag &= !(libc::CRTSCTS | libc::CSTOPB | libc::PARENB);
+        t.c_cflag &= !(libc::CRTSCTS | libc::CSTOPB | libc::PARENB | libc::PARODD);
+        match line.parity {
+            Parity::None => {}
+            Parity::Even => t.c_cflag |= libc::PARENB,
+            Parity::Odd => t.c_cflag |= libc::PARENB | libc::PARODD,
+        }
+        if line.stop_bits == 2 {
+            t.c_cflag |= libc::CSTOPB;
+        }
         t.c_iflag &= !(libc::IXON | libc::IXOFF | libc::IXANY);
         t.c_cc[libc::VMIN] = 0;
         t.c_cc[libc::VTIME] = READ_TIMEOUT_DS;
         check(libc::cfsetispeed(&mut t, speed), "cfsetispeed")?;
         check(libc::cfsetospeed(&mut t, speed), "cfsetospeed")?;
         check(libc::tcsetattr(fd, libc::TCSANOW, &t), "tcsetattr")?;
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        check(if flags < 0 { flags } else { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) }, "clearing O_NONBLOCK")?;
+        if !line.nonblocking {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            check(if flags < 0 { flags } else { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) }, "clearing O_NONBLOCK")?;
+        }
     }
     Ok(file)
 }
