@@ -377,6 +377,16 @@ type = "u16"
     assert!(reason.starts_with("modbus_exception: exception"), "{reason}");
     assert!(dlq.iter().all(|(t, _)| t.contains("badaddr")), "only the illegal address is dead-lettered: {dlq:?}");
 
+    // Device states and the exception are visible in the metrics too.
+    let page = vigil_test_harness::http_get(api_addr(&agent), "/metrics").unwrap();
+    let samples = parse_prometheus(&String::from_utf8_lossy(&page.body));
+    for (device, state) in [("good", "up"), ("ghost", "down"), ("badaddr", "degraded")] {
+        assert_eq!(prom_value(&samples, "vigil_modbus_device_state", &[("device", device), ("state", state)]), Some(1.0), "{device} {state}");
+    }
+    assert!(prom_value(&samples, "vigil_modbus_exceptions_total", &[]).unwrap_or(0.0) >= 1.0);
+    assert!(prom_value(&samples, "vigil_modbus_timeouts_total", &[]).unwrap_or(0.0) >= 1.0, "ghost's requests time out");
+    assert!(prom_value(&samples, "vigil_dlq_records_total", &[("reason", "modbus_exception")]).unwrap_or(0.0) >= 1.0);
+
     // --- the simulator goes away and comes back ------------------------------------------------
     sim.stop().unwrap();
     let from = agent.line_count();

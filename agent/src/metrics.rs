@@ -314,10 +314,7 @@ impl Collector for Metrics {
             ("vigil_source_sequence_gaps_total", "Messages missing between consecutive publisher sequence numbers.", &self.seq_gaps),
             ("vigil_source_sequence_resets_total", "Publisher sequence numbers that went back (publisher restarts).", &self.seq_resets),
         ];
-        for (name, help, c) in counters {
-            out.family(name, Kind::Counter, help);
-            out.sample(name, &[], c.get() as f64);
-        }
+        out.counters(&counters);
         out.family("vigil_scores_total", Kind::Counter, "Scored windows per band.");
         for (i, band) in ["normal", "review", "alert"].iter().enumerate() {
             out.sample("vigil_scores_total", &[("band", band)], self.scores_by_band[i].get() as f64);
@@ -399,6 +396,14 @@ pub struct Exposition {
 }
 
 impl Exposition {
+    /// One unlabelled counter family per `(name, help, counter)`.
+    pub fn counters(&mut self, counters: &[(&str, &str, &Counter)]) {
+        for (name, help, c) in counters {
+            self.family(name, Kind::Counter, help);
+            self.sample(name, &[], c.get() as f64);
+        }
+    }
+
     /// Writes `# HELP` and `# TYPE` of a family.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
         use std::fmt::Write;
@@ -665,10 +670,7 @@ impl Collector for ModbusMetrics {
             ("vigil_modbus_writes_total", "Write-back writes done.", &self.writes),
             ("vigil_modbus_writes_refused_total", "Write-back writes refused (rate limit) or failed.", &self.writes_refused),
         ];
-        for (name, help, c) in counters {
-            out.family(name, Kind::Counter, help);
-            out.sample(name, &[], c.get() as f64);
-        }
+        out.counters(&counters);
         let states = self.device_state.lock().unwrap_or_else(|e| e.into_inner());
         if !states.is_empty() {
             out.family("vigil_modbus_device_state", Kind::Gauge, "1 for the state each Modbus device is in (up, degraded, down).");

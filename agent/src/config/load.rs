@@ -345,6 +345,20 @@ model_dir = "models/univariate-ae/1.0.0"
     }
 
     #[test]
+    fn modbus_errors_name_the_entry_and_its_line() {
+        let device = "\n[[ingest.modbus.devices]]\nname = \"plc\"\ntcp = \"127.0.0.1:502\"\n\n[[ingest.modbus.devices.points]]\nentity = \"a\"\ntable = \"coil\"\naddress = 0\n";
+        let (line, key, message) = expect_invalid(&format!("{device}type = \"f32\"\n"));
+        assert_eq!(key, "ingest.modbus.devices[0].points[0].type", "{message}");
+        assert_eq!(line, 20, "{message}");
+        let (_, key, _) = expect_invalid(&format!("{device}type = \"bool\"\n\n[[ingest.modbus.write_back]]\nentity = \"a\"\ndevice = \"nope\"\ntable = \"coil\"\naddress = 1\nvalue = 1\n"));
+        assert_eq!(key, "ingest.modbus.write_back[0].device");
+        let (_, key, _) = expect_invalid(&format!("{device}type = \"bool\"\nbogus = 1\n"));
+        assert_eq!(key, "ingest.modbus.devices[0].points[0].bogus");
+        let c = load(&format!("{device}type = \"bool\"\n")).unwrap();
+        assert_eq!(c.ingest.modbus.devices[0].max_registers_per_request, 125);
+    }
+
+    #[test]
     fn syntax_error_has_a_line() {
         let (line, _, _) = expect_invalid("\n[alerts\n");
         assert_eq!(line, 12);
