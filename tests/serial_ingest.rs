@@ -8,7 +8,7 @@
 //! exact value and a wall-clock time derived from the node's relative timestamps; line noise
 //! and a frame with a flipped bit become DLQ records with their reasons; a duplicated frame is
 //! dropped; a frame lost to a serial write error is reported as a sequence gap; per-node counts
-//! are logged; the agent stops cleanly and never panics.
+//! are logged and exported on /metrics; the agent stops cleanly and never panics.
 
 mod support;
 
@@ -27,7 +27,7 @@ use firmware_bridge::gateway::FrameDecoder;
 use firmware_bridge::node::{Clock, Node, NodeConfig, NodeError};
 use firmware_bridge::wire::{self, FrameHeader, Quality, WireReading};
 use support::*;
-use vigil_test_harness::PtyPair;
+use vigil_test_harness::{http_get, PtyPair};
 
 /// The node's millisecond clock: time since the node started, like a microcontroller's
 /// SysTick counter.
@@ -252,6 +252,22 @@ fn serial_nodes_feed_the_agent_over_a_pty() {
         .wait_for_line(|l| l.contains("serial: sequence gap") && l.contains("node=1") && l.contains("missing=1"), Duration::from_secs(10))
         .expect("the lost frame is logged as a gap");
     agent.wait_for_line(|l| l.contains("serial: duplicate frame dropped") && l.contains("node=2"), Duration::from_secs(10)).expect("the duplicate is logged");
+
+    // --- the same counts on /metrics (parsed by the reference Prometheus client) ---------------
+    let page = http_get(api_addr(&agent), "/metrics").expect("GET /metrics");
+    let samples = parse_prometheus(&String::from_utf8_lossy(&page.body));
+    let port = pty.a().display().to_string();
+    let node = |name: &str, n: &str| prom_value(&samples, name, &[("port", &port), ("node", n)]);
+    assert_eq!(node("vigil_serial_missing_frames_total", "1"), Some(1.0));
+    assert_eq!(node("vigil_serial_duplicate_frames_total", "2"), Some(1.0));
+    assert_eq!(node("vigil_serial_duplicate_frames_total", "1"), Some(0.0));
+    assert_eq!(
+        node("vigil_serial_readings_total", "1").zip(node("vigil_serial_readings_total", "2")).map(|(a, b)| a + b),
+        Some(expected.len() as f64)
+    );
+    assert_eq!(prom_value(&samples, "vigil_serial_bad_frames_total", &[]), Some(3.0), "partial frame, line noise, flipped bit");
+    assert_eq!(prom_value(&samples, "vigil_readings_in_total", &[("source", "serial")]), Some(expected.len() as f64));
+
     agent.terminate().unwrap();
     let status = agent.wait_timeout(Duration::from_secs(30)).expect("agent stops on SIGTERM");
     assert!(status.success(), "agent exit status {status}");
