@@ -14,6 +14,38 @@
 //!
 //! Build for a microcontroller without `std`:
 //! `cargo build -p firmware-bridge --target thumbv7em-none-eabihf --no-default-features`.
+//!
+//! # A node's main loop
+//!
+//! On the board, `i2c`, `uart` and `delay` come from the HAL (`embassy`, `stm32*-hal`,
+//! `rp2040-hal`, …); here they are embedded-hal-mock stand-ins so the example runs on the host.
+//!
+//! ```
+//! use firmware_bridge::drivers::Tmp102;
+//! use firmware_bridge::node::{DelayClock, Node, NodeConfig};
+//! # use embedded_hal_mock::eh1::{delay::NoopDelay, i2c};
+//! # let mut i2c = i2c::Mock::new(&vec![i2c::Transaction::write_read(0x48, vec![0], vec![0x15, 0x80]); 8]);
+//! # let (i2c_bus, delay) = (i2c.clone(), NoopDelay::new());
+//! # struct Sink;
+//! # impl embedded_hal_nb::serial::ErrorType for Sink { type Error = embedded_hal_nb::serial::ErrorKind; }
+//! # impl embedded_hal_nb::serial::Write<u8> for Sink {
+//! #     fn write(&mut self, _: u8) -> nb::Result<(), Self::Error> { Ok(()) }
+//! #     fn flush(&mut self) -> nb::Result<(), Self::Error> { Ok(()) }
+//! # }
+//! # let uart_tx = Sink;
+//! let boot_id = 1; // e.g. a reset counter kept in flash
+//! let mut sensor = Tmp102::new(i2c_bus, 0x48);
+//! let clock = DelayClock::new(delay);
+//! // 4 readings per frame, frames of at most 64 bytes on the wire.
+//! let mut node: Node<_, _, 4, 64> = Node::new(NodeConfig { node_id: 3, boot_id }, uart_tx, clock);
+//! for _ in 0..8 {
+//!     // A failed sensor read or UART write is counted in node.stats() and never panics.
+//!     let _ = node.sample(0, &mut sensor);
+//!     node.clock().wait_ms(1000);
+//! }
+//! assert_eq!(node.stats().frames_sent, 2);
+//! # i2c.done();
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 
