@@ -267,6 +267,9 @@ fn serial_nodes_feed_the_agent_over_a_pty() {
     );
     assert_eq!(prom_value(&samples, "vigil_serial_bad_frames_total", &[]), Some(3.0), "partial frame, line noise, flipped bit");
     assert_eq!(prom_value(&samples, "vigil_readings_in_total", &[("source", "serial")]), Some(expected.len() as f64));
+    assert_eq!(prom_value(&samples, "vigil_serial_ports_open", &[]), Some(1.0));
+    // A serial-only gateway is ready without MQTT.
+    assert_eq!(http_get(api_addr(&agent), "/ready").expect("GET /ready").status, 200);
 
     agent.terminate().unwrap();
     let status = agent.wait_timeout(Duration::from_secs(30)).expect("agent stops on SIGTERM");

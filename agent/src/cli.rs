@@ -174,12 +174,21 @@ pub fn dlq_replay(config: &Config, only: Option<u64>) -> Result<(), CliError> {
             }
         }
         for (id, entry) in entries {
-            if entry.source != SourceKind::Mqtt {
+            let batch = match entry.source {
+                SourceKind::Mqtt => decode_publish(&routes, &entry.topic, &entry.raw, now_ms()),
+                SourceKind::Serial => match crate::ingest::serial::replay(&config.ingest.serial, &config.validation, &entry) {
+                    Some(batch) => batch,
+                    None => {
+                        still_bad += 1;
+                        continue;
+                    }
+                },
                 // Late readings and other pipeline dead letters are kept for inspection.
-                still_bad += 1;
-                continue;
-            }
-            let batch = decode_publish(&routes, &entry.topic, &entry.raw, now_ms());
+                _ => {
+                    still_bad += 1;
+                    continue;
+                }
+            };
             if !batch.rejects.is_empty() || batch.readings.is_empty() {
                 let why = batch.rejects.first().map(|r| format!("{}: {}", r.reason, r.detail)).unwrap_or_default();
                 println!("{id}: still rejected ({why})");

@@ -51,6 +51,12 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Histogram with fixed log-spaced buckets (powers of two): durations from 1 µs to ~67 s
@@ -212,6 +218,8 @@ pub struct Metrics {
     pub serial_nodes: SerialNodes,
     /// Modbus polling and write-back (`vigil_modbus_*`, see [`ModbusMetrics`]).
     pub modbus: ModbusMetrics,
+    /// `vigil_serial_ports_open`: configured serial ports currently open.
+    pub serial_ports_open: Gauge,
 }
 
 /// Link counters per serial sensor node, labelled by port and node id: `frames` and
@@ -332,6 +340,8 @@ impl Collector for Metrics {
         out.sample("vigil_mqtt_connected", &[("connection", "publish")], self.mqtt_publish_connected.get() as f64);
         out.family("vigil_mqtt_outbound_backlog", Kind::Gauge, "MQTT acks and publishes waiting for room in the client.");
         out.sample("vigil_mqtt_outbound_backlog", &[], self.mqtt_outbound_backlog.get() as f64);
+        out.family("vigil_serial_ports_open", Kind::Gauge, "Configured serial ports currently open.");
+        out.sample("vigil_serial_ports_open", &[], self.serial_ports_open.get() as f64);
         out.family("vigil_serial_bad_frames_total", Kind::Counter, "Serial frames rejected (checksum, framing, oversized, malformed), all ports.");
         out.sample("vigil_serial_bad_frames_total", &[], self.serial_bad_frames.get() as f64);
         let nodes = self.serial_nodes.snapshot();

@@ -115,6 +115,22 @@ impl SerialIngest {
     }
 }
 
+/// `vigil dlq replay` of a serial dead letter: decodes the stored frame again with the current
+/// settings of its port, as if it arrived at its original receive time (so event times come
+/// out as they would have). `None` when the entry is not a frame from a configured port (a
+/// late reading dead-lettered by the pipeline, a port no longer configured). A frame with
+/// several readings is replayed whole: readings that were accepted the first time are
+/// committed again, and the windows ignore the duplicates (as for MQTT arrays).
+pub fn replay(ports: &[SerialPortConfig], validation: &ValidationConfig, entry: &DlqEntry) -> Option<IngestBatch> {
+    if entry.source != SourceKind::Serial || entry.reason == DlqReason::Late {
+        return None;
+    }
+    let port = ports.iter().find(|p| p.port.display().to_string() == entry.topic)?;
+    let mut bytes = entry.raw.clone();
+    bytes.push(0);
+    Some(SerialIngest::new(port, validation).on_bytes(&bytes, entry.received_ms, &Metrics::default()))
+}
+
 /// The readings of an accepted frame, each validated like any source's.
 fn readings_of(frame: &Frame, entity: &str, validation: &ValidationConfig, now: EpochMs, mut out: impl FnMut(Result<Reading, (DlqReason, String)>)) {
     let h = frame.header;
@@ -169,6 +185,8 @@ pub fn run(cfg: SerialPortConfig, validation: ValidationConfig, ingest: Sender<I
         };
         // Bytes of a frame cut off by the failure are not completed by the next port's bytes.
         link.decoder = FrameDecoder::new(cfg.max_frame_bytes);
+        metrics.serial_ports_open.inc();
+        let open = OnDrop(|| metrics.serial_ports_open.dec());
         while !stop.load(Ordering::Relaxed) {
             match port.read(&mut buf) {
                 // VTIME elapsed without data.
@@ -182,17 +200,28 @@ pub fn run(cfg: SerialPortConfig, validation: ValidationConfig, ingest: Sender<I
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::warn!(port = %port_name, error = %e, retry_ms = cfg.reopen_ms, "serial port read failed; reopening");
-                    wait_unless_stopped(reopen, &stop);
-                    continue 'port;
+                    break;
                 }
             }
         }
+        drop(open);
+        drop(port);
+        wait_unless_stopped(reopen, &stop);
     }
     for (node, c) in link.nodes() {
         tracing::info!(
             port = %port_name, node, frames = c.frames, readings = c.readings, missing_frames = c.missing_frames,
             duplicate_frames = c.duplicate_frames, restarts = c.restarts, "serial node summary"
         );
+    }
+}
+
+/// Runs a closure when dropped (on every way out of a block).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
     }
 }
 
@@ -270,6 +299,26 @@ mod tests {
         let (port, node, c) = &nodes[0];
         assert_eq!((port.as_str(), *node), ("/dev/ttyX", 1));
         assert_eq!((c.frames, c.missing_frames, c.duplicate_frames), (2, 2, 1));
+    }
+
+    #[test]
+    fn replay_decodes_a_dead_letter_with_the_current_config() {
+        let metrics = Metrics::default();
+        let cfg: SerialPortConfig = toml::from_str("port = \"/dev/ttyX\"").unwrap();
+        let strict = ValidationConfig { known_entities: vec!["serial.1.0".into()], ..ValidationConfig::default() };
+        let received = 1_700_000_000_000;
+        let b = SerialIngest::new(&cfg, &strict).on_bytes(&frame(2, 5, &[(0, 250, 4.5)]), received, &metrics);
+        let entry = &b.rejects[0];
+        assert_eq!(entry.reason, DlqReason::UnknownEntity);
+        // Still unknown with the same config; accepted once the entity is allowed.
+        let again = replay(std::slice::from_ref(&cfg), &strict, entry).unwrap();
+        assert_eq!((again.readings.len(), again.rejects.len()), (0, 1));
+        let open = ValidationConfig::default();
+        let again = replay(std::slice::from_ref(&cfg), &open, entry).unwrap();
+        assert_eq!(again.readings.len(), 1);
+        assert_eq!((again.readings[0].entity.as_str(), again.readings[0].event_time_ms), ("serial.2.0", received - 250));
+        let other: SerialPortConfig = toml::from_str("port = \"/dev/ttyY\"").unwrap();
+        assert!(replay(&[other], &open, entry).is_none(), "port no longer configured");
     }
 
     #[test]
