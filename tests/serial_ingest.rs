@@ -48,7 +48,7 @@ struct PtyUart {
     buf: Vec<u8>,
     fail_next_frame: bool,
     /// (wall-clock ms when written, bytes) of every flush.
-    flushed: Rc<RefCell<Vec<(i64, Vec<u8>)>>>,
+    flushed: Rc<RefCell<Vec<Flushed>>>,
 }
 
 impl ErrorType for PtyUart {
@@ -72,6 +72,9 @@ impl SerialWrite<u8> for PtyUart {
         Ok(())
     }
 }
+
+/// When a flush was written (wall-clock ms) and its bytes.
+type Flushed = (i64, Vec<u8>);
 
 /// One expected reading: (entity, value, node-clock sample time, node id).
 type Expected = (String, f64, u32, u16);

@@ -13,12 +13,12 @@
 //! `serial_ingest` test covers correctness.
 
 #[path = "../../tests/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use firmware_bridge::host::StdSerial;
 use firmware_bridge::node::{Clock, Node, NodeConfig};
 use firmware_bridge::wire::Quality;
 use support::*;
@@ -32,20 +32,7 @@ impl Clock for Uptime {
 }
 
 /// Collects a node's bytes; the bench writes them to the pty in large chunks.
-#[derive(Default)]
-struct Buffer(Vec<u8>);
-impl embedded_hal_nb::serial::ErrorType for Buffer {
-    type Error = embedded_hal_nb::serial::ErrorKind;
-}
-impl embedded_hal_nb::serial::Write<u8> for Buffer {
-    fn write(&mut self, b: u8) -> nb::Result<(), Self::Error> {
-        self.0.push(b);
-        Ok(())
-    }
-    fn flush(&mut self) -> nb::Result<(), Self::Error> {
-        Ok(())
-    }
-}
+type Buffer = StdSerial<Vec<u8>>;
 
 fn metric(page: &str, name_and_labels: &str) -> f64 {
     page.lines()
@@ -77,18 +64,18 @@ fn main() {
     // Encode everything first (the node side is not what is measured), interleaving the nodes.
     let clock = Instant::now();
     let mut nodes: Vec<Node<Buffer, Uptime, 8, 128>> =
-        (1..=4).map(|id| Node::new(NodeConfig { node_id: id, boot_id: 1 }, Buffer::default(), Uptime(clock))).collect();
+        (1..=4).map(|id| Node::new(NodeConfig { node_id: id, boot_id: 1 }, Buffer::new(Vec::new()), Uptime(clock))).collect();
     let mut wire = Vec::new();
     for i in 0..n {
         let node = &mut nodes[i % 4];
         node.record(((i / 4) % 4) as u8, 20.0 + (i % 1000) as f32 * 0.01, Quality::Good).unwrap();
         if node.pending() == 0 {
-            wire.append(&mut node.serial().0);
+            wire.append(node.serial().get_mut());
         }
     }
     for node in &mut nodes {
         node.flush().unwrap();
-        wire.append(&mut node.serial().0);
+        wire.append(node.serial().get_mut());
     }
     let frames: u32 = nodes.iter().map(|n| n.stats().frames_sent).sum();
 

@@ -11,6 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use firmware_bridge::gateway::FrameDecoder;
+use firmware_bridge::host::StdSerial;
 use firmware_bridge::node::{Clock, Node, NodeConfig};
 use firmware_bridge::wire::{encode_frame, FrameHeader, Quality, WireReading};
 
@@ -22,20 +23,7 @@ impl Clock for Tick {
     }
 }
 
-#[derive(Default)]
-struct Sink(Vec<u8>);
-impl embedded_hal_nb::serial::ErrorType for Sink {
-    type Error = embedded_hal_nb::serial::ErrorKind;
-}
-impl embedded_hal_nb::serial::Write<u8> for Sink {
-    fn write(&mut self, b: u8) -> nb::Result<(), Self::Error> {
-        self.0.push(b);
-        Ok(())
-    }
-    fn flush(&mut self) -> nb::Result<(), Self::Error> {
-        Ok(())
-    }
-}
+type Sink = StdSerial<Vec<u8>>;
 
 /// Sensor-like values: a temperature with 0.01 °C noise (needs f32, 5 CBOR bytes).
 fn value(i: usize) -> f32 {
@@ -119,7 +107,7 @@ fn main() {
     }
 
     let (n, el) = time(min, || {
-        let mut node: Node<Sink, Tick, 8, 128> = Node::new(NodeConfig { node_id: 1, boot_id: 1 }, Sink::default(), Tick(0));
+        let mut node: Node<Sink, Tick, 8, 128> = Node::new(NodeConfig { node_id: 1, boot_id: 1 }, Sink::new(Vec::new()), Tick(0));
         for i in 0..frames * 8 {
             node.record((i % 4) as u8, value(i), Quality::Good).unwrap();
         }

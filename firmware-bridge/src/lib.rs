@@ -11,6 +11,8 @@
 //! - [`gateway`] (feature `std`, on by default): a streaming decoder that resynchronises after
 //!   garbage and rejects bad frames with a reason, and per-node gap/duplicate tracking. The
 //!   agent's `serial` source (`vigil::ingest::serial`) does the port I/O around it.
+//! - [`host`] (feature `std`): a serial port over any `std::io::Write`, to run node code on a
+//!   host (simulators, tests, benchmarks).
 //!
 //! Build for a microcontroller without `std`:
 //! `cargo build -p firmware-bridge --target thumbv7em-none-eabihf --no-default-features`.
@@ -26,13 +28,7 @@
 //! # use embedded_hal_mock::eh1::{delay::NoopDelay, i2c};
 //! # let mut i2c = i2c::Mock::new(&vec![i2c::Transaction::write_read(0x48, vec![0], vec![0x15, 0x80]); 8]);
 //! # let (i2c_bus, delay) = (i2c.clone(), NoopDelay::new());
-//! # struct Sink;
-//! # impl embedded_hal_nb::serial::ErrorType for Sink { type Error = embedded_hal_nb::serial::ErrorKind; }
-//! # impl embedded_hal_nb::serial::Write<u8> for Sink {
-//! #     fn write(&mut self, _: u8) -> nb::Result<(), Self::Error> { Ok(()) }
-//! #     fn flush(&mut self) -> nb::Result<(), Self::Error> { Ok(()) }
-//! # }
-//! # let uart_tx = Sink;
+//! # let uart_tx = firmware_bridge::host::StdSerial::new(Vec::new());
 //! let boot_id = 1; // e.g. a reset counter kept in flash
 //! let mut sensor = Tmp102::new(i2c_bus, 0x48);
 //! let clock = DelayClock::new(delay);
@@ -59,3 +55,5 @@ pub mod wire;
 
 #[cfg(feature = "std")]
 pub mod gateway;
+#[cfg(feature = "std")]
+pub mod host;

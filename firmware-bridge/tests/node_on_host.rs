@@ -14,6 +14,7 @@ use embedded_hal_nb::nb;
 use embedded_hal_nb::serial::ErrorKind as SerialErrorKind;
 use firmware_bridge::drivers::{Mcp3008, Tmp102};
 use firmware_bridge::gateway::{FrameDecoder, Sequence, SequenceTracker};
+use firmware_bridge::host::StdSerial;
 use firmware_bridge::node::{Clock, DelayClock, Node, NodeConfig, NodeError, ReadValue};
 use firmware_bridge::wire::{encode_frame, FrameHeader, Quality, WireReading};
 
@@ -28,22 +29,7 @@ impl Clock for TestClock {
 }
 
 /// A serial port that keeps what was written.
-#[derive(Default)]
-struct Capture(Vec<u8>);
-
-impl embedded_hal_nb::serial::ErrorType for Capture {
-    type Error = SerialErrorKind;
-}
-
-impl embedded_hal_nb::serial::Write<u8> for Capture {
-    fn write(&mut self, b: u8) -> nb::Result<(), Self::Error> {
-        self.0.push(b);
-        Ok(())
-    }
-    fn flush(&mut self) -> nb::Result<(), Self::Error> {
-        Ok(())
-    }
-}
+type Capture = StdSerial<Vec<u8>>;
 
 fn wire(header: FrameHeader, readings: &[WireReading]) -> Vec<u8> {
     let (mut scratch, mut out) = ([0u8; 256], [0u8; 256]);
@@ -132,7 +118,7 @@ fn a_write_error_drops_one_frame_and_the_gateway_sees_the_gap() {
             v
         }),
         SerialTx::flush(),
-        SerialTx::write_many(second[..3].to_vec()),
+        SerialTx::write_many(&second[..3]),
         SerialTx::write_error(second[3], nb::Error::Other(SerialErrorKind::Overrun)),
         SerialTx::write_many({
             let mut v = vec![0u8];
@@ -182,7 +168,7 @@ fn frames_never_exceed_max_frame_and_split_in_order() {
     }
     assert_eq!(node.pending(), 0);
     let (capture, _) = node.release();
-    let bytes = &capture.0[1..]; // leading delimiter
+    let bytes = &capture.get_ref()[1..]; // leading delimiter
     let frames: Vec<&[u8]> = bytes.split_inclusive(|&b| b == 0).collect();
     assert!(frames.len() > 1, "23 readings do not fit one {MAX}-byte frame");
     assert!(frames.iter().all(|f| f.len() <= MAX), "{:?}", frames.iter().map(|f| f.len()).collect::<Vec<_>>());

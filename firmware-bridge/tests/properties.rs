@@ -5,6 +5,7 @@
 
 use firmware_bridge::cobs;
 use firmware_bridge::gateway::{decode_frame, Frame, FrameDecoder, SequenceTracker};
+use firmware_bridge::host::StdSerial;
 use firmware_bridge::node::{Clock, Node, NodeConfig};
 use firmware_bridge::wire::{encode_frame, FrameHeader, Quality, WireReading, MAX_READINGS};
 use proptest::prelude::*;
@@ -137,15 +138,8 @@ proptest! {
         impl Clock for Stepper {
             fn now_ms(&mut self) -> u32 { self.0 }
         }
-        #[derive(Default)]
-        struct Capture(Vec<u8>);
-        impl embedded_hal_nb::serial::ErrorType for Capture { type Error = embedded_hal_nb::serial::ErrorKind; }
-        impl embedded_hal_nb::serial::Write<u8> for Capture {
-            fn write(&mut self, b: u8) -> embedded_hal_nb::nb::Result<(), Self::Error> { self.0.push(b); Ok(()) }
-            fn flush(&mut self) -> embedded_hal_nb::nb::Result<(), Self::Error> { Ok(()) }
-        }
         const FRAME: usize = 64;
-        let mut node: Node<_, _, 8, FRAME> = Node::new(NodeConfig { node_id: 1, boot_id: 1 }, Capture::default(), Stepper(0));
+        let mut node: Node<_, _, 8, FRAME> = Node::new(NodeConfig { node_id: 1, boot_id: 1 }, StdSerial::new(Vec::new()), Stepper(0));
         for &(ch, v, step) in &values {
             node.clock().0 = node.clock().0.wrapping_add(step);
             node.record(ch, v, Quality::Good).unwrap();
@@ -157,7 +151,7 @@ proptest! {
         let mut tracker = SequenceTracker::default();
         let mut got = Vec::new();
         let mut n = 0;
-        d.push(&capture.0, |_, f| {
+        d.push(capture.get_ref(), |_, f| {
             let f = f.expect("node frames decode");
             assert!(f.wire_len <= FRAME);
             assert!(tracker.observe(&f.header, f.readings.len()).is_new());
