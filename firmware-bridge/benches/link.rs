@@ -78,6 +78,15 @@ fn main() {
     let min = if bench { Duration::from_secs(2) } else { Duration::ZERO };
     let frames = if bench { 20_000 } else { 50 };
 
+    // The node's own RAM (peripherals and clock excluded: zero-sized here). On a 32-bit MCU
+    // the few usize fields are half as large.
+    for (batch, max, size) in [
+        (4, 64, std::mem::size_of::<Node<(), (), 4, 64>>()),
+        (8, 128, std::mem::size_of::<Node<(), (), 8, 128>>()),
+        (23, 256, std::mem::size_of::<Node<(), (), 23, 256>>()),
+    ] {
+        println!("node RAM, BATCH {batch:>2}, MAX_FRAME {max:>3}: {size} bytes (+ {} bytes of stack in flush)", std::mem::size_of::<WireReading>() * batch);
+    }
     println!("wire bytes per reading (f32 values, ago_ms up to batch x 1 s, COBS + CRC-32 + delimiter):");
     println!("{:>6} {:>12} {:>14} {:>26}", "batch", "bytes/frame", "bytes/reading", "readings/s at 115200 8N1");
     for batch in [1usize, 4, 8, 16, 23] {

@@ -168,7 +168,7 @@ where
     /// error the frame in flight and the readings not yet sent are dropped.
     pub fn flush(&mut self) -> Result<(), NodeError<W::Error>> {
         let now = self.clock.now_ms();
-        let mut readings = [WireReading { channel: 0, ago_ms: 0, value: 0.0, quality: Quality::Good }; MAX_READINGS];
+        let mut readings = [WireReading { channel: 0, ago_ms: 0, value: 0.0, quality: Quality::Good }; BATCH];
         let n = self.pending.len();
         for (slot, &(channel, at, value, quality)) in readings.iter_mut().zip(self.pending.iter()) {
             *slot = WireReading { channel, ago_ms: now.wrapping_sub(at), value, quality };
