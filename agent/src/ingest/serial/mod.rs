@@ -69,6 +69,7 @@ impl SerialIngest {
     pub fn on_bytes(&mut self, bytes: &[u8], now: EpochMs, metrics: &Metrics) -> IngestBatch {
         let mut batch = IngestBatch { readings: Vec::new(), rejects: Vec::new(), on_commit: None };
         let SerialIngest { port, entity, validation, decoder, tracker } = self;
+        let mut touched: Vec<u16> = Vec::new();
         decoder.push(bytes, |raw, frame| {
             let dead = |reason, detail| DlqEntry { source: SourceKind::Serial, topic: port.clone(), raw: raw.to_vec(), reason, detail, received_ms: now };
             let frame = match frame {
@@ -87,7 +88,9 @@ impl SerialIngest {
             let h = frame.header;
             let verdict = tracker.observe(&h, frame.readings.len());
             let counts = tracker.counts(h.node).unwrap_or_default();
-            metrics.serial_nodes.set(port, h.node, counts);
+            if !touched.contains(&h.node) {
+                touched.push(h.node);
+            }
             match verdict {
                 Sequence::First => tracing::info!(port = %port, node = h.node, boot = h.boot, seq = h.seq, "serial: first frame from node"),
                 Sequence::InOrder => {}
@@ -106,6 +109,10 @@ impl SerialIngest {
                 Err((reason, detail)) => batch.rejects.push(dead(reason, detail)),
             });
         });
+        // Once per read, not per frame: the per-node metrics sit behind a lock.
+        for node in touched {
+            metrics.serial_nodes.set(port, node, tracker.counts(node).unwrap_or_default());
+        }
         batch
     }
 
