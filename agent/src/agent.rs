@@ -28,11 +28,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloud_uplink::{DirectorySink, Outbox, OutboxConfig, QuotaPolicy};
+use cloud_uplink::{DirectorySink, Outbox, OutboxConfig, QuotaPolicy, Sink};
 use crossbeam_channel::{bounded, unbounded};
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::alerts::health::HealthReporter;
+use crate::alerts::webhook::WebhookSink;
 use crate::alerts::publish::{MqttPublisher, Publisher, StdoutPublisher};
 use crate::alerts::{self, EntityAlertState, Evaluator, Policy};
 use crate::commit_log::CommitLog;
@@ -66,6 +67,10 @@ pub enum AgentError {
     Spawn(std::io::Error),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+    #[error(transparent)]
+    Webhook(#[from] crate::alerts::webhook::WebhookError),
+    #[error("outbox: {0}")]
+    Outbox(#[from] cloud_uplink::OutboxError),
     #[error("cannot listen on {addr} (api.listen): {source}")]
     ApiListen { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -351,6 +356,30 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         }
         _ => None,
     };
+
+    // Webhooks: one outbox sink each (alert records; durable retries). Sinks of webhooks no
+    // longer configured are unregistered, so their undelivered alerts do not pin the outbox.
+    let webhook_names: Vec<String> = config.alerts.webhook.iter().map(|w| WebhookSink::sink_name(&w.name)).collect();
+    for (name, _) in outbox.registered_sinks()? {
+        if name.starts_with("webhook:") && !webhook_names.contains(&name) {
+            tracing::warn!(sink = %name, "webhook no longer configured; its undelivered alerts are dropped");
+            outbox.unregister_sink(&name)?;
+        }
+    }
+    for w in &config.alerts.webhook {
+        let sink = WebhookSink::new(w, &config.alerts.route, &config.agent.id)?;
+        let mut stop = sink_stop_rx.clone();
+        let outbox = outbox.clone();
+        sink_tasks.push(rt.spawn(async move {
+            let name = sink.name().to_string();
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = outbox.run_sink(sink, shutdown).await {
+                tracing::error!(sink = %name, error = %e, "webhook sink stopped");
+            }
+        }));
+    }
 
     let status_metrics = metrics.clone();
     rt.block_on(async {

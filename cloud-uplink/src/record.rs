@@ -119,7 +119,7 @@ pub enum Body {
     Alert {
         /// Entity the alert is about.
         entity: String,
-        /// Raised or cleared.
+        /// Raised, cleared, or a review-band event.
         state: AlertState,
         /// Band that triggered (or last held) the alert.
         band: String,
@@ -193,6 +193,8 @@ pub enum AlertState {
     Raised,
     /// The alert ended.
     Cleared,
+    /// A review-band window (no alert raised): worth a look by a person.
+    Review,
     /// A state written by a newer agent.
     #[serde(other)]
     Unknown,

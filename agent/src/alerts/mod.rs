@@ -7,7 +7,8 @@
 //! 2. maps the score to a band with the thresholds (config overrides the model manifest);
 //! 3. applies hysteresis — raise after `raise_after` consecutive alert-band windows, clear after
 //!    `clear_after` consecutive windows below it — and a per-entity cooldown after a clear;
-//! 4. emits a review event for a review-band window (at most one per entity per cooldown).
+//! 4. emits a review event for a review-band window (at most one per entity per cooldown),
+//!    also as an alert record with state `review` (so webhooks can route it).
 //!
 //! The stage thread commits every score record, every alert record and the changed hysteresis
 //! state in one [`Outputs`] write, then hands alert and review messages to the publishers
@@ -15,6 +16,7 @@
 
 pub mod health;
 pub mod publish;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -149,7 +151,19 @@ impl Evaluator {
             }
             if band == Band::Review && !state.raised && state.last_review_ms.is_none_or(|t| w.window_end_ms - t >= p.cooldown_ms) {
                 state.last_review_ms = Some(w.window_end_ms);
-                out.messages.push(message("review", format!("{} needs review: score {:.3}", w.entity, w.score)));
+                let m = message("review", format!("{} needs review: score {:.3}", w.entity, w.score));
+                out.records.push((
+                    w.window_end_ms,
+                    Body::Alert {
+                        entity: w.entity.to_string(),
+                        state: AlertState::Review,
+                        band: m.band.to_string(),
+                        score: w.score,
+                        model: (*w.model).clone(),
+                        message: m.message.clone(),
+                    },
+                ));
+                out.messages.push(m);
             }
         }
         if let Some((alert_state, msg)) = transition {

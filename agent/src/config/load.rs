@@ -102,6 +102,16 @@ impl Config {
         if let Some(dir) = self.uplink.directory.as_mut() {
             resolve(&mut dir.path);
         }
+        for w in &mut self.alerts.webhook {
+            if let Some(p) = w.ca_file.as_mut() {
+                resolve(p);
+            }
+            if let Some(file) = w.template.strip_prefix("file:") {
+                let mut p = PathBuf::from(file);
+                resolve(&mut p);
+                w.template = format!("file:{}", p.display());
+            }
+        }
         if let Some(tls) = self.mqtt.as_mut().and_then(|m| m.tls.as_mut()) {
             resolve(&mut tls.ca_file);
             if let Some(p) = tls.client_cert_file.as_mut() {
@@ -170,6 +180,33 @@ impl Config {
         self.ingest.modbus.validate()?;
         if let Some(sim) = &self.ingest.simulator {
             sim.validate().map_err(|e| ("ingest.simulator".to_string(), e))?;
+        }
+        for (i, w) in self.alerts.webhook.iter().enumerate() {
+            let key = |k: &str| format!("alerts.webhook[{i}].{k}");
+            if w.name.is_empty() || self.alerts.webhook[..i].iter().any(|o| o.name == w.name) {
+                return Err((key("name"), format!("`{}` must be non-empty and unique", w.name)));
+            }
+            let url = w.url.expose();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err((key("url"), "must start with https:// or http://".into()));
+            }
+            crate::alerts::webhook::Template::parse(&w.template, w.kind).map_err(|e| (key("template"), e))?;
+        }
+        for (i, r) in self.alerts.route.iter().enumerate() {
+            let key = |k: &str| format!("alerts.route[{i}].{k}");
+            for k in &r.kinds {
+                if !matches!(k.as_str(), "raised" | "cleared" | "review") {
+                    return Err((key("kinds"), format!("`{k}`: expected raised, cleared or review")));
+                }
+            }
+            for name in &r.to {
+                let Some(w) = self.alerts.webhook.iter().find(|w| &w.name == name) else {
+                    return Err((key("to"), format!("no [[alerts.webhook]] named `{name}`")));
+                };
+                if w.kind == super::WebhookKind::Operational && r.kinds.iter().any(|k| k == "review") {
+                    return Err((key("kinds"), format!("review-band events only notify: `{name}` is an operational webhook")));
+                }
+            }
         }
         let p = &self.pipeline;
         if p.workers == 0 || p.workers > 256 {
@@ -407,6 +444,8 @@ model_dir = "models/univariate-ae/1.0.0"
         c.alerts.review_threshold = Some(0.5);
         c.alerts.alert_threshold = Some(0.7);
         c.api.token = Some(super::super::Secret::new("x"));
+        c.alerts.webhook[0].routing_key = Some(super::super::Secret::new("x"));
+        c.alerts.webhook[0].ca_file = Some("x".into());
         let value = toml::Value::try_from(&c).unwrap();
         let mut missing = Vec::new();
         fn walk(v: &toml::Value, text: &str, path: &str, missing: &mut Vec<String>) {

@@ -484,6 +484,70 @@ pub struct AlertsConfig {
     /// Print each alert and clear as one line on standard output (besides the log).
     #[serde(default = "defaults::yes")]
     pub print: bool,
+    /// `[[alerts.webhook]]`: HTTP(S) endpoints alerts are POSTed to (see `alerts::webhook`).
+    #[serde(default)]
+    pub webhook: Vec<WebhookConfig>,
+    /// `[[alerts.route]]`: which alerts go to which webhooks. An alert goes to every webhook
+    /// named by any route it matches.
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
+}
+
+/// `[[alerts.webhook]]`: one HTTP endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Name used by routes, in metrics (`sink="webhook:<name>"`) and in the outbox. Renaming a
+    /// webhook makes it a new one (undelivered alerts of the old name are dropped at start).
+    pub name: String,
+    /// `https://...` (rustls, Mozilla roots or `ca_file`) or `http://...` (local only).
+    /// Treated as a secret (Slack webhook URLs are credentials): never logged.
+    pub url: Secret,
+    /// Body template: `json` (the alert as JSON), `slack` (Slack incoming webhook),
+    /// `pagerduty` (PagerDuty Events API v2: trigger on raise, resolve on clear, one dedup key
+    /// per agent and entity), or `file:PATH` (your own; placeholders below in config/vigil.toml).
+    #[serde(default = "defaults::webhook_template")]
+    pub template: String,
+    /// `notify` (chat, e-mail gateways: may receive review-band events) or `operational` (an
+    /// API that acts — paging, work orders: only alert-band raises and clears).
+    #[serde(default)]
+    pub kind: WebhookKind,
+    /// PagerDuty integration key (`{routing_key}` in templates). Prefer the environment
+    /// variable `VIGIL_WEBHOOK_<NAME>_ROUTING_KEY` (name upper-cased, `-` → `_`).
+    #[serde(default)]
+    pub routing_key: Option<Secret>,
+    /// Extra PEM CA certificates to trust (an on-site HTTPS server with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of one request (connect + response), in milliseconds.
+    #[serde(default = "defaults::webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Most requests per minute to this endpoint; more wait (they are delayed, never dropped).
+    #[serde(default = "defaults::webhook_rate_per_min")]
+    pub max_per_minute: u32,
+}
+
+/// See [`WebhookConfig::kind`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookKind {
+    #[default]
+    Notify,
+    Operational,
+}
+
+/// `[[alerts.route]]`: a routing rule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Webhook names this rule sends to.
+    pub to: Vec<String>,
+    /// Record kinds: `raised`, `cleared` (alert band) and `review` (review band).
+    #[serde(default = "defaults::route_kinds")]
+    pub kinds: Vec<String>,
+    /// Entity globs (`*` any run of characters, `?` one character), e.g. `line1.*`.
+    #[serde(default = "defaults::route_entities")]
+    pub entities: Vec<String>,
 }
 
 impl Default for AlertsConfig {
@@ -497,6 +561,8 @@ impl Default for AlertsConfig {
             topic: defaults::alert_topic(),
             review_topic: defaults::review_topic(),
             print: true,
+            webhook: Vec::new(),
+            route: Vec::new(),
         }
     }
 }
@@ -565,6 +631,21 @@ mod defaults {
     }
     pub fn sparkline_points() -> usize {
         30
+    }
+    pub fn webhook_template() -> String {
+        "json".into()
+    }
+    pub fn webhook_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn webhook_rate_per_min() -> u32 {
+        30
+    }
+    pub fn route_kinds() -> Vec<String> {
+        vec!["raised".into(), "cleared".into()]
+    }
+    pub fn route_entities() -> Vec<String> {
+        vec!["*".into()]
     }
     pub fn mqtt_port() -> u16 {
         1883

@@ -5,6 +5,7 @@
 //! |------------------|------------------------|
 //! | `mqtt.password`  | `VIGIL_MQTT_PASSWORD`  |
 //! | `api.token`      | `VIGIL_API_TOKEN`      |
+//! | `alerts.webhook[].routing_key` | `VIGIL_WEBHOOK_<NAME>_ROUTING_KEY` |
 //!
 //! An environment variable, when set, wins over the file.
 
@@ -56,5 +57,11 @@ pub fn apply_env(config: &mut Config, env: impl Fn(&str) -> Option<String>) {
     }
     if let Some(token) = env("VIGIL_API_TOKEN") {
         config.api.token = Some(Secret(token));
+    }
+    for w in &mut config.alerts.webhook {
+        let var = format!("VIGIL_WEBHOOK_{}_ROUTING_KEY", w.name.to_ascii_uppercase().replace('-', "_"));
+        if let Some(key) = env(&var) {
+            w.routing_key = Some(Secret(key));
+        }
     }
 }
