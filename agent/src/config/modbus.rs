@@ -11,6 +11,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Upper bound of every Modbus duration setting (ms): keeps tick and backoff arithmetic far from
+/// overflow.
+const DAY_MS: u64 = 86_400_000;
+
 /// `[ingest.modbus]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -289,14 +293,17 @@ impl ModbusConfig {
             if d.unit_id > 247 && d.unit_id != 255 {
                 return fail("unit_id", "must be 0-247 (or 255 for TCP)".into());
             }
-            if d.timeout_ms == 0 {
-                return fail("timeout_ms", "must be > 0".into());
+            if d.timeout_ms == 0 || d.timeout_ms > DAY_MS {
+                return fail("timeout_ms", "must be between 1 and 86400000 (a day)".into());
             }
-            if d.poll_interval_ms == 0 {
-                return fail("poll_interval_ms", "must be > 0".into());
+            if d.poll_interval_ms == 0 || d.poll_interval_ms > DAY_MS {
+                return fail("poll_interval_ms", "must be between 1 and 86400000 (a day)".into());
             }
-            if d.backoff_min_ms == 0 || d.backoff_min_ms > d.backoff_max_ms {
-                return fail("backoff_min_ms", "must be > 0 and <= backoff_max_ms".into());
+            if d.backoff_min_ms == 0 || d.backoff_min_ms > d.backoff_max_ms || d.backoff_max_ms > DAY_MS {
+                return fail("backoff_min_ms", "must be > 0 and <= backoff_max_ms <= 86400000 (a day)".into());
+            }
+            if d.retries > 10 {
+                return fail("retries", "must be 0-10".into());
             }
             if !(1..=125).contains(&d.max_registers_per_request) {
                 return fail("max_registers_per_request", "must be 1-125".into());
@@ -314,8 +321,8 @@ impl ModbusConfig {
                 if !groups.insert(group.name.as_str()) {
                     return fail(&format!("poll_groups[{g}].name"), format!("duplicate group `{}`", group.name));
                 }
-                if group.interval_ms == 0 {
-                    return fail(&format!("poll_groups[{g}].interval_ms"), "must be > 0".into());
+                if group.interval_ms == 0 || group.interval_ms > DAY_MS {
+                    return fail(&format!("poll_groups[{g}].interval_ms"), "must be between 1 and 86400000 (a day)".into());
                 }
             }
             if d.points.is_empty() {

@@ -129,7 +129,8 @@ pub fn check_reply(request: &ReadRequest, reply: &Reply) -> Result<(), ReplyErro
 
 /// The value of `point` inside a reply that [`check_reply`] accepted for `request`.
 pub fn decode(point: &ModbusPoint, request: &ReadRequest, reply: &Reply) -> Result<f64, DecodeError> {
-    let offset = usize::from(point.address - request.address);
+    // Points of a request start at or after its address (see `plan`).
+    let offset = usize::from(point.address.saturating_sub(request.address));
     let raw = match reply {
         Reply::Bits(bits) => f64::from(u8::from(bits.get(offset).copied().unwrap_or(false))),
         Reply::Registers(words) => {

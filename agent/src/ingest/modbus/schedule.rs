@@ -24,7 +24,9 @@ impl Ticker {
 
     /// When the next tick is due.
     pub fn due(&self) -> Instant {
-        self.anchor + self.interval.saturating_mul(u32::try_from(self.next).unwrap_or(u32::MAX))
+        // u64 nanoseconds cover 584 years of ticks; intervals are at most a day (config).
+        let offset = (self.interval.as_nanos() * u128::from(self.next)).min(u128::from(u64::MAX)) as u64;
+        self.anchor + Duration::from_nanos(offset)
     }
 
     /// Call after running the due tick, with the time the poll finished: moves to the first
