@@ -7,7 +7,7 @@
 //!    ▲
 //!    └── PUBACK ◀──────────────┘   ▲                                             │
 //!                                  └──── Outputs (scores, alerts) ◀── alert stage ◀┘
-//!                                        outbox ──▶ sinks (directory, ...)
+//!                                        outbox ──▶ sinks (directory, Kafka, S3; crate::uplink)
 //! ```
 //!
 //! Worker checkpoints travel the same path as windows (behind them) to the commit log; alert and
@@ -28,12 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloud_uplink::{DirectorySink, Outbox, OutboxConfig, QuotaPolicy, Sink};
+use cloud_uplink::{Outbox, OutboxConfig, QuotaPolicy};
 use crossbeam_channel::{bounded, unbounded};
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::alerts::health::HealthReporter;
-use crate::alerts::webhook::WebhookSink;
 use crate::alerts::publish::{MqttPublisher, Publisher, StdoutPublisher};
 use crate::alerts::{self, EntityAlertState, Evaluator, Policy};
 use crate::commit_log::CommitLog;
@@ -49,6 +48,7 @@ use crate::metrics::{Metrics, ModelCollector, OutboxCollector, ProcessCollector,
 use crate::pipeline::window::{EntityWindows, Geometry};
 use crate::pipeline::{partition_of, Worker, WorkerSettings};
 use crate::store::{self, DbContext, StoreError};
+use crate::uplink::{Uplink, UplinkSetupError};
 
 /// Why the agent could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +61,12 @@ pub enum AgentError {
     Mqtt(#[from] mqtt::MqttSetupError),
     #[error("MQTT subscription: {0}")]
     Topic(#[from] ingest::topic::TemplateError),
-    #[error("uplink directory sink: {0}")]
-    Sink(#[from] cloud_uplink::SinkError),
+    #[error(transparent)]
+    Uplink(#[from] UplinkSetupError),
     #[error("cannot start a thread or runtime: {0}")]
     Spawn(std::io::Error),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
-    #[error(transparent)]
-    Webhook(#[from] crate::alerts::webhook::WebhookError),
     #[error("outbox: {0}")]
     Outbox(#[from] cloud_uplink::OutboxError),
     #[error("cannot listen on {addr} (api.listen): {source}")]
@@ -109,10 +107,9 @@ pub fn outbox_config(config: &Config) -> OutboxConfig {
         WhenFull::DropOldestReadings => QuotaPolicy::DropOldestReadings,
         WhenFull::Backpressure => QuotaPolicy::Backpressure,
     };
-    if let Some(dir) = &config.uplink.directory {
-        c.max_batch_records = dir.max_batch;
-    }
     c.linger = Duration::from_millis(config.uplink.outbox.linger_ms);
+    // Alerts' reserve: a sixteenth of the quota, at most the default 4 MiB.
+    c.alert_reserve_bytes = c.alert_reserve_bytes.min(c.quota_bytes / 16);
     c
 }
 
@@ -314,21 +311,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         .thread_name("vigil-io")
         .build()
         .map_err(AgentError::Spawn)?;
-    let (sink_stop_tx, sink_stop_rx) = tokio::sync::watch::channel(false);
-    let mut sink_tasks = Vec::new();
-    if let Some(dir) = &config.uplink.directory {
-        let sink = DirectorySink::new("directory", dir.path.clone())?;
-        let mut stop = sink_stop_rx.clone();
-        let outbox = outbox.clone();
-        sink_tasks.push(rt.spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = outbox.run_sink(sink, shutdown).await {
-                tracing::error!(error = %e, "directory sink stopped");
-            }
-        }));
-    }
+    let uplink = Uplink::start(&rt, &config, outbox.clone(), metrics.clone())?;
 
     let api_task = match (api_listener, live) {
         (Some(listener), Some(live)) => {
@@ -356,30 +339,6 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         }
         _ => None,
     };
-
-    // Webhooks: one outbox sink each (alert records; durable retries). Sinks of webhooks no
-    // longer configured are unregistered, so their undelivered alerts do not pin the outbox.
-    let webhook_names: Vec<String> = config.alerts.webhook.iter().map(|w| WebhookSink::sink_name(&w.name)).collect();
-    for (name, _) in outbox.registered_sinks()? {
-        if name.starts_with("webhook:") && !webhook_names.contains(&name) {
-            tracing::warn!(sink = %name, "webhook no longer configured; its undelivered alerts are dropped");
-            outbox.unregister_sink(&name)?;
-        }
-    }
-    for w in &config.alerts.webhook {
-        let sink = WebhookSink::new(w, &config.alerts.route, &config.agent.id)?;
-        let mut stop = sink_stop_rx.clone();
-        let outbox = outbox.clone();
-        sink_tasks.push(rt.spawn(async move {
-            let name = sink.name().to_string();
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = outbox.run_sink(sink, shutdown).await {
-                tracing::error!(sink = %name, error = %e, "webhook sink stopped");
-            }
-        }));
-    }
 
     let status_metrics = metrics.clone();
     rt.block_on(async {
@@ -410,12 +369,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     for (name, handle) in threads {
         handle.join().map_err(|_| AgentError::Panicked(name))?;
     }
-    let _ = sink_stop_tx.send(true);
-    rt.block_on(async {
-        for t in sink_tasks {
-            let _ = t.await;
-        }
-    });
+    rt.block_on(uplink.stop());
     log_status(&metrics);
     result?;
     tracing::info!("stopped");

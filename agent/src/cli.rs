@@ -91,6 +91,36 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
     if let Some(d) = &config.uplink.directory {
         let _ = writeln!(s, "  directory sink: {}", d.path.display());
     }
+    if let Some(k) = &config.uplink.kafka {
+        let t = &k.topics;
+        let topics: Vec<String> = [("reading", &t.reading), ("score", &t.score), ("alert", &t.alert), ("dlq", &t.dlq), ("heartbeat", &t.heartbeat)]
+            .iter()
+            .filter_map(|(kind, topic)| topic.as_ref().map(|topic| format!("{kind}->{topic}")))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  kafka sink: {} ({}{}), {:?}/{:?}, topics {}",
+            k.brokers.join(","),
+            if k.tls.is_some() { "TLS" } else { "plaintext" },
+            k.sasl.as_ref().map(|a| format!(", SASL {:?} as {}", a.mechanism, a.username)).unwrap_or_default(),
+            k.encoding,
+            k.compression,
+            topics.join(" ")
+        );
+    }
+    if let Some(b) = &config.uplink.s3 {
+        let _ = writeln!(
+            s,
+            "  s3 sink: s3://{}/{}/site={}/agent={}/… at {}, objects <= {} records / {} s",
+            b.bucket,
+            b.prefix,
+            b.site,
+            config.agent.id,
+            b.endpoint.as_deref().unwrap_or("AWS"),
+            b.max_object_records,
+            b.max_object_age_s
+        );
+    }
     print!("{s}");
     Ok(())
 }
@@ -211,27 +241,39 @@ pub fn dlq_replay(config: &Config, only: Option<u64>) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `vigil uplink inspect FILE|-`: one JSON record per line on standard output. A damaged record
-/// is reported on standard error with its position and skipped; a truncated file ends with an
-/// error for its last record only.
+/// `vigil uplink inspect FILE|-`: one JSON record per line on standard output. Reads the
+/// directory sink's framed `.vrec` files and the S3 sink's zstd JSON-lines objects (recognised
+/// by the zstd frame magic). A damaged `.vrec` record is reported on standard error with its
+/// position and skipped; a truncated file ends with an error for its last record only.
 pub fn uplink_inspect(files: &[std::path::PathBuf]) -> Result<(), String> {
-    use std::io::Write;
+    use std::io::{Read, Write};
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut damaged = 0usize;
     for path in files {
-        let reader: Box<dyn std::io::Read> = if path.as_os_str() == "-" {
-            Box::new(std::io::stdin().lock())
+        let name = path.display();
+        let mut bytes = Vec::new();
+        if path.as_os_str() == "-" {
+            std::io::stdin().lock().read_to_end(&mut bytes)
         } else {
-            Box::new(std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?)
+            std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes))
+        }
+        .map_err(|e| format!("{name}: {e}"))?;
+        let records: Vec<Result<cloud_uplink::Envelope, String>> = if bytes.starts_with(&ZSTD_MAGIC) {
+            cloud_uplink::s3_sink::decode_object(&bytes).map_err(|e| format!("{name}: {e}"))?.into_iter().map(Ok).collect()
+        } else {
+            cloud_uplink::RecordReader::new(bytes.as_slice())
+                .map_err(|e| format!("{name}: {e}"))?
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect()
         };
-        let records = cloud_uplink::RecordReader::new(std::io::BufReader::new(reader)).map_err(|e| format!("{}: {e}", path.display()))?;
         for record in records {
-            match record.map_err(|e| e.to_string()).and_then(|env| cloud_uplink::encode_json(&env).map_err(|e| e.to_string())) {
+            match record.and_then(|env| cloud_uplink::encode_json(&env).map_err(|e| e.to_string())) {
                 Ok(json) => writeln!(out, "{json}").map_err(|e| e.to_string())?,
                 Err(e) => {
                     damaged += 1;
-                    eprintln!("{}: {e}", path.display());
+                    eprintln!("{name}: {e}");
                 }
             }
         }
@@ -239,6 +281,26 @@ pub fn uplink_inspect(files: &[std::path::PathBuf]) -> Result<(), String> {
     out.flush().map_err(|e| e.to_string())?;
     if damaged > 0 {
         return Err(format!("{damaged} damaged record(s)"));
+    }
+    Ok(())
+}
+
+/// `vigil uplink status`: the outbox of a stopped agent — per record kind the records waiting
+/// and those dropped by the quota policy, per sink its cursors and oldest undelivered record.
+pub fn uplink_status(config: &Config) -> Result<(), CliError> {
+    let db = open(config)?;
+    let outbox = cloud_uplink::Outbox::open(db, config.agent.id.clone(), crate::agent::outbox_config(config))
+        .map_err(store::StoreError::from)?;
+    let stats = outbox.stats().map_err(store::StoreError::from)?;
+    println!("outbox: {} B used of {} B quota, next seq {}", stats.used_bytes, stats.quota_bytes, stats.next_seq);
+    println!("{:<10} {:>10} {:>12} {:>10}", "kind", "waiting", "bytes", "dropped");
+    for c in &stats.classes {
+        println!("{:<10} {:>10} {:>12} {:>10}", c.class.as_str(), c.records, c.bytes, c.dropped);
+    }
+    for s in &stats.sinks {
+        let cursors: Vec<String> = s.cursors.iter().map(|(c, seq)| format!("{c}={seq}")).collect();
+        let oldest = s.oldest_undelivered_age_ms.map_or("caught up".to_string(), |ms| format!("oldest undelivered {:.1} s old", ms as f64 / 1000.0));
+        println!("sink {}: {oldest}; cursors {}", s.name, cursors.join(" "));
     }
     Ok(())
 }

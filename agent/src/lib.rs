@@ -20,3 +20,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reading;
 pub mod store;
+pub mod tls;
+pub mod uplink;

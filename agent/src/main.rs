@@ -86,12 +86,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum UplinkAction {
-    /// Decode record files (the directory sink's `.vrec` format) and print one JSON record per
-    /// line. `-` reads standard input.
+    /// Decode record files — the directory sink's `.vrec` files or the S3 sink's `.jsonl.zst`
+    /// objects (told apart by their first bytes) — and print one JSON record per line. `-`
+    /// reads standard input.
     Inspect {
         /// Files to decode, in order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Outbox depth and drops per record kind, and every sink's cursors, delivered counts and
+    /// oldest undelivered record, from the state of a stopped agent.
+    Status {
+        /// The configuration file (locates the state).
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -152,8 +160,12 @@ fn main() -> ExitCode {
         };
     }
     let config_path = match &cli.command {
-        Command::Run { config } | Command::CheckConfig { config } | Command::Dlq { config, .. } | Command::Audit { config } => config.clone(),
-        Command::Uplink { .. } | Command::Bench { .. } => unreachable!("handled above"),
+        Command::Run { config }
+        | Command::CheckConfig { config }
+        | Command::Dlq { config, .. }
+        | Command::Audit { config }
+        | Command::Uplink { action: UplinkAction::Status { config } } => config.clone(),
+        Command::Uplink { action: UplinkAction::Inspect { .. } } | Command::Bench { .. } => unreachable!("handled above"),
     };
     let config = match Config::load(&config_path) {
         Ok(c) => c,
@@ -172,6 +184,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run { .. } => vigil::agent::run(config).map(|_| ()).map_err(|e| e.to_string()),
+        Command::Uplink { action: UplinkAction::Status { .. } } => vigil::cli::uplink_status(&config).map_err(|e| e.to_string()),
         Command::Uplink { .. } | Command::Bench { .. } => Ok(()),
         Command::CheckConfig { .. } => vigil::cli::check_config(&config).map_err(|e| e.to_string()),
         Command::Audit { .. } => vigil::cli::audit_list(&config).map_err(|e| e.to_string()),

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::record::RecordClass;
-use crate::sink::{ClassSet, Sink, SinkError, StoredRecord};
+use crate::sink::{BatchLimits, ClassSet, Sink, SinkError, StoredRecord};
 use crate::stream::{encode_frame, header};
 
 /// Writes each batch to a durable file in a directory.
@@ -27,6 +27,7 @@ pub struct DirectorySink {
     name: String,
     dir: PathBuf,
     classes: ClassSet,
+    limits: Option<BatchLimits>,
 }
 
 impl DirectorySink {
@@ -42,12 +43,19 @@ impl DirectorySink {
             name: name.into(),
             dir,
             classes: ClassSet::ALL,
+            limits: None,
         })
     }
 
     /// Restricts the classes this sink wants.
     pub fn with_classes(mut self, classes: ClassSet) -> Self {
         self.classes = classes;
+        self
+    }
+
+    /// Sets this sink's batch (file) limits instead of the outbox's defaults.
+    pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.limits = Some(limits);
         self
     }
 
@@ -88,6 +96,10 @@ impl Sink for DirectorySink {
 
     fn wants(&self, class: RecordClass) -> bool {
         self.classes.contains(class)
+    }
+
+    fn batch_limits(&self) -> Option<BatchLimits> {
+        self.limits
     }
 
     async fn deliver(&mut self, batch: &[StoredRecord]) -> Result<(), SinkError> {

@@ -10,17 +10,28 @@
 //! * [`sink`] — the [`Sink`] trait and exactly when a record counts as
 //!   delivered.
 //! * [`directory_sink`] — [`DirectorySink`], durable files in a directory.
+//! * `kafka_sink` (feature `kafka`) — `KafkaSink`, one topic per record kind, keyed by entity.
+//! * `s3_sink` (feature `s3`) — `S3Sink`, partitioned zstd JSON-lines objects for a data lake;
+//!   `s3_sink::decode_object` reads them back.
 //!
 //! Central consumers that only read records can depend on this crate and use
 //! [`record`] and [`stream`]; nothing there touches redb or tokio.
 
 pub mod directory_sink;
+#[cfg(feature = "kafka")]
+pub mod kafka_sink;
+#[cfg(feature = "s3")]
+pub mod s3_sink;
 pub mod outbox;
 pub mod record;
 pub mod sink;
 pub mod stream;
 
 pub use directory_sink::DirectorySink;
+#[cfg(feature = "kafka")]
+pub use kafka_sink::{KafkaCompression, KafkaSasl, KafkaSink, KafkaSinkConfig, KafkaTopics, ValueEncoding};
+#[cfg(feature = "s3")]
+pub use s3_sink::{S3SetupError, S3Sink, S3SinkConfig};
 pub use outbox::{
     Appender, ClassStats, Outbox, OutboxConfig, OutboxError, OutboxStats, QuotaPolicy, SinkStats,
 };
@@ -28,5 +39,5 @@ pub use record::{
     decode_cbor, decode_json, encode_cbor, encode_json, AlertState, Body, Bytes, DecodeError,
     EncodeError, Envelope, ModelRef, Quality, RecordClass, SCHEMA_VERSION,
 };
-pub use sink::{ClassSet, Sink, SinkError, StoredRecord};
+pub use sink::{BatchLimits, ClassSet, Sink, SinkError, StoredRecord};
 pub use stream::{RecordReader, RecordWriter};

@@ -78,7 +78,7 @@ use tokio::sync::watch;
 use crate::record::{
     encode_cbor, Body, DecodeError, EncodeError, Envelope, RecordClass, SCHEMA_VERSION,
 };
-use crate::sink::{ClassSet, Sink, SinkError, StoredRecord};
+use crate::sink::{BatchLimits, ClassSet, Sink, SinkError, StoredRecord};
 
 /// Version of the table layout described in the module docs.
 pub const LAYOUT_VERSION: u64 = 1;
@@ -159,6 +159,17 @@ pub struct OutboxConfig {
     /// How long a drain loop holds a batch smaller than `max_batch_records` to let it grow
     /// (fewer, larger files and requests). Alerts are never held. Zero delivers at once.
     pub linger: Duration,
+}
+
+impl OutboxConfig {
+    /// The batch limits of sinks that do not set their own ([`Sink::batch_limits`]).
+    pub fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_records: self.max_batch_records,
+            max_bytes: self.max_batch_bytes,
+            linger: self.linger,
+        }
+    }
 }
 
 impl Default for OutboxConfig {
@@ -713,10 +724,14 @@ impl Outbox {
 
     /// Reads the next batch for a sink: the highest-priority class with
     /// pending records (ties: the older pending record), in seq order.
-    fn next_batch(
+    ///
+    /// One step of [`Outbox::run_sink`], public for tools and tests that drive a registered
+    /// sink by hand ([`Outbox::register_sink`], then `next_batch` / [`Outbox::confirm`]).
+    pub fn next_batch(
         &self,
         sink: &str,
         wants: ClassSet,
+        limits: BatchLimits,
     ) -> Result<Option<(RecordClass, Vec<StoredRecord>)>, OutboxError> {
         let rtxn = self.db.begin_read().ctx("beginning read")?;
         let cursors = rtxn.open_table(CURSORS).ctx("opening cursors table")?;
@@ -754,8 +769,8 @@ impl Outbox {
             let (k, v) = entry.ctx("reading record")?;
             let cbor = v.value();
             if !batch.is_empty()
-                && (batch.len() >= self.config.max_batch_records
-                    || bytes + cbor.len() > self.config.max_batch_bytes)
+                && (batch.len() >= limits.max_records
+                    || bytes + cbor.len() > limits.max_bytes)
             {
                 break;
             }
@@ -771,7 +786,10 @@ impl Outbox {
 
     /// Persists a sink's confirmation of `class` records up to `last_seq`
     /// and deletes what every interested sink has confirmed.
-    fn confirm(&self, sink: &str, class: RecordClass, last_seq: u64) -> Result<(), OutboxError> {
+    ///
+    /// The other step of [`Outbox::run_sink`] (see [`Outbox::next_batch`]): call it only for a
+    /// batch the destination durably accepted.
+    pub fn confirm(&self, sink: &str, class: RecordClass, last_seq: u64) -> Result<(), OutboxError> {
         let txn = self.db.begin_write().ctx("beginning confirmation")?;
         {
             if txn
@@ -840,6 +858,7 @@ impl Outbox {
     ) -> Result<(), OutboxError> {
         let name = sink.name().to_string();
         let wants = ClassSet::from_sink(&sink);
+        let limits = sink.batch_limits().unwrap_or_else(|| self.config.batch_limits());
         {
             let name = name.clone();
             self.blocking(move |ob| ob.register_sink(&name, wants))
@@ -855,7 +874,7 @@ impl Outbox {
             wake.borrow_and_update();
             let batch = {
                 let name = name.clone();
-                self.blocking(move |ob| ob.next_batch(&name, wants)).await?
+                self.blocking(move |ob| ob.next_batch(&name, wants, limits)).await?
             };
             let Some((class, records)) = batch else {
                 tokio::select! {
@@ -867,9 +886,9 @@ impl Outbox {
                 continue;
             };
             if !lingered
-                && !self.config.linger.is_zero()
+                && !limits.linger.is_zero()
                 && class != RecordClass::Alert
-                && records.len() < self.config.max_batch_records
+                && records.len() < limits.max_records
             {
                 // Let a small batch grow, then read it again (it may also have become an
                 // alert batch meanwhile: reading again keeps the priority order).
@@ -877,7 +896,7 @@ impl Outbox {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(self.config.linger) => {}
+                    _ = tokio::time::sleep(limits.linger) => {}
                 }
                 continue;
             }

@@ -75,6 +75,17 @@ impl Envelope {
     pub fn class(&self) -> Option<RecordClass> {
         self.body.class()
     }
+
+    /// The key that keeps one entity's records together and in order (Kafka message key,
+    /// partitioning): the entity for readings, scores and alerts; the ingest source for DLQ
+    /// records (they may not name a valid entity); the agent id for heartbeats and unknown kinds.
+    pub fn partition_key(&self) -> &str {
+        match &self.body {
+            Body::Reading { entity, .. } | Body::Score { entity, .. } | Body::Alert { entity, .. } => entity,
+            Body::Dlq { source, .. } => source,
+            Body::Heartbeat { .. } | Body::Unknown => &self.agent_id,
+        }
+    }
 }
 
 /// The payload of a record; the `kind` field on the wire selects the variant.
@@ -372,6 +383,9 @@ pub enum DecodeError {
     /// The text is not a valid JSON record of this schema.
     #[error("decoding JSON record")]
     Json(#[source] serde_json::Error),
+    /// An S3 data-lake object (zstd JSON lines) is not valid.
+    #[error("decoding data-lake object: {0}")]
+    Object(String),
     /// Bytes remained after one complete record.
     #[error("{0} trailing bytes after a complete CBOR record")]
     TrailingBytes(usize),

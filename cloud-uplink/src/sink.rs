@@ -1,6 +1,7 @@
 //! The [`Sink`] trait: where outbox records are delivered.
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::record::{decode_cbor, DecodeError, Envelope, RecordClass};
 
@@ -71,6 +72,19 @@ impl ClassSet {
     }
 }
 
+/// How large a sink's batches may grow and how long a small batch may wait to grow (see
+/// [`Sink::batch_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most records per batch.
+    pub max_records: usize,
+    /// Most CBOR bytes per batch (a single larger record is still offered alone).
+    pub max_bytes: usize,
+    /// How long the drain loop holds a batch smaller than `max_records` before delivering it
+    /// (the age limit of a batch). Alert batches are never held. Zero delivers at once.
+    pub linger: Duration,
+}
+
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -119,7 +133,8 @@ impl SinkError {
     }
 }
 
-/// A destination for outbox records (directory today; Kafka and S3 later).
+/// A destination for outbox records: a local directory ([`crate::DirectorySink`]), Kafka
+/// (`KafkaSink`, feature `kafka`), S3 (`S3Sink`, feature `s3`).
 ///
 /// # Execution model
 ///
@@ -162,6 +177,9 @@ impl SinkError {
 /// * [`wants`](Sink::wants) — whether this sink takes records of a class. Must
 ///   be a pure function of configuration: it is read when the sink is
 ///   registered and when its loop starts.
+/// * [`batch_limits`](Sink::batch_limits) — the sink's own batch size and age limits (e.g.
+///   large, minutes-old batches for object storage); `None` (the default) uses the outbox's
+///   [`OutboxConfig`](crate::OutboxConfig). Read once when the loop starts.
 /// * [`deliver`](Sink::deliver) — make `batch` durable at the destination.
 ///   * `Ok(())` means **every** record in `batch` is durably accepted by the
 ///     destination (fsynced file, broker ack with the required acks, object
@@ -184,6 +202,11 @@ pub trait Sink: Send + 'static {
 
     /// Whether this sink takes records of `class`.
     fn wants(&self, class: RecordClass) -> bool;
+
+    /// Batch limits for this sink; `None` = the outbox's defaults.
+    fn batch_limits(&self) -> Option<BatchLimits> {
+        None
+    }
 
     /// Durably delivers `batch`; see the trait docs for what `Ok`/`Err` mean.
     fn deliver(

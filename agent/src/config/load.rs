@@ -112,7 +112,11 @@ impl Config {
                 w.template = format!("file:{}", p.display());
             }
         }
-        if let Some(tls) = self.mqtt.as_mut().and_then(|m| m.tls.as_mut()) {
+        let tls_configs = [
+            self.mqtt.as_mut().and_then(|m| m.tls.as_mut()),
+            self.uplink.kafka.as_mut().and_then(|k| k.tls.as_mut()),
+        ];
+        for tls in tls_configs.into_iter().flatten() {
             resolve(&mut tls.ca_file);
             if let Some(p) = tls.client_cert_file.as_mut() {
                 resolve(p);
@@ -120,6 +124,9 @@ impl Config {
             if let Some(p) = tls.client_key_file.as_mut() {
                 resolve(p);
             }
+        }
+        if let Some(p) = self.uplink.s3.as_mut().and_then(|s| s.ca_file.as_mut()) {
+            resolve(p);
         }
     }
 
@@ -247,6 +254,59 @@ impl Config {
         if let Some(dir) = &self.uplink.directory {
             if dir.max_batch == 0 {
                 return fail("uplink.directory.max_batch", "must be > 0".into());
+            }
+        }
+        if let Some(k) = &self.uplink.kafka {
+            if k.brokers.is_empty() || k.brokers.iter().any(|b| !b.contains(':')) {
+                return fail("uplink.kafka.brokers", "list at least one broker, each as host:port".into());
+            }
+            let t = &k.topics;
+            let topics = [&t.reading, &t.score, &t.alert, &t.dlq, &t.heartbeat];
+            if topics.iter().all(|t| t.is_none()) {
+                return fail("uplink.kafka.topics", "name a topic for at least one record kind".into());
+            }
+            if topics.iter().filter_map(|t| t.as_ref()).any(|t| t.is_empty() || t.len() > 249) {
+                return fail("uplink.kafka.topics", "topic names must be 1 to 249 characters".into());
+            }
+            if k.create_partitions < 0 || k.create_replication_factor < 1 {
+                return fail("uplink.kafka.create_partitions", "must be >= 0, with create_replication_factor >= 1".into());
+            }
+            if k.request_timeout_ms == 0 || k.max_request_bytes == 0 {
+                return fail("uplink.kafka.request_timeout_ms", "request_timeout_ms and max_request_bytes must be > 0".into());
+            }
+            if let Some(sasl) = &k.sasl {
+                if sasl.password.is_none() {
+                    return fail("uplink.kafka.sasl.password", "missing (set it here or in VIGIL_KAFKA_PASSWORD)".into());
+                }
+            }
+        }
+        if let Some(s3) = &self.uplink.s3 {
+            if s3.bucket.is_empty() {
+                return fail("uplink.s3.bucket", "must not be empty".into());
+            }
+            if s3.site.is_empty() || s3.site.contains('/') {
+                return fail("uplink.s3.site", "must be non-empty and contain no `/`".into());
+            }
+            if s3.prefix.starts_with('/') || s3.prefix.ends_with('/') {
+                return fail("uplink.s3.prefix", "must not start or end with `/`".into());
+            }
+            if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                return fail(
+                    "uplink.s3.secret_access_key",
+                    "access_key_id and secret_access_key come together (or set VIGIL_S3_ACCESS_KEY_ID / VIGIL_S3_SECRET_ACCESS_KEY)".into(),
+                );
+            }
+            if s3.kinds.is_empty() {
+                return fail("uplink.s3.kinds", "name at least one record kind".into());
+            }
+            if s3.max_object_records == 0 || s3.max_object_bytes == 0 {
+                return fail("uplink.s3.max_object_records", "max_object_records and max_object_bytes must be > 0".into());
+            }
+            if !(1..=19).contains(&s3.zstd_level) {
+                return fail("uplink.s3.zstd_level", "must be between 1 and 19".into());
+            }
+            if s3.request_timeout_ms == 0 {
+                return fail("uplink.s3.request_timeout_ms", "must be > 0".into());
             }
         }
         Ok(())
@@ -434,7 +494,7 @@ model_dir = "models/univariate-ae/1.0.0"
         mqtt.client_id = Some("x".into());
         mqtt.username = Some("x".into());
         mqtt.password = Some(super::super::Secret::new("x"));
-        mqtt.tls = Some(super::super::MqttTlsConfig { ca_file: "a".into(), client_cert_file: Some("b".into()), client_key_file: Some("c".into()) });
+        mqtt.tls = Some(super::super::TlsConfig { ca_file: "a".into(), client_cert_file: Some("b".into()), client_key_file: Some("c".into()) });
         c.ingest.simulator = Some(Default::default());
         if c.ingest.serial.is_empty() {
             c.ingest.serial.push(toml::from_str("port = \"/dev/ttyUSB0\"").unwrap());
@@ -446,6 +506,27 @@ model_dir = "models/univariate-ae/1.0.0"
         c.api.token = Some(super::super::Secret::new("x"));
         c.alerts.webhook[0].routing_key = Some(super::super::Secret::new("x"));
         c.alerts.webhook[0].ca_file = Some("x".into());
+        // The network sinks are commented out in the shipped file: document them all the same.
+        let sinks: super::super::UplinkConfig = toml::from_str(
+            r#"
+            [kafka]
+            brokers = ["k:9092"]
+            client_id = "x"
+            topics = { reading = "r", score = "s", alert = "a", dlq = "d", heartbeat = "h" }
+            tls = { ca_file = "a", client_cert_file = "b", client_key_file = "c" }
+            sasl = { mechanism = "plain", username = "u", password = "p" }
+            [s3]
+            bucket = "b"
+            site = "s"
+            endpoint = "http://x"
+            access_key_id = "i"
+            secret_access_key = "k"
+            ca_file = "c"
+            "#,
+        )
+        .unwrap();
+        c.uplink.kafka = sinks.kafka;
+        c.uplink.s3 = sinks.s3;
         let value = toml::Value::try_from(&c).unwrap();
         let mut missing = Vec::new();
         fn walk(v: &toml::Value, text: &str, path: &str, missing: &mut Vec<String>) {

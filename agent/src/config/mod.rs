@@ -175,14 +175,14 @@ pub struct MqttConfig {
     pub broker_stats: bool,
     /// TLS via rustls. Without this table the connection is plain TCP.
     #[serde(default)]
-    pub tls: Option<MqttTlsConfig>,
+    pub tls: Option<TlsConfig>,
 }
 
-/// `[mqtt.tls]`
+/// `[mqtt.tls]`, `[uplink.kafka.tls]`: TLS through rustls for a link that leaves the box.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttTlsConfig {
-    /// PEM file with the CA certificate(s) that signed the broker's certificate.
+pub struct TlsConfig {
+    /// PEM file with the CA certificate(s) that signed the server's certificate.
     pub ca_file: PathBuf,
     /// PEM client certificate chain for mutual TLS (needs `client_key_file`).
     #[serde(default)]
@@ -577,6 +577,197 @@ pub struct UplinkConfig {
     /// `[uplink.directory]`: deliver to files in a local directory.
     #[serde(default)]
     pub directory: Option<DirectorySinkConfig>,
+    /// `[uplink.kafka]`: deliver to Kafka topics.
+    #[serde(default)]
+    pub kafka: Option<KafkaSinkSettings>,
+    /// `[uplink.s3]`: deliver to an S3 (or S3-compatible) data lake.
+    #[serde(default)]
+    pub s3: Option<S3SinkSettings>,
+    /// `[uplink.heartbeat]`: periodic agent heartbeat records.
+    #[serde(default)]
+    pub heartbeat: HeartbeatSettings,
+}
+
+/// Record kinds, as named in `kinds = [...]` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Reading,
+    Score,
+    Alert,
+    Dlq,
+    Heartbeat,
+}
+
+/// `[uplink.kafka]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkSettings {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Kafka client id; default `vigil-<agent id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// `[uplink.kafka.topics]`: topic per record kind; a kind without a topic is not sent to
+    /// Kafka.
+    pub topics: KafkaTopicSettings,
+    /// Message value encoding: `cbor` (the outbox envelope, byte for byte) or `json`.
+    #[serde(default)]
+    pub encoding: ValueEncodingSetting,
+    /// Batch compression: `none`, `lz4` or `zstd`.
+    #[serde(default)]
+    pub compression: CompressionSetting,
+    /// Create missing topics with this many partitions (replication factor
+    /// `create_replication_factor`). 0 = never create (a missing topic is retried until it
+    /// exists).
+    #[serde(default)]
+    pub create_partitions: i32,
+    /// Replication factor of topics the agent creates.
+    #[serde(default = "defaults::replication_factor")]
+    pub create_replication_factor: i16,
+    /// Bound on one produce or metadata request, including the client's retries (ms).
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Most record bytes per produce request (before compression).
+    #[serde(default = "defaults::max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Most records the drain loop hands the producer at once (split into requests of at most
+    /// `max_request_bytes`). Small batches are held up to `uplink.outbox.linger_ms`.
+    #[serde(default = "defaults::dir_batch")]
+    pub max_batch_records: usize,
+    /// `[uplink.kafka.tls]`: TLS via rustls. Without it the connection is plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// `[uplink.kafka.sasl]`: SASL authentication.
+    #[serde(default)]
+    pub sasl: Option<SaslSettings>,
+}
+
+/// `[uplink.kafka.topics]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopicSettings {
+    #[serde(default)]
+    pub reading: Option<String>,
+    #[serde(default)]
+    pub score: Option<String>,
+    #[serde(default)]
+    pub alert: Option<String>,
+    #[serde(default)]
+    pub dlq: Option<String>,
+    #[serde(default)]
+    pub heartbeat: Option<String>,
+}
+
+/// See [`KafkaSinkSettings::encoding`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueEncodingSetting {
+    #[default]
+    Cbor,
+    Json,
+}
+
+/// See [`KafkaSinkSettings::compression`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionSetting {
+    None,
+    #[default]
+    Lz4,
+    Zstd,
+}
+
+/// `[uplink.kafka.sasl]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslSettings {
+    /// `plain`, `scram-sha-256` or `scram-sha-512`. Use PLAIN only over TLS.
+    pub mechanism: SaslMechanism,
+    /// User name.
+    pub username: String,
+    /// Password. Prefer the `VIGIL_KAFKA_PASSWORD` environment variable.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// See [`SaslSettings::mechanism`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+/// `[uplink.s3]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3SinkSettings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket (objects go to
+    /// `PREFIX/site=…/agent=…/kind=…/date=YYYY-MM-DD/hour=HH/…`).
+    #[serde(default = "defaults::s3_prefix")]
+    pub prefix: String,
+    /// Site name, the `site=` partition (e.g. the plant).
+    pub site: String,
+    /// Signing region.
+    #[serde(default = "defaults::s3_region")]
+    pub region: String,
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph…); unset = AWS S3.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Access key id (or the `VIGIL_S3_ACCESS_KEY_ID` environment variable). Without keys,
+    /// requests are unsigned.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Secret key. Prefer the `VIGIL_S3_SECRET_ACCESS_KEY` environment variable.
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// Allow a plain `http://` endpoint. Only for a store on the same box or a test.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// PEM file with extra CA certificates to trust (a plant's private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Record kinds to store; default all.
+    #[serde(default = "defaults::all_kinds")]
+    pub kinds: Vec<RecordKind>,
+    /// Most records per object.
+    #[serde(default = "defaults::s3_max_object_records")]
+    pub max_object_records: usize,
+    /// Most record bytes (CBOR) per object; objects are zstd-compressed JSON lines.
+    #[serde(default = "defaults::s3_max_object_bytes")]
+    pub max_object_bytes: usize,
+    /// Longest time (s) a not-yet-full object waits for more records before it is written.
+    #[serde(default = "defaults::s3_max_object_age_s")]
+    pub max_object_age_s: u64,
+    /// Objects larger than this (compressed bytes) use a multipart upload with parts of this
+    /// size (at least 5 MiB, S3's minimum part size).
+    #[serde(default = "defaults::s3_multipart_threshold_bytes")]
+    pub multipart_threshold_bytes: usize,
+    /// Bound on one request including the client's retries (ms).
+    #[serde(default = "defaults::s3_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// zstd compression level, 1 (fastest) to 19.
+    #[serde(default = "defaults::zstd_level")]
+    pub zstd_level: i32,
+}
+
+/// `[uplink.heartbeat]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSettings {
+    /// Seconds between heartbeat records (uptime and counters such as outbox drops); 0 = off.
+    #[serde(default = "defaults::heartbeat_interval_s")]
+    pub interval_s: u64,
+}
+
+impl Default for HeartbeatSettings {
+    fn default() -> Self {
+        HeartbeatSettings { interval_s: defaults::heartbeat_interval_s() }
+    }
 }
 
 /// `[uplink.outbox]`
@@ -751,5 +942,45 @@ mod defaults {
     }
     pub fn dir_batch() -> usize {
         1000
+    }
+    pub fn replication_factor() -> i16 {
+        1
+    }
+    pub fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn max_request_bytes() -> usize {
+        1 << 20
+    }
+    pub fn s3_prefix() -> String {
+        "vigil".into()
+    }
+    pub fn s3_region() -> String {
+        "us-east-1".into()
+    }
+    pub fn all_kinds() -> Vec<super::RecordKind> {
+        use super::RecordKind::*;
+        vec![Reading, Score, Alert, Dlq, Heartbeat]
+    }
+    pub fn s3_max_object_records() -> usize {
+        100_000
+    }
+    pub fn s3_max_object_bytes() -> usize {
+        16 << 20
+    }
+    pub fn s3_max_object_age_s() -> u64 {
+        300
+    }
+    pub fn s3_multipart_threshold_bytes() -> usize {
+        8 << 20
+    }
+    pub fn s3_request_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn zstd_level() -> i32 {
+        3
+    }
+    pub fn heartbeat_interval_s() -> u64 {
+        60
     }
 }

@@ -6,6 +6,9 @@
 //! | `mqtt.password`  | `VIGIL_MQTT_PASSWORD`  |
 //! | `api.token`      | `VIGIL_API_TOKEN`      |
 //! | `alerts.webhook[].routing_key` | `VIGIL_WEBHOOK_<NAME>_ROUTING_KEY` |
+//! | `uplink.kafka.sasl.password` | `VIGIL_KAFKA_PASSWORD` |
+//! | `uplink.s3.access_key_id` | `VIGIL_S3_ACCESS_KEY_ID` (not secret, but usually set with the key) |
+//! | `uplink.s3.secret_access_key` | `VIGIL_S3_SECRET_ACCESS_KEY` |
 //!
 //! An environment variable, when set, wins over the file.
 
@@ -62,6 +65,19 @@ pub fn apply_env(config: &mut Config, env: impl Fn(&str) -> Option<String>) {
         let var = format!("VIGIL_WEBHOOK_{}_ROUTING_KEY", w.name.to_ascii_uppercase().replace('-', "_"));
         if let Some(key) = env(&var) {
             w.routing_key = Some(Secret(key));
+        }
+    }
+    if let Some(password) = env("VIGIL_KAFKA_PASSWORD") {
+        if let Some(sasl) = config.uplink.kafka.as_mut().and_then(|k| k.sasl.as_mut()) {
+            sasl.password = Some(Secret(password));
+        }
+    }
+    if let Some(s3) = config.uplink.s3.as_mut() {
+        if let Some(id) = env("VIGIL_S3_ACCESS_KEY_ID") {
+            s3.access_key_id = Some(id);
+        }
+        if let Some(key) = env("VIGIL_S3_SECRET_ACCESS_KEY") {
+            s3.secret_access_key = Some(Secret(key));
         }
     }
 }

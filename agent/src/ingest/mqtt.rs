@@ -29,7 +29,6 @@
 //! The event loop runs on its own OS thread with a single-threaded tokio runtime, so blocking
 //! on the bounded commit-log channel (backpressure) stalls only MQTT intake.
 
-use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,12 +63,8 @@ pub const REQUEST_QUEUE: usize = 4096;
 /// MQTT set-up failures (configuration that cannot be used).
 #[derive(Debug, thiserror::Error)]
 pub enum MqttSetupError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read { what: &'static str, path: String, source: std::io::Error },
-    #[error("{what} {path} contains no usable PEM {expected}")]
-    Pem { what: &'static str, path: String, expected: &'static str },
-    #[error("TLS configuration rejected: {0}")]
-    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
 }
 
 /// One subscription, compiled.
@@ -125,43 +120,9 @@ pub fn options(config: &MqttConfig, agent_id: &str, role: Role) -> Result<MqttOp
         o.set_credentials(user.clone(), password);
     }
     if let Some(tls) = &config.tls {
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(tls)?))));
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(crate::tls::client_config(tls)?))));
     }
     Ok(o)
-}
-
-fn tls_config(tls: &crate::config::MqttTlsConfig) -> Result<rustls::ClientConfig, MqttSetupError> {
-    let read = |what: &'static str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| MqttSetupError::Read { what, path: path.display().to_string(), source })
-    };
-    let ca = read("CA file", &tls.ca_file)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut BufReader::new(ca.as_slice())).flatten() {
-        roots.add(cert)?;
-    }
-    if roots.is_empty() {
-        return Err(MqttSetupError::Pem { what: "CA file", path: tls.ca_file.display().to_string(), expected: "certificate" });
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    Ok(match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(cert_path), Some(key_path)) => {
-            let cert_pem = read("client certificate", cert_path)?;
-            let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(cert_pem.as_slice())).flatten().collect();
-            if certs.is_empty() {
-                return Err(MqttSetupError::Pem { what: "client certificate", path: cert_path.display().to_string(), expected: "certificate" });
-            }
-            let key_pem = read("client key", key_path)?;
-            let key = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
-                .ok()
-                .flatten()
-                .ok_or_else(|| MqttSetupError::Pem { what: "client key", path: key_path.display().to_string(), expected: "private key" })?;
-            builder.with_client_auth_cert(certs, key)?
-        }
-        _ => builder.with_no_client_auth(),
-    })
 }
 
 /// Creates the client and its event loop.

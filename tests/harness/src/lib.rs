@@ -4,8 +4,9 @@
 //! do. No mocks here: every peer is the real third-party server or client that Vigil meets in
 //! the field (Mosquitto 2.0 from Debian, `mosquitto_pub` / `mosquitto_sub` as independent MQTT
 //! clients, the `openssl` CLI for certificates, socat pseudo-terminal pairs as serial lines, the
-//! pymodbus simulator on Modbus TCP and RTU with `mbpoll` as the independent Modbus client,
-//! ...). `tests/peers/install.sh` installs them.
+//! pymodbus simulator on Modbus TCP and RTU with `mbpoll` as the independent Modbus client, the
+//! tansu Kafka-protocol broker, moto's S3 server, stunnel4 for TLS, Python confluent-kafka and
+//! boto3 as independent consumers, ...). `tests/peers/install.sh` installs them.
 //!
 //! ## Rules every helper here follows
 //! - **One peer per test, on loopback, on free ports.** Nothing is shared between tests, so
@@ -49,6 +50,7 @@ mod net;
 mod pki;
 mod process;
 mod socat;
+mod server;
 
 pub use agent::AgentProcess;
 pub use error::HarnessError;
@@ -62,6 +64,7 @@ pub use mosquitto::{
 pub use net::{free_port, wait_for_port};
 pub use pki::Pki;
 pub use socat::PtyPair;
+pub use server::{run_peer_script, tansu_bin, MotoS3, Server, Stunnel, Tansu, TansuStorage};
 
 use std::path::PathBuf;
 

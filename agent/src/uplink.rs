@@ -1,0 +1,255 @@
+//! Uplink: the sinks that drain the outbox to the central platform, and the agent heartbeat.
+//!
+//! The outbox (crate `cloud_uplink`) is the durable store-and-forward buffer; this module only
+//! turns `[uplink.*]` configuration into sinks and runs each on its own drain loop on the
+//! agent's I/O runtime:
+//!
+//! | sink | config | sink name (keys its cursors) |
+//! |---|---|---|
+//! | [`DirectorySink`] | `[uplink.directory]` | `directory` |
+//! | [`KafkaSink`] | `[uplink.kafka]` | `kafka` |
+//! | [`S3Sink`] | `[uplink.s3]` | `s3` |
+//! | [`WebhookSink`] (alert records) | `[[alerts.webhook]]` | `webhook:<name>` |
+//!
+//! A record leaves the outbox only when every registered sink that wants its kind has confirmed
+//! it (see [`cloud_uplink::Sink`] for when exactly that is). A sink removed from the
+//! configuration is unregistered at start-up — otherwise the records it never confirms would be
+//! kept forever — and that is logged.
+//!
+//! Heartbeats (`[uplink.heartbeat]`) are appended to the outbox like any record, so they travel
+//! every sink that wants them and report the agent's counters (readings, DLQ, alerts, outbox
+//! drops) even when nothing else happens.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloud_uplink::{
+    BatchLimits, Body, ClassSet, DirectorySink, KafkaCompression, KafkaSasl, KafkaSink, KafkaSinkConfig,
+    KafkaTopics, Outbox, RecordClass, S3Sink, S3SinkConfig, Sink, ValueEncoding,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::alerts::webhook::WebhookSink;
+use crate::config::{
+    CompressionSetting, Config, KafkaSinkSettings, RecordKind, S3SinkSettings, SaslMechanism, ValueEncodingSetting,
+};
+use crate::metrics::Metrics;
+
+/// Why the uplink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkSetupError {
+    #[error("uplink.directory: {0}")]
+    Directory(#[from] cloud_uplink::SinkError),
+    #[error("uplink.kafka.tls: {0}")]
+    KafkaTls(#[from] crate::tls::TlsSetupError),
+    #[error("uplink.s3: {0}")]
+    S3(#[from] cloud_uplink::S3SetupError),
+    #[error("uplink.s3.ca_file {path}: {source}")]
+    S3Ca { path: String, source: std::io::Error },
+    #[error("outbox: {0}")]
+    Outbox(#[from] cloud_uplink::OutboxError),
+    #[error("alerts.webhook: {0}")]
+    Webhook(#[from] crate::alerts::webhook::WebhookError),
+}
+
+/// The running sink drain loops and heartbeat.
+pub struct Uplink {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Uplink {
+    /// Starts every configured sink and the heartbeat on `rt`.
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        config: &Config,
+        outbox: Arc<Outbox>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Uplink, UplinkSetupError> {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut uplink = Uplink { stop, tasks: Vec::new() };
+        let mut names: Vec<String> = Vec::new();
+        if let Some(dir) = &config.uplink.directory {
+            let limits = BatchLimits { max_records: dir.max_batch, ..outbox.config().batch_limits() };
+            let sink = DirectorySink::new("directory", dir.path.clone())?.with_batch_limits(limits);
+            names.push("directory".into());
+            uplink.spawn(rt, &outbox, sink, &stop_rx);
+        }
+        if let Some(k) = &config.uplink.kafka {
+            names.push("kafka".into());
+            let limits = BatchLimits { max_records: k.max_batch_records, ..outbox.config().batch_limits() };
+            let sink = KafkaSink::new("kafka", config.agent.id.clone(), kafka_config(config, k)?).with_batch_limits(limits);
+            uplink.spawn(rt, &outbox, sink, &stop_rx);
+        }
+        if let Some(s3) = &config.uplink.s3 {
+            names.push("s3".into());
+            let _guard = rt.enter(); // the S3 client is created inside the runtime
+            let sink = S3Sink::new("s3", s3_config(config, s3)?)?;
+            uplink.spawn(rt, &outbox, sink, &stop_rx);
+        }
+        for w in &config.alerts.webhook {
+            let sink = WebhookSink::new(w, &config.alerts.route, &config.agent.id)?;
+            names.push(sink.name().to_string());
+            uplink.spawn(rt, &outbox, sink, &stop_rx);
+        }
+        for (name, _) in outbox.registered_sinks()? {
+            if !names.contains(&name) {
+                tracing::warn!(sink = %name, "sink no longer configured: unregistering it (its undelivered records are released to the remaining sinks)");
+                outbox.unregister_sink(&name)?;
+            }
+        }
+        let interval = config.uplink.heartbeat.interval_s;
+        if interval > 0 {
+            let outbox = Arc::clone(&outbox);
+            let mut stop = stop_rx.clone();
+            uplink.tasks.push(rt.spawn(async move {
+                let started = Instant::now();
+                let mut tick = tokio::time::interval(Duration::from_secs(interval));
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = tick.tick() => {}
+                    }
+                    let (outbox, metrics) = (Arc::clone(&outbox), Arc::clone(&metrics));
+                    let uptime_s = started.elapsed().as_secs();
+                    let appended = tokio::task::spawn_blocking(move || {
+                        let body = Body::Heartbeat { uptime_s, counters: heartbeat_counters(&outbox, &metrics) };
+                        outbox.append_batch(vec![(now_ms(), body)])
+                    })
+                    .await;
+                    match appended {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat not appended"),
+                        Err(e) => tracing::warn!(error = %e, "heartbeat task failed"),
+                    }
+                }
+            }));
+        }
+        Ok(uplink)
+    }
+
+    fn spawn<S: Sink>(&mut self, rt: &tokio::runtime::Runtime, outbox: &Arc<Outbox>, sink: S, stop: &watch::Receiver<bool>) {
+        let outbox = Arc::clone(outbox);
+        let mut stop = stop.clone();
+        let name = sink.name().to_string();
+        self.tasks.push(rt.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = outbox.run_sink(sink, shutdown).await {
+                tracing::error!(sink = %name, error = %e, "sink stopped; its records stay in the outbox");
+            }
+        }));
+    }
+
+    /// Stops the drain loops (an in-flight delivery counts as not delivered) and the heartbeat.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Counters reported in heartbeats: `readings_in`, `dlq`, `late`, `windows_scored`,
+/// `alerts_raised`, and per record kind `outbox_pending_<kind>` and `outbox_dropped_<kind>`.
+fn heartbeat_counters(outbox: &Outbox, m: &Metrics) -> BTreeMap<String, u64> {
+    let mut c = BTreeMap::new();
+    c.insert("readings_in".into(), m.readings_in.get());
+    c.insert("dlq".into(), m.dlq.snapshot().iter().map(|(_, n)| n).sum());
+    c.insert("late".into(), m.late_readings.get());
+    c.insert("windows_scored".into(), m.windows_scored.get());
+    c.insert("alerts_raised".into(), m.alerts_raised.get());
+    if let Ok(stats) = outbox.stats() {
+        for class in &stats.classes {
+            c.insert(format!("outbox_pending_{}", class.class), class.records);
+            c.insert(format!("outbox_dropped_{}", class.class), class.dropped);
+        }
+    }
+    c
+}
+
+fn class_of(kind: RecordKind) -> RecordClass {
+    match kind {
+        RecordKind::Reading => RecordClass::Reading,
+        RecordKind::Score => RecordClass::Score,
+        RecordKind::Alert => RecordClass::Alert,
+        RecordKind::Dlq => RecordClass::Dlq,
+        RecordKind::Heartbeat => RecordClass::Heartbeat,
+    }
+}
+
+fn kafka_config(config: &Config, k: &KafkaSinkSettings) -> Result<KafkaSinkConfig, UplinkSetupError> {
+    let tls = match &k.tls {
+        Some(t) => Some(Arc::new(crate::tls::client_config(t)?)),
+        None => None,
+    };
+    let sasl = k.sasl.as_ref().map(|s| {
+        let (username, password) = (s.username.clone(), s.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default());
+        match s.mechanism {
+            SaslMechanism::Plain => KafkaSasl::Plain { username, password },
+            SaslMechanism::ScramSha256 => KafkaSasl::ScramSha256 { username, password },
+            SaslMechanism::ScramSha512 => KafkaSasl::ScramSha512 { username, password },
+        }
+    });
+    Ok(KafkaSinkConfig {
+        brokers: k.brokers.clone(),
+        client_id: k.client_id.clone().unwrap_or_else(|| format!("vigil-{}", config.agent.id)),
+        topics: KafkaTopics {
+            reading: k.topics.reading.clone(),
+            score: k.topics.score.clone(),
+            alert: k.topics.alert.clone(),
+            dlq: k.topics.dlq.clone(),
+            heartbeat: k.topics.heartbeat.clone(),
+        },
+        encoding: match k.encoding {
+            ValueEncodingSetting::Cbor => ValueEncoding::Cbor,
+            ValueEncodingSetting::Json => ValueEncoding::Json,
+        },
+        compression: match k.compression {
+            CompressionSetting::None => KafkaCompression::None,
+            CompressionSetting::Lz4 => KafkaCompression::Lz4,
+            CompressionSetting::Zstd => KafkaCompression::Zstd,
+        },
+        tls,
+        sasl,
+        create_topics: (k.create_partitions > 0).then_some((k.create_partitions, k.create_replication_factor)),
+        request_timeout: Duration::from_millis(k.request_timeout_ms),
+        max_request_bytes: k.max_request_bytes,
+    })
+}
+
+fn s3_config(config: &Config, s: &S3SinkSettings) -> Result<S3SinkConfig, UplinkSetupError> {
+    let ca_pem = match &s.ca_file {
+        Some(p) => Some(std::fs::read(p).map_err(|source| UplinkSetupError::S3Ca { path: p.display().to_string(), source })?),
+        None => None,
+    };
+    Ok(S3SinkConfig {
+        bucket: s.bucket.clone(),
+        prefix: s.prefix.clone(),
+        site: s.site.clone(),
+        agent_id: config.agent.id.clone(),
+        region: s.region.clone(),
+        endpoint: s.endpoint.clone(),
+        access_key_id: s.access_key_id.clone(),
+        secret_access_key: s.secret_access_key.as_ref().map(|k| k.expose().to_string()),
+        allow_http: s.allow_http,
+        ca_pem,
+        classes: s.kinds.iter().fold(ClassSet::NONE, |set, &k| set.with(class_of(k))),
+        max_object_records: s.max_object_records,
+        max_object_bytes: s.max_object_bytes,
+        max_object_age: Duration::from_secs(s.max_object_age_s),
+        multipart_threshold: s.multipart_threshold_bytes,
+        request_timeout: Duration::from_millis(s.request_timeout_ms),
+        zstd_level: s.zstd_level,
+    })
+}
