@@ -27,6 +27,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 # 2 cores shared by everything: keep the build from starving the peers the tests start.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+# One-shot builds gain nothing from incremental compilation; it only costs disk (GBs) and time.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 rc=0
 step "firmware-bridge: no_std build for thumbv7em-none-eabihf"
