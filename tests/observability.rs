@@ -220,3 +220,83 @@ fn json_log_lines() {
     assert!(!lines.iter().any(|l| l.contains(API_TOKEN)), "token in the log");
     assert!(lines.iter().any(|l| l.contains("HTTP API listening")));
 }
+
+/// Model drift. Phase 1: the built-in plant simulator (data like the model's training data)
+/// keeps the live input and score distributions near the manifest's: PSI below
+/// `alerts.drift_psi` (0.35 here), no alert. Phase 2: sensors with much smoother signals than anything the
+/// model was calibrated on (slow sine, tiny noise) arrive over MQTT; the score distribution
+/// shifts, `vigil_model_drift_psi` rises above the threshold and a `model_drift` health alert
+/// is raised (metrics, JSON API, log).
+#[test]
+fn drift_psi_rises_and_alerts_when_inputs_change() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let port = broker.plain_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    let base = base_config("drift", &dir.path().join("data"), &dir.path().join("outbox"))
+        // The simulated plant's score PSI settles at ~0.22 against univariate-ae 1.1.0's held-out
+        // distribution (higher in the first few hundred windows after warm-up): 0.35 separates
+        // it from a real shift.
+        .replace("cooldown_s = 60\n", "cooldown_s = 60\ndrift_psi = 0.35\ndrift_min_windows = 1000\n");
+    // 5 machines × 3 sensors, 600 simulated seconds at 1 Hz, 100× real time, no anomalies.
+    let sim = "[ingest.simulator]\nmachines = 5\nperiod_ms = 1000\nspeedup = 100.0\nanomalies = false\nduration_s = 600\n";
+    std::fs::write(&config, format!("{base}\n{}\n{sim}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n", mqtt_plain(port))).unwrap();
+    let from = broker.log_line_count();
+    let mut agent = spawn_agent(&config);
+    let api = api_addr(&agent);
+    agent.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent connects");
+    wait_for_subacks(&broker, from, "vigil-drift", 1);
+
+    let psi = |feature: &str| -> (Option<f64>, f64) {
+        let samples = parse_prometheus(&http_get(api, "/metrics").unwrap().text());
+        (
+            prom_value(&samples, "vigil_model_drift_psi", &[("feature", feature)]),
+            prom_value(&samples, "vigil_model_drift_windows", &[("feature", feature)]).unwrap_or(0.0),
+        )
+    };
+    let wait_windows = |want: f64| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while psi("score").1 < want {
+            assert!(Instant::now() < deadline, "scored windows stayed below {want}: {:?}", psi("score"));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Phase 1: the simulator runs to its end (15 sensors × (600 − warm-up) s / 4 s hop).
+    agent.wait_for_line(|l| l.contains("plant simulator finished"), Duration::from_secs(60)).expect("simulator finishes");
+    wait_windows(1000.0);
+    let (normal_input, normal_score) = (psi("input_z").0.expect("input PSI reported"), psi("score").0.expect("score PSI reported"));
+    let normal_windows = psi("score").1;
+    eprintln!("simulated plant: PSI input_z {normal_input:.3}, score {normal_score:.3} over {normal_windows} windows");
+    assert!(normal_input < 0.35 && normal_score < 0.35, "training-like data must not look drifted: {normal_input} {normal_score}");
+    let health: serde_json::Value = serde_json::from_slice(&http_get(api, "/api/alerts").unwrap().body).unwrap();
+    assert!(health["health"].as_array().unwrap().is_empty(), "{health}");
+
+    // Phase 2: smooth sensors, as many windows again.
+    let warm = model_warmup();
+    let n = warm + 350;
+    let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
+    for (i, base) in [20.0, 60.0, 5.0, 12.0].iter().enumerate() {
+        let s = series(40 + i as u64, t0, n, *base, None);
+        publish_lines(port, &format!("plant/n{i}/temp/value"), &s.iter().map(|&(t, v)| json_reading(t, v)).collect::<Vec<_>>(), &[]);
+    }
+    wait_windows(normal_windows + 1200.0);
+    let (drift_input, drift_score) = (psi("input_z").0.unwrap(), psi("score").0.unwrap());
+    eprintln!("with smooth sensors: PSI input_z {drift_input:.3}, score {drift_score:.3}");
+    assert!(drift_score > 0.35, "drift not detected: {drift_input} {drift_score}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alerts: serde_json::Value = serde_json::from_slice(&http_get(api, "/api/alerts").unwrap().body).unwrap();
+        if alerts["health"].as_array().unwrap().iter().any(|e| e["kind"] == "model_drift") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no model_drift health alert: {alerts}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let samples = parse_prometheus(&http_get(api, "/metrics").unwrap().text());
+    assert_eq!(prom_value(&samples, "vigil_health_alerts_total", &[("kind", "model_drift")]), Some(1.0));
+    let state: serde_json::Value = serde_json::from_slice(&http_get(api, "/api/state").unwrap().body).unwrap();
+    assert_eq!(state["drift"].as_array().unwrap().len(), 2, "{}", state["drift"]);
+    agent.terminate().unwrap();
+    assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
+    assert!(agent.lines().iter().any(|l| l.contains("agent health alert: model univariate-ae") && l.contains("score distribution drifted")));
+}

@@ -33,6 +33,7 @@ use crossbeam_channel::{bounded, unbounded};
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::alerts::health::HealthReporter;
+use crate::inference::drift::{DriftCollector, DriftMonitor};
 use crate::alerts::publish::{MqttPublisher, Publisher, StdoutPublisher};
 use crate::alerts::{self, EntityAlertState, Evaluator, Policy};
 use crate::commit_log::CommitLog;
@@ -44,7 +45,7 @@ use crate::ingest::modbus::{self, writeback::{AuditLog, WriteBackPublisher}};
 use crate::ingest::{self, mqtt, serial, simulator_source, INGEST_QUEUE};
 use crate::api::live::LiveView;
 use crate::api::{self, ApiState};
-use crate::metrics::{Metrics, ModelCollector, OutboxCollector, ProcessCollector, Registry};
+use crate::metrics::{HealthKind, Metrics, ModelCollector, OutboxCollector, ProcessCollector, Registry};
 use crate::pipeline::window::{EntityWindows, Geometry};
 use crate::pipeline::{partition_of, Worker, WorkerSettings};
 use crate::store::{self, DbContext, StoreError};
@@ -132,6 +133,11 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         false => None,
     };
     let live = config.api.enabled.then(|| Arc::new(LiveView::new(config.api.sparkline_points)));
+    let drift = DriftMonitor::from_manifest(&manifest).map(Arc::new);
+    if drift.is_none() {
+        tracing::info!("the model manifest has no feature distributions: no drift monitoring");
+    }
+    let mut health = HealthReporter::new(config.agent.id.clone(), metrics.clone(), live.clone(), None);
     let policy = Policy {
         thresholds: thresholds(&config, &runtime),
         raise_after: config.alerts.raise_after,
@@ -201,7 +207,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     let limits = BatchLimits { max_batch: config.inference.max_batch, max_wait: Duration::from_millis(config.inference.max_wait_ms) };
     {
         let metrics = metrics.clone();
-        threads.push(("inference", spawn("inference", Box::new(move || batcher::run(runtime, limits, jobs_rx, scored_tx, metrics)))?));
+        let drift = drift.clone();
+        threads.push(("inference", spawn("inference", Box::new(move || batcher::run(runtime, limits, jobs_rx, scored_tx, metrics, drift)))?));
     }
 
     // MQTT client (ingest and alert publishing share one connection).
@@ -229,13 +236,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             alert_topic: config.alerts.topic.clone(),
             review_topic: config.alerts.review_topic.clone(),
         }));
-        let health = HealthReporter::new(
-            config.agent.id.clone(),
-            metrics.clone(),
-            live.clone(),
-            Some((pub_outbound.clone(), config.alerts.topic.clone())),
-        );
-        let watch = mqtt::Watch { health, broker_stats: mqtt_cfg.broker_stats };
+        health.mqtt = Some((pub_outbound.clone(), config.alerts.topic.clone()));
+        let watch = mqtt::Watch { health: health.clone(), broker_stats: mqtt_cfg.broker_stats };
         let backoff = mqtt::Backoff { min: Duration::from_millis(mqtt_cfg.reconnect_min_ms), max: Duration::from_millis(mqtt_cfg.reconnect_max_ms) };
         let ingest_tx = ingest_tx.clone();
         // One thread per connection: the ingest loop blocks on the commit log when it is behind
@@ -320,6 +322,9 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             registry.register(metrics.clone());
             registry.register(Arc::new(OutboxCollector(outbox.clone())));
             registry.register(Arc::new(ModelCollector { model: model.clone(), review: policy.thresholds.review, alert: policy.thresholds.alert }));
+            if let Some(monitor) = &drift {
+                registry.register(Arc::new(DriftCollector { monitor: monitor.clone(), min_windows: config.alerts.drift_min_windows }));
+            }
             registry.register(Arc::new(ProcessCollector));
             let state = Arc::new(ApiState {
                 agent_id: config.agent.id.clone(),
@@ -334,6 +339,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                 sources_optional: config.api.sources_optional || config.mqtt.is_none() || config.ingest.mqtt.is_empty(),
                 mqtt_ingest: config.mqtt.is_some() && !config.ingest.mqtt.is_empty(),
                 started_ms: crate::reading::now_ms(),
+                drift: drift.clone(),
             });
             Some(rt.spawn(api::serve(listener, state)))
         }
@@ -344,6 +350,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     rt.block_on(async {
         let mut status = tokio::time::interval(Duration::from_secs(10));
         status.tick().await;
+        let mut drift_check = tokio::time::interval(Duration::from_secs(1));
         let mut done_rx = done_rx;
         loop {
             tokio::select! {
@@ -355,6 +362,11 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                 _ = status.tick() => {
                     log_status(&status_metrics);
                     release_free_memory();
+                }
+                _ = drift_check.tick(), if drift.is_some() && config.alerts.drift_psi > 0.0 => {
+                    if let Some(d) = &drift {
+                        check_drift(d, &health, config.alerts.drift_psi, config.alerts.drift_min_windows);
+                    }
                 }
             }
         }
@@ -384,6 +396,21 @@ fn release_free_memory() {
     // SAFETY: malloc_trim only releases free memory; it is thread-safe in glibc.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Raises a `model_drift` health alert (rate-limited by the reporter) for a drifted feature.
+fn check_drift(d: &DriftMonitor, health: &HealthReporter, threshold: f64, min_windows: u64) {
+    for r in d.readings() {
+        if r.windows >= min_windows && r.psi > threshold {
+            health.raise(
+                HealthKind::ModelDrift,
+                format!(
+                    "model {} {}: live {} distribution drifted from the training distribution (PSI {:.2} > {threshold} over {} windows)",
+                    d.model, d.version, r.feature, r.psi, r.windows
+                ),
+            );
+        }
     }
 }
 

@@ -269,14 +269,17 @@ pub enum HealthKind {
     BrokerDrops,
     /// A publisher's sequence numbers skipped messages.
     SequenceGap,
+    /// The model's inputs or scores drifted from its training distribution.
+    ModelDrift,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 2] = [HealthKind::BrokerDrops, HealthKind::SequenceGap];
+    pub const ALL: [HealthKind; 3] = [HealthKind::BrokerDrops, HealthKind::SequenceGap, HealthKind::ModelDrift];
     pub fn as_str(self) -> &'static str {
         match self {
             HealthKind::BrokerDrops => "broker_drops",
             HealthKind::SequenceGap => "sequence_gap",
+            HealthKind::ModelDrift => "model_drift",
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct ApiState {
     /// An MQTT ingest connection is configured (readiness waits for it).
     pub mqtt_ingest: bool,
     pub started_ms: i64,
+    /// Model drift (when the manifest has reference distributions).
+    pub drift: Option<Arc<crate::inference::drift::DriftMonitor>>,
 }
 
 /// Builds the router.
@@ -334,6 +336,8 @@ struct StateView {
     now_ms: i64,
     started_ms: i64,
     model: cloud_uplink::ModelRef,
+    /// PSI per feature against the manifest's distributions.
+    drift: Vec<crate::inference::drift::DriftReading>,
     ready: Readiness,
     counts: Counts,
     entity_count: usize,
@@ -350,6 +354,7 @@ fn state_view(s: &ApiState) -> StateView {
         now_ms: crate::reading::now_ms(),
         started_ms: s.started_ms,
         model: s.model.clone(),
+        drift: s.drift.as_ref().map(|d| d.readings()).unwrap_or_default(),
         ready: readiness(s),
         counts: Counts {
             readings_in: m.readings_in.get(),

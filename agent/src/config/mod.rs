@@ -484,6 +484,14 @@ pub struct AlertsConfig {
     /// Print each alert and clear as one line on standard output (besides the log).
     #[serde(default = "defaults::yes")]
     pub print: bool,
+    /// Raise a `model_drift` agent health alert when the population stability index of the
+    /// live model inputs or scores against the model manifest's distributions exceeds this
+    /// (0.25 is the usual "significant shift"). 0 disables the alert (the metric stays).
+    #[serde(default = "defaults::drift_psi")]
+    pub drift_psi: f64,
+    /// Scored windows needed before drift is reported or alerted on.
+    #[serde(default = "defaults::drift_min_windows")]
+    pub drift_min_windows: u64,
     /// `[[alerts.webhook]]`: HTTP(S) endpoints alerts are POSTed to (see `alerts::webhook`).
     #[serde(default)]
     pub webhook: Vec<WebhookConfig>,
@@ -561,6 +569,8 @@ impl Default for AlertsConfig {
             topic: defaults::alert_topic(),
             review_topic: defaults::review_topic(),
             print: true,
+            drift_psi: defaults::drift_psi(),
+            drift_min_windows: defaults::drift_min_windows(),
             webhook: Vec::new(),
             route: Vec::new(),
         }
@@ -822,6 +832,12 @@ mod defaults {
     }
     pub fn sparkline_points() -> usize {
         30
+    }
+    pub fn drift_psi() -> f64 {
+        0.25
+    }
+    pub fn drift_min_windows() -> u64 {
+        1000
     }
     pub fn webhook_template() -> String {
         "json".into()

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::{mse_ratio_score, window_error, ModelRuntime};
 use crate::metrics::Metrics;
+use super::drift::DriftMonitor;
 use crate::pipeline::{Stage, WindowJob};
 
 /// A scored window, on its way to the alert stage.
@@ -46,6 +47,7 @@ pub fn run(
     jobs: Receiver<Stage<WindowJob>>,
     scored: Sender<Stage<Vec<ScoredWindow>>>,
     metrics: Arc<Metrics>,
+    drift: Option<Arc<DriftMonitor>>,
 ) {
     let width = runtime.input_width();
     let scoring = Scoring {
@@ -56,6 +58,7 @@ pub fn run(
         }),
         spec: runtime.manifest().score.clone(),
         width,
+        drift,
     };
     let mut batch: Vec<WindowJob> = Vec::with_capacity(limits.max_batch);
     let mut inputs: Vec<f32> = Vec::with_capacity(limits.max_batch * width);
@@ -105,6 +108,7 @@ pub fn run(
 
 /// What turns model outputs into scores.
 struct Scoring {
+    drift: Option<Arc<DriftMonitor>>,
     model: Arc<ModelRef>,
     spec: super::manifest::ScoreSpec,
     width: usize,
@@ -149,11 +153,15 @@ fn score_batch(
         .map(|(i, job)| {
             let z = &inputs[i * width..(i + 1) * width];
             let error = window_error(&scoring.spec, z, &outputs[i * width..(i + 1) * width]);
+            let score = mse_ratio_score(error, scoring.spec.error_scale);
+            if let Some(d) = &scoring.drift {
+                d.observe(z, score);
+            }
             ScoredWindow {
                 entity: job.entity,
                 window_end_ms: job.window_end_ms,
                 error,
-                score: mse_ratio_score(error, scoring.spec.error_scale),
+                score,
                 model: scoring.model.clone(),
                 trigger_ingest: job.trigger_ingest,
             }

@@ -23,6 +23,7 @@
 use std::path::PathBuf;
 
 pub mod batcher;
+pub mod drift;
 pub mod manifest;
 pub mod runtime;
 
