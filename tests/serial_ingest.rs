@@ -8,7 +8,8 @@
 //! exact value and a wall-clock time derived from the node's relative timestamps; line noise
 //! and a frame with a flipped bit become DLQ records with their reasons; a duplicated frame is
 //! dropped; a frame lost to a serial write error is reported as a sequence gap; per-node counts
-//! are logged and exported on /metrics; the agent stops cleanly and never panics.
+//! are logged and exported on /metrics; after the cable is unplugged and plugged in again the
+//! agent reopens the port and reads on; the agent stops cleanly and never panics.
 
 mod support;
 
@@ -24,6 +25,7 @@ use embedded_hal_mock::eh1::spi::{Mock as SpiMock, Transaction as SpiTx};
 use embedded_hal_nb::serial::{ErrorKind, ErrorType, Write as SerialWrite};
 use firmware_bridge::drivers::{Mcp3008, Tmp102};
 use firmware_bridge::gateway::FrameDecoder;
+use firmware_bridge::host::StdSerial;
 use firmware_bridge::node::{Clock, Node, NodeConfig, NodeError};
 use firmware_bridge::wire::{self, FrameHeader, Quality, WireReading};
 use support::*;
@@ -122,7 +124,7 @@ fn corrupted_frame() -> Vec<u8> {
 
 #[test]
 fn serial_nodes_feed_the_agent_over_a_pty() {
-    let pty = PtyPair::start().expect("socat pty pair");
+    let mut pty = PtyPair::start().expect("socat pty pair");
     let dir = tempfile::tempdir().unwrap();
     let (data, outbox) = (dir.path().join("data"), dir.path().join("outbox"));
     let config = dir.path().join("vigil.toml");
@@ -130,7 +132,7 @@ fn serial_nodes_feed_the_agent_over_a_pty() {
     std::fs::write(
         &config,
         format!(
-            "{}\n[[ingest.serial]]\nport = {}\nbaud = 115200\nentity = \"plant.node{{node}}.ch{{channel}}\"\nmax_frame_bytes = 128\n",
+            "{}\n[[ingest.serial]]\nport = {}\nbaud = 115200\nentity = \"plant.node{{node}}.ch{{channel}}\"\nmax_frame_bytes = 128\nreopen_ms = 100\n",
             base_config(id, &data, &outbox),
             q(pty.a())
         ),
@@ -273,6 +275,26 @@ fn serial_nodes_feed_the_agent_over_a_pty() {
     assert_eq!(prom_value(&samples, "vigil_serial_ports_open", &[]), Some(1.0));
     // A serial-only gateway is ready without MQTT.
     assert_eq!(http_get(api_addr(&agent), "/ready").expect("GET /ready").status, 200);
+
+    // --- the cable is pulled out and plugged in again: the agent reopens the port ---------------
+    let before = agent.line_count();
+    drop((node1, node2, raw_tty));
+    pty.replug().expect("socat replugged");
+    agent
+        .wait_for_line_after(before, |l| l.contains("serial port read failed; reopening") || l.contains("cannot open serial port"), Duration::from_secs(30))
+        .expect("the agent notices the unplugged port");
+    agent.wait_for_line_after(before, |l| l.contains("serial port opened"), Duration::from_secs(30)).expect("the agent reopens the port");
+    let tty = std::fs::OpenOptions::new().write(true).open(pty.b()).expect("open the nodes' end again");
+    let mut node3: Node<StdSerial<std::fs::File>, UptimeClock, 2, 64> = Node::new(NodeConfig { node_id: 3, boot_id: 1 }, StdSerial::new(tty), UptimeClock(Instant::now()));
+    node3.record(0, 123.25, Quality::Good).unwrap();
+    node3.record(1, -7.5, Quality::Uncertain).unwrap();
+    let records = wait_for_outbox(&outbox, Duration::from_secs(30), Some(&agent), "node 3's readings after the replug", |recs| {
+        readings(recs).iter().filter(|(e, _, _)| e.starts_with("plant.node3.")).count() == 2
+    });
+    let uncertain = records.iter().any(|r| {
+        matches!(&r.body, Body::Reading { entity, value, quality, .. } if entity == "plant.node3.ch1" && *value == -7.5 && *quality == cloud_uplink::Quality::Uncertain)
+    });
+    assert!(uncertain, "quality travels with the reading");
 
     agent.terminate().unwrap();
     let status = agent.wait_timeout(Duration::from_secs(30)).expect("agent stops on SIGTERM");

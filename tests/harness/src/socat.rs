@@ -20,22 +20,38 @@ impl PtyPair {
     /// transfer loop" log line).
     pub fn start() -> Result<PtyPair> {
         let dir = tempfile::Builder::new().prefix("vigil-pty-").tempdir().map_err(HarnessError::io("creating pty tempdir"))?;
-        let (a, b) = (dir.path().join("ttyA"), dir.path().join("ttyB"));
+        let proc = Self::spawn(dir.path())?;
+        Ok(PtyPair { dir, proc })
+    }
+
+    /// Unplugs the cable: socat is killed, both ttys disappear (a reader gets an I/O error),
+    /// then a new pair appears under the same two paths — like a USB serial adapter pulled
+    /// out and plugged in again.
+    pub fn replug(&mut self) -> Result<()> {
+        self.proc.kill_9()?;
+        // socat removes its links when it exits normally, not when killed.
+        for link in [self.a(), self.b()] {
+            let _ = std::fs::remove_file(link);
+        }
+        self.proc = Self::spawn(self.dir.path())?;
+        Ok(())
+    }
+
+    fn spawn(dir: &Path) -> Result<Proc> {
+        let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
         let mut cmd = Command::new("socat");
         cmd.arg("-d").arg("-d");
         for link in [&a, &b] {
             cmd.arg(format!("pty,raw,echo=0,link={}", link.display()));
         }
-        let out = LineBuffer::new();
-        let proc = Proc::spawn("socat", cmd, out.clone(), None)?;
-        let pair = PtyPair { dir, proc };
-        pair.proc.out.wait_for("socat's data transfer loop", |l| l.contains("starting data transfer loop"), Duration::from_secs(10))?;
+        let proc = Proc::spawn("socat", cmd, LineBuffer::new(), None)?;
+        proc.out.wait_for("socat's data transfer loop", |l| l.contains("starting data transfer loop"), Duration::from_secs(10))?;
         for link in [&a, &b] {
             if !link.exists() {
                 return Err(HarnessError::MissingFile(link.clone()));
             }
         }
-        Ok(pair)
+        Ok(proc)
     }
 
     /// One end (give it to the agent).
