@@ -27,7 +27,7 @@ fn valid_config_prints_the_effective_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ok.toml");
     let text = format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\n[[ingest.serial]]\nport = \"/dev/ttyUSB7\"\nbaud = 57600\nentity = \"line1.n{{node}}.c{{channel}}\"\n",
         base_config("ok", &dir.path().join("data"), &dir.path().join("outbox")),
         mqtt_plain(18830),
         FLOW_SUBSCRIPTIONS
@@ -46,6 +46,7 @@ fn valid_config_prints_the_effective_pipeline() {
         "subscribe batch/+".into(),
         "subscribe num/+".into(),
         "entity={line}.{sensor}".into(),
+        "serial /dev/ttyUSB7 at 57600 baud (8N1): firmware-bridge frames <= 256 B, entity=line1.n{node}.c{channel}".into(),
         format!("inference: {name} {version} (sha256 {sha})"),
         format!("sliding windows: size {SIZE_MS} ms, hop {HOP_MS} ms"),
         "alerts: review >= 0.3, alert >= 0.4, raise after 1".into(),
