@@ -24,7 +24,7 @@ struct Consumed {
     offset: i64,
     key: Option<String>,
     headers: HashMap<String, Option<String>>,
-    value_b64: String,
+    value_hex: String,
 }
 
 /// A consumed Kafka message with its decoded envelope.
@@ -38,31 +38,6 @@ struct KafkaRecord {
     envelope: Envelope,
 }
 
-fn b64(s: &str) -> Vec<u8> {
-    // Standard padded base64 (Python's b64encode).
-    let table = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("bad base64 {c}"),
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let v: Vec<u32> = chunk.iter().map(|&c| table(c) as u32).collect();
-        let n = v.iter().enumerate().fold(0u32, |acc, (i, x)| acc | x << (18 - 6 * i));
-        out.push((n >> 16) as u8);
-        if v.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if v.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    out
-}
 
 /// Everything on `topics`, read by the independent consumer until at least `min` records.
 fn consume(port: u16, topics: &[&str], min: usize, timeout: Duration) -> Vec<KafkaRecord> {
@@ -74,7 +49,7 @@ fn consume(port: u16, topics: &[&str], min: usize, timeout: Duration) -> Vec<Kaf
         .lines()
         .map(|l| {
             let c: Consumed = serde_json::from_str(l).unwrap();
-            let envelope = decode_cbor(&b64(&c.value_b64)).unwrap_or_else(|e| panic!("offset {} does not decode: {e}", c.offset));
+            let envelope = decode_cbor(&hex::decode(&c.value_hex).unwrap()).unwrap_or_else(|e| panic!("offset {} does not decode: {e}", c.offset));
             KafkaRecord {
                 topic: c.topic,
                 partition: c.partition,

@@ -15,34 +15,9 @@ use vigil_test_harness::{free_port, run_peer_script, AgentProcess, Mosquitto, Mo
 #[derive(Deserialize)]
 struct Object {
     key: String,
-    body_b64: String,
+    body_hex: String,
 }
 
-fn b64(s: &str) -> Vec<u8> {
-    let table = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => (c - b'A') as u32,
-            b'a'..=b'z' => (c - b'a' + 26) as u32,
-            b'0'..=b'9' => (c - b'0' + 52) as u32,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("bad base64"),
-        }
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | table(c) << (18 - 6 * i));
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    out
-}
 
 /// Every object in the bucket: (key, decoded records).
 fn objects(s3: &Server, bucket: &str) -> Vec<(String, Vec<Envelope>)> {
@@ -52,7 +27,7 @@ fn objects(s3: &Server, bucket: &str) -> Vec<(String, Vec<Envelope>)> {
         .lines()
         .map(|l| {
             let o: Object = serde_json::from_str(l).unwrap();
-            let records = decode_object(&b64(&o.body_b64)).unwrap_or_else(|e| panic!("{}: {e}", o.key));
+            let records = decode_object(&hex::decode(&o.body_hex).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", o.key));
             (o.key, records)
         })
         .collect()

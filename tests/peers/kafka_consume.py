@@ -7,10 +7,9 @@ Reads every partition of every TOPIC from the beginning (explicit assignment, no
 tansu's group join is slow) until at least MIN_RECORDS records arrived in total and the topics
 are drained, or TIMEOUT_S passes. With VIGIL_KAFKA_CA set (a PEM file), connects over TLS
 trusting that CA. Prints one JSON object per record on stdout:
-{"topic", "partition", "offset", "key", "headers": {name: text}, "value_b64", "timestamp_ms"}.
+{"topic", "partition", "offset", "key", "headers": {name: text}, "value_hex", "timestamp_ms"}.
 Exits 3 on timeout (after printing what it got), so the test sees the shortfall.
 """
-import base64
 import json
 import os
 import sys
@@ -69,7 +68,7 @@ def main():
             "offset": m.offset(),
             "key": m.key().decode("utf-8", "replace") if m.key() is not None else None,
             "headers": headers,
-            "value_b64": base64.b64encode(m.value() or b"").decode(),
+            "value_hex": (m.value() or b"").hex(),
             "timestamp_ms": m.timestamp()[1],
         }), flush=True)
         got += 1

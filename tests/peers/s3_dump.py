@@ -4,10 +4,9 @@
 Usage: s3_dump.py ENDPOINT BUCKET [PREFIX]
 
 Lists every object under PREFIX and prints one JSON object per object on stdout:
-{"key", "size", "body_b64"}. Exits 0 with no output when the bucket is empty; non-zero when the
+{"key", "size", "body_hex"}. Exits 0 with no output when the bucket is empty; non-zero when the
 bucket does not exist or the server is unreachable.
 """
-import base64
 import json
 import sys
 
@@ -22,7 +21,7 @@ def main():
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
             body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-            print(json.dumps({"key": o["Key"], "size": o["Size"], "body_b64": base64.b64encode(body).decode()}))
+            print(json.dumps({"key": o["Key"], "size": o["Size"], "body_hex": body.hex()}))
 
 
 if __name__ == "__main__":
