@@ -131,18 +131,21 @@ pub struct PlantAgent {
 
 impl PlantAgent {
     pub fn start(broker: &Mosquitto, id: &str) -> PlantAgent {
+        PlantAgent::start_with(broker, id, |config| config)
+    }
+
+    /// Like [`PlantAgent::start`], with the config text passed through `edit` first (e.g. to
+    /// append `[uplink.kafka]`).
+    pub fn start_with(broker: &Mosquitto, id: &str, edit: impl FnOnce(String) -> String) -> PlantAgent {
         let dir = tempfile::tempdir().unwrap();
         let (data, outbox) = (dir.path().join("data"), dir.path().join("outbox"));
         let config = dir.path().join("vigil.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{}\n{}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n",
-                base_config(id, &data, &outbox),
-                mqtt_plain(broker.plain_port())
-            ),
-        )
-        .unwrap();
+        let text = format!(
+            "{}\n{}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n",
+            base_config(id, &data, &outbox),
+            mqtt_plain(broker.plain_port())
+        );
+        std::fs::write(&config, edit(text)).unwrap();
         let from = broker.log_line_count();
         let agent = spawn_agent(&config);
         agent.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent connects");
@@ -371,6 +374,14 @@ pub fn publish_lines(port: u16, topic: &str, lines: &[String], extra: &[String])
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Publishes `series` (event time ms, value) for `entity` (`line.sensor`) as JSON readings on
+/// `plant/line/sensor/value` (the [`PlantAgent`] subscription).
+pub fn publish_series(broker: &Mosquitto, entity: &str, series: &[(i64, f64)]) {
+    let topic = format!("plant/{}/value", entity.replace('.', "/"));
+    let lines: Vec<String> = series.iter().map(|&(t, v)| json_reading(t, v)).collect();
+    publish_lines(broker.plain_port(), &topic, &lines, &[]);
 }
 
 /// Asserts the agent never panicked (no "panicked" in its output).

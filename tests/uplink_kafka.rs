@@ -73,6 +73,12 @@ fn kind(e: &Envelope) -> &'static str {
     }
 }
 
+/// An agent on `broker` with `uplink` appended to its config and debug logs of the outbox (the
+/// tests follow its deliveries).
+fn start_agent(broker: &Mosquitto, id: &str, uplink: &str) -> PlantAgent {
+    PlantAgent::start_with(broker, id, |c| format!("{}\n{uplink}", c.replace("log = \"info\"", "log = \"info,cloud_uplink=debug\"")))
+}
+
 /// Checks the records' Kafka framing (key, headers, partition) and, per (topic, partition, key,
 /// kind), ascending seq in offset order once duplicates (redeliveries) are ignored. (Across kinds
 /// the outbox drains by priority — alerts first — so a topic shared by several kinds interleaves
@@ -116,40 +122,6 @@ fn kafka_section(port: u16, partitions: u32, topics: [&str; 4], extra: &str) -> 
     )
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    config: std::path::PathBuf,
-    outbox: std::path::PathBuf,
-    agent: AgentProcess,
-}
-
-fn start_agent(broker: &Mosquitto, id: &str, uplink: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, outbox) = (dir.path().join("data"), dir.path().join("outbox"));
-    let config = dir.path().join("vigil.toml");
-    let base = base_config(id, &data, &outbox).replace("log = \"info\"", "log = \"info,cloud_uplink=debug\"");
-    std::fs::write(
-        &config,
-        format!(
-            "{base}\n{}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n\n{uplink}",
-            mqtt_plain(broker.plain_port())
-        ),
-    )
-    .unwrap();
-    let from = broker.log_line_count();
-    let agent = spawn_agent(&config);
-    agent.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent connects");
-    wait_for_subacks(broker, from, &format!("vigil-{id}"), 1);
-    Setup { _dir: dir, config, outbox, agent }
-}
-
-/// Publishes `series` for `entity` (`line.sensor`).
-fn publish(broker: &Mosquitto, entity: &str, series: &[(i64, f64)]) {
-    let topic = format!("plant/{}/value", entity.replace('.', "/"));
-    let lines: Vec<String> = series.iter().map(|&(t, v)| json_reading(t, v)).collect();
-    publish_lines(broker.plain_port(), &topic, &lines, &[]);
-}
-
 fn wait_outbox_readings(outbox: &Path, agent: &AgentProcess, n: usize, alerts: usize) -> Vec<Envelope> {
     wait_for_outbox(outbox, Duration::from_secs(90), Some(agent), &format!("{n} readings, {alerts} alerts"), |r| {
         r.iter().filter(|e| matches!(e.body, Body::Reading { .. })).count() >= n
@@ -166,9 +138,9 @@ fn kafka_receives_every_record_keyed_by_entity_in_order() {
     let s = start_agent(&broker, "kafka-e2e", &kafka_section(kafka.port(), 3, TOPICS, ""));
     let n = model_warmup() + 40;
     let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
-    publish(&broker, "l1.temp", &series(1, t0, n, 20.0, Some(n - 10)));
-    publish(&broker, "l2.temp", &series(2, t0, n, 50.0, None));
-    publish(&broker, "l3.temp", &series(3, t0, n, 80.0, None));
+    publish_series(&broker, "l1.temp", &series(1, t0, n, 20.0, Some(n - 10)));
+    publish_series(&broker, "l2.temp", &series(2, t0, n, 50.0, None));
+    publish_series(&broker, "l3.temp", &series(3, t0, n, 80.0, None));
     publish_lines(broker.plain_port(), "plant/l3/temp/value", &["not a reading".to_string()], &[]);
     let reference = wait_outbox_readings(&s.outbox, &s.agent, 3 * n, 1);
     let reference = wait_for_outbox(&s.outbox, Duration::from_secs(30), Some(&s.agent), "the DLQ record", |r| {
@@ -212,7 +184,7 @@ fn kafka_outage_and_crash_mid_drain_lose_nothing_and_alerts_go_first() {
     let full: Vec<Vec<(i64, f64)>> =
         entities.iter().enumerate().map(|(i, _)| series(20 + i as u64, t0, n1 + n2, 30.0 + 10.0 * i as f64, (i == 0).then_some(n1 + n2 - 20))).collect();
     for (e, ser) in entities.iter().zip(&full) {
-        publish(&broker, e, &ser[..n1]);
+        publish_series(&broker, e, &ser[..n1]);
     }
     wait_outbox_readings(&s.outbox, &s.agent, 3 * n1, 0);
     consume(kafka.port(), &["vigil.all"], 3 * n1, Duration::from_secs(60));
@@ -220,7 +192,7 @@ fn kafka_outage_and_crash_mid_drain_lose_nothing_and_alerts_go_first() {
     // Phase 2: broker down; the agent keeps ingesting (the directory sink keeps delivering).
     kafka.stop().unwrap();
     for (e, ser) in entities.iter().zip(&full) {
-        publish(&broker, e, &ser[n1..]);
+        publish_series(&broker, e, &ser[n1..]);
     }
     let reference = wait_outbox_readings(&s.outbox, &s.agent, 3 * (n1 + n2), 1);
     let from = s.agent.line_count();

@@ -10,7 +10,7 @@ use cloud_uplink::s3_sink::decode_object;
 use cloud_uplink::{Body, Envelope};
 use serde::Deserialize;
 use support::*;
-use vigil_test_harness::{free_port, run_peer_script, AgentProcess, Mosquitto, MosquittoOptions, MotoS3, Server};
+use vigil_test_harness::{free_port, run_peer_script, Mosquitto, MosquittoOptions, MotoS3, Server};
 
 #[derive(Deserialize)]
 struct Object {
@@ -76,37 +76,17 @@ fn check_object_name(key: &str, records: &[Envelope], agent: &str) {
     assert_eq!(parts[6], format!("{:020}-{:020}.jsonl.zst", seqs[0], seqs[seqs.len() - 1]));
 }
 
-/// Starts an agent on `broker` with `uplink` appended to the test base config; `outbox` lines go
-/// into `[uplink.outbox]`; `with_directory: false` drops the base config's directory sink.
-fn start_agent(broker: &Mosquitto, id: &str, uplink: &str, with_directory: bool, outbox_settings: &str) -> (tempfile::TempDir, std::path::PathBuf, AgentProcess) {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, outbox) = (dir.path().join("data"), dir.path().join("outbox"));
-    let config = dir.path().join("vigil.toml");
-    let mut base = base_config(id, &data, &outbox).replace("log = \"info\"", "log = \"info,cloud_uplink=debug\"");
-    if !with_directory {
-        let cut = base.find("[uplink.directory]").unwrap();
-        base.truncate(cut);
-    }
-    base = base.replace("[uplink.outbox]\n", &format!("[uplink.outbox]\n{outbox_settings}\n"));
-    std::fs::write(
-        &config,
-        format!(
-            "{base}\n{}\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n\n{uplink}",
-            mqtt_plain(broker.plain_port())
-        ),
-    )
-    .unwrap();
-    let from = broker.log_line_count();
-    let agent = spawn_agent(&config);
-    agent.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent connects");
-    wait_for_subacks(broker, from, &format!("vigil-{id}"), 1);
-    (dir, config, agent)
-}
-
-fn publish(broker: &Mosquitto, entity: &str, series: &[(i64, f64)]) {
-    let topic = format!("plant/{}/value", entity.replace('.', "/"));
-    let lines: Vec<String> = series.iter().map(|&(t, v)| json_reading(t, v)).collect();
-    publish_lines(broker.plain_port(), &topic, &lines, &[]);
+/// An agent on `broker` with `uplink` appended to its config, `outbox_settings` in
+/// `[uplink.outbox]`, and without the base config's directory sink unless `with_directory`.
+fn start_agent(broker: &Mosquitto, id: &str, uplink: &str, with_directory: bool, outbox_settings: &str) -> PlantAgent {
+    PlantAgent::start_with(broker, id, |mut c| {
+        if !with_directory {
+            let (a, b) = (c.find("[uplink.directory]").unwrap(), c.find("[mqtt]").unwrap());
+            c.replace_range(a..b, "");
+        }
+        let c = c.replace("[uplink.outbox]\n", &format!("[uplink.outbox]\n{outbox_settings}\n"));
+        format!("{}\n{uplink}", c.replace("log = \"info\"", "log = \"info,cloud_uplink=debug\""))
+    })
 }
 
 /// Objects appear under the partitioned names and decode back to exactly the records the
@@ -123,8 +103,7 @@ fn s3_objects_are_partitioned_decode_exactly_and_survive_an_outage() {
          access_key_id = \"test\"\nsecret_access_key = \"test\"\nmax_object_age_s = 1\nrequest_timeout_ms = 3000\nkinds = [\"reading\", \"score\", \"alert\", \"dlq\"]\n",
         MotoS3::endpoint(&s3)
     );
-    let (dir, _config, agent) = start_agent(&broker, id, &uplink, true, "");
-    let outbox = dir.path().join("outbox");
+    let PlantAgent { dir: _dir, outbox, agent, .. } = start_agent(&broker, id, &uplink, true, "");
 
     let warm = model_warmup();
     let (n1, n2) = (warm + 20, 60);
@@ -132,8 +111,8 @@ fn s3_objects_are_partitioned_decode_exactly_and_survive_an_outage() {
     let t0 = now_ms().div_euclid(3_600_000) * 3_600_000 - 3_600_000 - (n1 as i64 / 2) * STEP_MS;
     let a = series(31, t0, n1 + n2, 40.0, Some(n1 + n2 - 10));
     let b = series(32, t0, n1 + n2, 60.0, None);
-    publish(&broker, "x.temp", &a[..n1]);
-    publish(&broker, "y.temp", &b[..n1]);
+    publish_series(&broker, "x.temp", &a[..n1]);
+    publish_series(&broker, "y.temp", &b[..n1]);
     let phase1 = wait_for_outbox(&outbox, Duration::from_secs(60), Some(&agent), "phase 1 readings", |r| {
         r.iter().filter(|e| matches!(e.body, Body::Reading { .. })).count() >= 2 * n1
     });
@@ -151,8 +130,8 @@ fn s3_objects_are_partitioned_decode_exactly_and_survive_an_outage() {
 
     // Outage: moto down while the rest (with the anomaly) is ingested.
     s3.stop().unwrap();
-    publish(&broker, "x.temp", &a[n1..]);
-    publish(&broker, "y.temp", &b[n1..]);
+    publish_series(&broker, "x.temp", &a[n1..]);
+    publish_series(&broker, "y.temp", &b[n1..]);
     let reference = wait_for_outbox(&outbox, Duration::from_secs(60), Some(&agent), "all readings and the alert", |r| {
         r.iter().filter(|e| matches!(e.body, Body::Reading { .. })).count() >= 2 * (n1 + n2)
             && r.iter().any(|e| matches!(e.body, Body::Alert { .. }))
@@ -205,12 +184,12 @@ fn tiny_quota_with_a_dead_sink_drops_only_readings_and_keeps_alerts() {
     let uplink = format!(
         "[uplink.kafka]\nbrokers = [\"127.0.0.1:{dead}\"]\nrequest_timeout_ms = 500\n[uplink.kafka.topics]\nreading = \"r\"\nscore = \"s\"\nalert = \"a\"\ndlq = \"d\"\n"
     );
-    let (dir, config, mut agent) = start_agent(&broker, "quota", &uplink, false, "quota_bytes = 150000");
+    let PlantAgent { dir, config, mut agent, .. } = start_agent(&broker, "quota", &uplink, false, "quota_bytes = 150000");
     let warm = model_warmup();
     let n = warm + 200;
     let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
-    publish(&broker, "q.temp", &series(41, t0, n, 40.0, Some(n - 30)));
-    publish(&broker, "r.temp", &series(42, t0, n, 70.0, None));
+    publish_series(&broker, "q.temp", &series(41, t0, n, 40.0, Some(n - 30)));
+    publish_series(&broker, "r.temp", &series(42, t0, n, 70.0, None));
     agent
         .wait_for_line(|l| l.contains("state=raised") || l.contains("state=\"raised\""), Duration::from_secs(60))
         .expect("the anomaly raises an alert");
