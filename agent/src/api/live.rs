@@ -2,10 +2,11 @@
 //!
 //! # Design constraints
 //!
-//! - **Bounded memory.** Per entity: the latest reading, the latest features, the latest score
-//!   and two rings of `api.sparkline_points` values (`f32`) — about 300 bytes with the default
-//!   30 points. Globally: the last [`RECENT_SCORES`] scores, the open alerts, the last
-//!   [`RECENT_EVENTS`] review and health events.
+//! - **Bounded memory.** Per entity: the latest reading, the latest score and two rings of
+//!   `api.sparkline_points` values (`f32`) — about 200 bytes with the default 16 points (0
+//!   keeps no rings). Features are not copied here: the API reads them from the feature store
+//!   (`features` table, written at each checkpoint). Globally: the last [`RECENT_SCORES`]
+//!   scores, the open alerts, the last [`RECENT_EVENTS`] review and health events.
 //! - **Cheap for the data path.** Workers lock once per batch of readings they received (not
 //!   per reading); the alert stage once per scored batch. The API locks to copy what it serves.
 //!   Nothing here is durable: it is rebuilt from live traffic after a restart (the durable
@@ -29,22 +30,42 @@ pub const RECENT_SCORES: usize = 500;
 /// Review and health events kept.
 pub const RECENT_EVENTS: usize = 100;
 
-/// A fixed-size ring of recent values, oldest first.
+/// A fixed-size ring of recent values: one exact allocation, `next` is the slot to write.
 #[derive(Debug, Clone, Default)]
 struct Ring {
-    values: VecDeque<f32>,
+    values: Box<[f32]>,
+    len: u16,
+    next: u16,
 }
 
 impl Ring {
     fn push(&mut self, v: f64, cap: usize) {
-        if self.values.len() >= cap {
-            self.values.pop_front();
+        if cap == 0 {
+            return;
         }
-        if self.values.capacity() == 0 {
-            self.values.reserve_exact(cap);
+        if self.values.is_empty() {
+            self.values = vec![0.0; cap.min(u16::MAX as usize)].into_boxed_slice();
         }
-        self.values.push_back(v as f32);
+        let n = self.values.len();
+        self.values[self.next as usize] = v as f32;
+        self.next = ((self.next as usize + 1) % n) as u16;
+        self.len = (self.len as usize + 1).min(n) as u16;
     }
+
+    /// Oldest first.
+    fn to_vec(&self) -> Vec<f32> {
+        let n = self.values.len();
+        let start = (self.next as usize + n - self.len as usize) % n.max(1);
+        (0..self.len as usize).map(|i| self.values[(start + i) % n]).collect()
+    }
+}
+
+/// The latest score of an entity, compactly.
+#[derive(Debug, Clone, Copy)]
+struct LastScore {
+    window_end_ms: i64,
+    score: f32,
+    band: &'static str,
 }
 
 #[derive(Debug, Default)]
@@ -52,8 +73,7 @@ struct EntityState {
     last_event_ms: i64,
     last_value: f64,
     values: Ring,
-    features: Option<Features>,
-    score: Option<ScoreView>,
+    score: Option<LastScore>,
     scores: Ring,
 }
 
@@ -76,6 +96,7 @@ pub struct EntityView {
     /// Recent values and scores, oldest first (sparklines).
     pub values: Vec<f32>,
     pub scores: Vec<f32>,
+    /// The latest window's features from the feature store (as of the last checkpoint).
     pub features: Option<Features>,
     pub score: Option<ScoreView>,
     /// An alert is raised for this entity.
@@ -126,7 +147,6 @@ pub struct AppliedReading {
     pub entity: Arc<str>,
     pub event_time_ms: i64,
     pub value: f64,
-    pub features: Option<Features>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -175,9 +195,6 @@ impl LiveView {
                 e.last_value = r.value;
             }
             e.values.push(r.value, cap);
-            if r.features.is_some() {
-                e.features = r.features;
-            }
         }
     }
 
@@ -189,7 +206,7 @@ impl LiveView {
             for s in &scores {
                 if let Some(e) = entities.get_mut(s.entity.as_str()) {
                     e.scores.push(s.score, cap);
-                    e.score = Some(s.clone());
+                    e.score = Some(LastScore { window_end_ms: s.window_end_ms, score: s.score as f32, band: s.band });
                 }
             }
         }
@@ -281,7 +298,7 @@ impl LiveView {
         let mut keys: Vec<(&Arc<str>, &EntityState)> =
             entities.iter().filter(|(k, _)| filter.is_none_or(|f| k.contains(f))).collect();
         let rank = |(k, e): &(&Arc<str>, &EntityState)| {
-            (!open.contains(k.as_ref()), -(e.score.as_ref().map_or(-1.0, |s| s.score) * 1e6) as i64, k.to_string())
+            (!open.contains(k.as_ref()), -(e.score.as_ref().map_or(-1.0, |s| s.score as f64) * 1e6) as i64, k.to_string())
         };
         if keys.len() > limit {
             keys.select_nth_unstable_by_key(limit, rank);
@@ -293,10 +310,10 @@ impl LiveView {
                 entity: k.to_string(),
                 last_event_ms: e.last_event_ms,
                 last_value: e.last_value,
-                values: e.values.values.iter().copied().collect(),
-                scores: e.scores.values.iter().copied().collect(),
-                features: e.features.clone(),
-                score: e.score.clone(),
+                values: e.values.to_vec(),
+                scores: e.scores.to_vec(),
+                features: None,
+                score: e.score.map(|s| ScoreView { entity: k.to_string(), window_end_ms: s.window_end_ms, score: s.score as f64, band: s.band }),
                 alert: open.contains(k.as_ref()),
             })
             .collect()
@@ -325,7 +342,7 @@ mod tests {
     fn sparklines_are_bounded_and_alerts_open_until_cleared() {
         let live = LiveView::new(3);
         let mut batch: Vec<AppliedReading> = (0..5)
-            .map(|i| AppliedReading { entity: Arc::from("e1"), event_time_ms: i, value: i as f64, features: None })
+            .map(|i| AppliedReading { entity: Arc::from("e1"), event_time_ms: i, value: i as f64 })
             .collect();
         live.readings(&mut batch);
         live.scored(vec![ScoreView { entity: "e1".into(), window_end_ms: 4, score: 0.9, band: "alert" }], &[message("e1", "raised")]);

@@ -148,8 +148,20 @@ struct ListQuery {
     filter: Option<String>,
 }
 
+/// Entities from the live view, with their features from the feature store.
+fn entity_views(s: &ApiState, limit: usize, filter: Option<&str>) -> Vec<live::EntityView> {
+    let mut views = s.live.entities(limit, filter);
+    let table = s.db.begin_read().ok().and_then(|t| t.open_table(store::FEATURES).ok());
+    if let Some(table) = table {
+        for v in &mut views {
+            v.features = table.get(v.entity.as_str()).ok().flatten().and_then(|g| serde_json::from_slice(g.value()).ok());
+        }
+    }
+    views
+}
+
 async fn entities(State(s): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Response {
-    Json(s.live.entities(q.limit.unwrap_or(1000), q.filter.as_deref())).into_response()
+    Json(entity_views(&s, q.limit.unwrap_or(1000), q.filter.as_deref())).into_response()
 }
 
 async fn scores(State(s): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Response {
@@ -366,7 +378,7 @@ fn state_view(s: &ApiState) -> StateView {
             sequence_gaps: m.seq_gaps.get(),
         },
         entity_count: s.live.entity_count(),
-        entities: s.live.entities(STATE_ENTITIES, None),
+        entities: entity_views(s, STATE_ENTITIES, None),
         alerts: alerts_view(s),
         dlq: dlq_view(s, 5).ok(),
         uplink: uplink_view(s).ok(),

@@ -104,7 +104,8 @@ pub struct ApiConfig {
     /// the MQTT ingest connection.
     #[serde(default)]
     pub sources_optional: bool,
-    /// Recent values and scores kept per entity for the dashboard's sparklines.
+    /// Recent values and scores kept per entity for the dashboard's sparklines (4 bytes each,
+    /// twice per entity; 0 keeps none).
     #[serde(default = "defaults::sparkline_points")]
     pub sparkline_points: usize,
 }
@@ -831,7 +832,7 @@ mod defaults {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
     }
     pub fn sparkline_points() -> usize {
-        30
+        16
     }
     pub fn drift_psi() -> f64 {
         0.25

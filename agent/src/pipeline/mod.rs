@@ -207,7 +207,7 @@ impl Worker {
             let _ = to_inference.send(Stage::Item(job));
         });
         if self.live.is_some() {
-            applied.push(AppliedReading { entity: key, event_time_ms: reading.event_time_ms, value: reading.value, features: state.features.clone() });
+            applied.push(AppliedReading { entity: key, event_time_ms: reading.event_time_ms, value: reading.value });
         }
     }
 
