@@ -87,6 +87,18 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
     if config.mqtt.is_some() {
         let _ = writeln!(s, "  publish to `{}`, review events to `{}`", a.topic, a.review_topic);
     }
+    for w in &a.webhook {
+        let routes: Vec<String> = a
+            .route
+            .iter()
+            .filter(|r| r.to.contains(&w.name))
+            .map(|r| format!("{} of {}", r.kinds.join("/"), r.entities.join(",")))
+            .collect();
+        let _ = writeln!(s, "  webhook {} ({:?}, template {}): {}", w.name, w.kind, w.template, if routes.is_empty() { "no route sends to it".to_string() } else { routes.join("; ") });
+    }
+    if a.drift_psi > 0.0 {
+        let _ = writeln!(s, "  model drift alert above PSI {} (after {} windows)", a.drift_psi, a.drift_min_windows);
+    }
     let _ = writeln!(s, "uplink: outbox quota {}, when full: {:?}", if config.uplink.outbox.quota_bytes == 0 { "unlimited".to_string() } else { format!("{} B", config.uplink.outbox.quota_bytes) }, config.uplink.outbox.when_full);
     if let Some(d) = &config.uplink.directory {
         let _ = writeln!(s, "  directory sink: {}", d.path.display());
@@ -120,6 +132,16 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
             b.max_object_records,
             b.max_object_age_s
         );
+    }
+    if config.api.enabled {
+        let _ = writeln!(
+            s,
+            "api: http://{}/ (metrics, health, JSON API, dashboard); state changes {}",
+            config.api.listen,
+            if config.api.token.is_some() { "need the bearer token" } else { "disabled (no api.token)" }
+        );
+    } else {
+        let _ = writeln!(s, "api: disabled");
     }
     print!("{s}");
     Ok(())
