@@ -250,19 +250,17 @@ pub fn wait_for_outbox(
     }
 }
 
+/// A record's kind as on the wire (`reading`, `score`, ...; `unknown` for kinds this build does
+/// not know).
+pub fn kind(e: &Envelope) -> &'static str {
+    e.class().map_or("unknown", |c| c.as_str())
+}
+
 /// Counts of records per kind.
 pub fn summary(records: &[Envelope]) -> String {
     let mut m: BTreeMap<&str, usize> = BTreeMap::new();
     for r in records {
-        let k = match &r.body {
-            Body::Reading { .. } => "reading",
-            Body::Score { .. } => "score",
-            Body::Alert { .. } => "alert",
-            Body::Dlq { .. } => "dlq",
-            Body::Heartbeat { .. } => "heartbeat",
-            Body::Unknown => "unknown",
-        };
-        *m.entry(k).or_default() += 1;
+        *m.entry(kind(r)).or_default() += 1;
     }
     format!("{m:?}")
 }

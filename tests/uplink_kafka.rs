@@ -62,17 +62,6 @@ fn consume(port: u16, topics: &[&str], min: usize, timeout: Duration) -> Vec<Kaf
         .collect()
 }
 
-fn kind(e: &Envelope) -> &'static str {
-    match e.body {
-        Body::Reading { .. } => "reading",
-        Body::Score { .. } => "score",
-        Body::Alert { .. } => "alert",
-        Body::Dlq { .. } => "dlq",
-        Body::Heartbeat { .. } => "heartbeat",
-        Body::Unknown => "unknown",
-    }
-}
-
 /// An agent on `broker` with `uplink` appended to its config and debug logs of the outbox (the
 /// tests follow its deliveries).
 fn start_agent(broker: &Mosquitto, id: &str, uplink: &str) -> PlantAgent {

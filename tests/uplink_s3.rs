@@ -33,17 +33,6 @@ fn objects(s3: &Server, bucket: &str) -> Vec<(String, Vec<Envelope>)> {
         .collect()
 }
 
-fn kind(e: &Envelope) -> &'static str {
-    match e.body {
-        Body::Reading { .. } => "reading",
-        Body::Score { .. } => "score",
-        Body::Alert { .. } => "alert",
-        Body::Dlq { .. } => "dlq",
-        Body::Heartbeat { .. } => "heartbeat",
-        Body::Unknown => "unknown",
-    }
-}
-
 /// `site=…/agent=…/kind=…/date=…/hour=…/first-last.jsonl.zst`, consistent with the records.
 fn check_object_name(key: &str, records: &[Envelope], agent: &str) {
     let parts: Vec<&str> = key.split('/').collect();
