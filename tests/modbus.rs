@@ -8,8 +8,9 @@
 //! - `rtu_two_units_on_one_bus_and_a_missing_unit`: two unit ids on one serial bus read
 //!   correctly while a third unit id that does not exist is `down`.
 //! - `faults_do_not_stop_healthy_devices_and_the_agent_recovers`: an illegal address
-//!   (exception → DLQ record), a unit id that does not exist, and the simulator stopped and
-//!   restarted mid-run.
+//!   (exception → DLQ record), a unit id that does not exist, a "device" whose replies do not fit
+//!   its requests (a socat echo server: malformed replies → DLQ records), and the simulator
+//!   stopped and restarted mid-run.
 
 mod support;
 
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use cloud_uplink::{Body, Envelope, Quality};
 use support::*;
-use vigil_test_harness::{mbpoll_read, mbpoll_write_registers, MbLink, MbTable, ModbusSim, PtyPair};
+use vigil_test_harness::{mbpoll_read, mbpoll_write_registers, EchoServer, MbLink, MbTable, ModbusSim, PtyPair};
 
 /// A simulator device in the JSON format of `pymodbus.simulator` (registers 0-99 defined).
 fn device(uint16: &[(u16, u16)], counter: Option<u16>, bits: &[u16]) -> serde_json::Value {
@@ -329,9 +330,9 @@ type = "i16"
 #[test]
 fn faults_do_not_stop_healthy_devices_and_the_agent_recovers() {
     let mut sim = ModbusSim::start_tcp(&units(&[(1, device(&[(0, 42)], Some(COUNTER), &[]))])).unwrap();
-    let port = sim.port();
+    let echo = EchoServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let dev = |name: &str, unit: u8, address: u16| {
+    let dev = |name: &str, port: u16, unit: u8, address: u16| {
         format!(
             r#"
 [[ingest.modbus.devices]]
@@ -359,13 +360,17 @@ type = "u16"
         )
     };
     // "badaddr" asks for register 150 of a 100-register device (separate request: max_gap).
-    let cfg = config(dir.path(), "modbus-faults", &format!("{}{}{}", dev("good", 1, 0), dev("ghost", 7, 0), dev("badaddr", 1, 150)));
+    let port = sim.port();
+    let devices = [dev("good", port, 1, 0), dev("ghost", port, 7, 0), dev("badaddr", port, 1, 150), dev("echo", echo.port(), 1, 0)];
+    let cfg = config(dir.path(), "modbus-faults", &devices.concat());
     let outbox = dir.path().join("outbox");
     let mut agent = spawn_agent(&cfg);
     agent.wait_for_line(|l| l.contains("modbus device down") && l.contains("ghost"), Duration::from_secs(30)).expect("ghost down");
     agent.wait_for_line(|l| l.contains("modbus device degraded") && l.contains("badaddr"), Duration::from_secs(30)).expect("badaddr degraded");
     let records = wait_for_outbox(&outbox, Duration::from_secs(30), Some(&agent), "readings and the exception's DLQ record", |r| {
-        values_of(r, "good.value").len() >= 10 && dlq_records(r).iter().any(|(t, _)| t.contains("badaddr"))
+        values_of(r, "good.value").len() >= 10
+            && dlq_records(r).iter().any(|(t, _)| t.contains("badaddr"))
+            && dlq_records(r).iter().any(|(t, _)| t.contains("echo"))
     });
     assert!(values_of(&records, "good.value").iter().all(|(_, v)| *v == 42.0));
     // badaddr's valid point is still read; its illegal one is a DLQ record with the reason.
@@ -375,17 +380,22 @@ type = "u16"
     let (topic, reason) = dlq.iter().find(|(t, _)| t.contains("badaddr")).unwrap();
     assert_eq!(topic, "modbus:badaddr/1:holding 150+1", "{dlq:?}");
     assert!(reason.starts_with("modbus_exception: exception"), "{reason}");
-    assert!(dlq.iter().all(|(t, _)| t.contains("badaddr")), "only the illegal address is dead-lettered: {dlq:?}");
+    // The echo "device" answers every request with the request itself: malformed replies.
+    let echoed: Vec<&(String, String)> = dlq.iter().filter(|(t, _)| t.contains("echo")).collect();
+    assert!(echoed.iter().all(|(_, r)| r.starts_with("malformed_reply: ")), "{echoed:?}");
+    assert!(values_of(&records, "echo.value").is_empty() && values_of(&records, "echo.counter").is_empty());
+    assert!(dlq.iter().all(|(t, _)| t.contains("badaddr") || t.contains("echo")), "only the illegal address and the echo are dead-lettered: {dlq:?}");
 
     // Device states and the exception are visible in the metrics too.
     let page = vigil_test_harness::http_get(api_addr(&agent), "/metrics").unwrap();
     let samples = parse_prometheus(&String::from_utf8_lossy(&page.body));
-    for (device, state) in [("good", "up"), ("ghost", "down"), ("badaddr", "degraded")] {
+    for (device, state) in [("good", "up"), ("ghost", "down"), ("badaddr", "degraded"), ("echo", "degraded")] {
         assert_eq!(prom_value(&samples, "vigil_modbus_device_state", &[("device", device), ("state", state)]), Some(1.0), "{device} {state}");
     }
     assert!(prom_value(&samples, "vigil_modbus_exceptions_total", &[]).unwrap_or(0.0) >= 1.0);
     assert!(prom_value(&samples, "vigil_modbus_timeouts_total", &[]).unwrap_or(0.0) >= 1.0, "ghost's requests time out");
     assert!(prom_value(&samples, "vigil_dlq_records_total", &[("reason", "modbus_exception")]).unwrap_or(0.0) >= 1.0);
+    assert!(prom_value(&samples, "vigil_modbus_malformed_total", &[]).unwrap_or(0.0) >= 1.0);
 
     // --- the simulator goes away and comes back ------------------------------------------------
     sim.stop().unwrap();

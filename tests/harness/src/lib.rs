@@ -56,7 +56,7 @@ pub use agent::AgentProcess;
 pub use error::HarnessError;
 pub use http::{http_get, http_request, HttpResponse};
 pub use lines::LineBuffer;
-pub use modbus::{mbpoll_read, mbpoll_write_registers, MbLink, MbTable, ModbusEndpoint, ModbusSim};
+pub use modbus::{mbpoll_read, mbpoll_write_registers, EchoServer, MbLink, MbTable, ModbusEndpoint, ModbusSim};
 pub use mosquitto::{
     mqtt_publish, mqtt_publish_with, ClientTls, Mosquitto, MosquittoOptions, MqttMessage,
     PublishOptions, Subscriber, SubscriberOptions,

@@ -125,6 +125,30 @@ impl ModbusSim {
     }
 }
 
+/// A TCP server that sends back every byte it receives (`socat TCP-LISTEN:…,fork PIPE`): to a
+/// Modbus client, a device whose replies do not fit its requests. Killed on drop.
+pub struct EchoServer {
+    port: u16,
+    _proc: Proc,
+}
+
+impl EchoServer {
+    /// Starts socat on a free loopback port; returns once it accepts connections.
+    pub fn start() -> Result<EchoServer> {
+        let port = free_port();
+        let mut cmd = Command::new("socat");
+        cmd.arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork")).arg("PIPE").stdin(Stdio::null());
+        let mut proc = Proc::spawn("socat-echo", cmd, LineBuffer::new(), None)?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for_port_while(&[addr], START_TIMEOUT, || proc.ensure_running("listening"))?;
+        Ok(EchoServer { port, _proc: proc })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// Which table `mbpoll` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MbTable {
