@@ -326,3 +326,69 @@ pub fn uplink_status(config: &Config) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// `vigil replay`: see [`crate::replay`]. Prints a summary (rows, windows, batches, rows/s) on
+/// standard error.
+pub fn replay(
+    config: &Config,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    timestamp_column: Option<String>,
+    entities: &[String],
+    separator: char,
+    window: crate::replay::WindowChoice,
+) -> Result<(), String> {
+    use std::io::Write;
+    let mut columns = Vec::with_capacity(entities.len());
+    for e in entities {
+        let (column, entity) = e.split_once('=').ok_or_else(|| format!("--entity {e}: expected COLUMN=ENTITY"))?;
+        columns.push((column.to_string(), entity.to_string()));
+    }
+    if !separator.is_ascii() {
+        return Err(format!("--separator {separator}: must be one ASCII character"));
+    }
+    let opts = crate::replay::ReplayOptions { timestamp_column, columns, separator: separator as u8, window };
+    let mut replayer = crate::replay::Replayer::new(config).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let out_err = |e: std::io::Error| format!("{}: {e}", out.display());
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out).map_err(out_err)?);
+    let header = {
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?), &mut first)
+            .map_err(|e| format!("{}: {e}", input.display()))?;
+        first
+    };
+    let names: Vec<&str> = header.trim_end().split(separator).map(|s| s.trim().trim_matches('"')).collect();
+    let ts = opts.timestamp_column.clone().unwrap_or_else(|| names.first().map(|s| s.to_string()).unwrap_or_default());
+    let values: Vec<String> = if opts.columns.is_empty() {
+        names.iter().filter(|n| **n != ts).map(|n| n.to_string()).collect()
+    } else {
+        opts.columns.iter().map(|(c, _)| c.clone()).collect()
+    };
+    writeln!(w, "{ts},{},score,band,alert", values.join(",")).map_err(out_err)?;
+    let summary = replayer
+        .replay(&input.display().to_string(), std::io::BufReader::new(file), &opts, |row| crate::replay::write_row(&mut w, row))
+        .map_err(|e| e.to_string())?;
+    w.flush().map_err(out_err)?;
+    let secs = summary.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "replayed {} rows ({} readings) in {:.3} s ({:.0} rows/s): window {} ms / hop {} ms, {} windows scored in {} batches",
+        summary.rows, summary.readings, secs, summary.rows as f64 / secs, summary.size_ms, summary.hop_ms, summary.windows_scored, summary.batches
+    );
+    Ok(())
+}
+
+/// `vigil eval nab`: see [`crate::eval::run_nab`]. Prints one line per profile.
+pub fn eval_nab(config: &Config, data: &std::path::Path, out: Option<&std::path::Path>, window: crate::replay::WindowChoice) -> Result<(), String> {
+    let r = crate::eval::run_nab(config, data, out, window).map_err(|e| e.to_string())?;
+    let secs = r.replay_time.as_secs_f64().max(1e-9);
+    println!("NAB: {} files, {} rows, {} windows scored, replay {:.2} s ({:.0} rows/s)", r.files, r.rows, r.windows_scored, secs, r.rows as f64 / secs);
+    println!("{:<20} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8}", "profile", "score", "threshold", "raw", "null", "perfect", "windows");
+    for s in &r.scores {
+        println!(
+            "{:<20} {:>8.2} {:>10.6} {:>10.3} {:>9.1} {:>9.1} {:>4}/{:<3} fp rows {}",
+            s.profile.name, s.normalised, s.threshold, s.raw, s.null, s.perfect, s.windows_detected, s.windows, s.false_positive_rows
+        );
+    }
+    Ok(())
+}

@@ -74,6 +74,40 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Push a recorded CSV stream through the live pipeline's code (windows, features,
+    /// micro-batched inference, alert logic) in event time, as fast as possible; write one row
+    /// per input row: `timestamp,<values…>,score,band,alert`. Nothing is persisted or published.
+    Replay {
+        /// The configuration file (model, `inference.max_batch`, alert thresholds and hysteresis).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The CSV file: a header row, a timestamp column (`YYYY-MM-DD HH:MM:SS[.f]` UTC or epoch
+        /// ms) and value columns.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the scores (CSV).
+        #[arg(long)]
+        out: PathBuf,
+        /// The timestamp column (default: the first column).
+        #[arg(long)]
+        timestamp_column: Option<String>,
+        /// `COLUMN=ENTITY`: replay COLUMN as entity ENTITY (repeatable). Default: every
+        /// non-timestamp column, as an entity named like the column.
+        #[arg(long = "entity", value_name = "COLUMN=ENTITY")]
+        entities: Vec<String>,
+        /// The field separator.
+        #[arg(long, default_value = ",")]
+        separator: char,
+        /// Window geometry: `auto` (hop = the file's median timestamp step, size = model width ×
+        /// hop) or `config` (`pipeline.window`).
+        #[arg(long, default_value = "auto")]
+        window: WindowArg,
+    },
+    /// Measure detection quality with a public benchmark's own rules (through `replay`).
+    Eval {
+        #[command(subcommand)]
+        benchmark: EvalBenchmark,
+    },
     /// Inspect or replay the dead-letter queue of a stopped agent.
     Dlq {
         /// The configuration file (locates the state and the decoders).
@@ -81,6 +115,41 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: DlqAction,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WindowArg {
+    Auto,
+    Config,
+}
+
+impl From<WindowArg> for vigil::replay::WindowChoice {
+    fn from(w: WindowArg) -> Self {
+        match w {
+            WindowArg::Auto => vigil::replay::WindowChoice::Auto,
+            WindowArg::Config => vigil::replay::WindowChoice::Config,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum EvalBenchmark {
+    /// Numenta Anomaly Benchmark: replay every labelled file, write NAB result files, print the
+    /// normalised NAB score of the standard, reward_low_FP_rate and reward_low_FN_rate profiles.
+    Nab {
+        /// The NAB folder (holding `data/` and `labels/combined_windows.json`).
+        #[arg(long)]
+        data: PathBuf,
+        /// The configuration file (model and alert settings).
+        #[arg(long, short, default_value = "config/vigil.toml")]
+        config: PathBuf,
+        /// Write NAB result files (`<out>/<category>/vigil_<name>.csv`) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Window geometry (see `replay --window`).
+        #[arg(long, default_value = "auto")]
+        window: WindowArg,
     },
 }
 
@@ -164,6 +233,8 @@ fn main() -> ExitCode {
         | Command::CheckConfig { config }
         | Command::Dlq { config, .. }
         | Command::Audit { config }
+        | Command::Replay { config, .. }
+        | Command::Eval { benchmark: EvalBenchmark::Nab { config, .. } }
         | Command::Uplink { action: UplinkAction::Status { config } } => config.clone(),
         Command::Uplink { action: UplinkAction::Inspect { .. } } | Command::Bench { .. } => unreachable!("handled above"),
     };
@@ -188,6 +259,12 @@ fn main() -> ExitCode {
         Command::Uplink { .. } | Command::Bench { .. } => Ok(()),
         Command::CheckConfig { .. } => vigil::cli::check_config(&config).map_err(|e| e.to_string()),
         Command::Audit { .. } => vigil::cli::audit_list(&config).map_err(|e| e.to_string()),
+        Command::Replay { input, out, timestamp_column, entities, separator, window, .. } => {
+            vigil::cli::replay(&config, &input, &out, timestamp_column, &entities, separator, window.into())
+        }
+        Command::Eval { benchmark: EvalBenchmark::Nab { data, out, window, .. } } => {
+            vigil::cli::eval_nab(&config, &data, out.as_deref(), window.into())
+        }
         Command::Dlq { action, .. } => match action {
             DlqAction::List { from, limit } => vigil::cli::dlq_list(&config, from, limit),
             DlqAction::Show { id } => vigil::cli::dlq_show(&config, id),

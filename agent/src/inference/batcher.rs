@@ -49,17 +49,8 @@ pub fn run(
     metrics: Arc<Metrics>,
     drift: Option<Arc<DriftMonitor>>,
 ) {
-    let width = runtime.input_width();
-    let scoring = Scoring {
-        model: Arc::new(ModelRef {
-            name: runtime.name().to_string(),
-            version: runtime.version().to_string(),
-            sha256: runtime.sha256().to_string(),
-        }),
-        spec: runtime.manifest().score.clone(),
-        width,
-        drift,
-    };
+    let scoring = Scoring::new(&runtime, drift);
+    let width = scoring.width;
     let mut batch: Vec<WindowJob> = Vec::with_capacity(limits.max_batch);
     let mut inputs: Vec<f32> = Vec::with_capacity(limits.max_batch * width);
     let mut outputs: Vec<f32> = Vec::new();
@@ -106,16 +97,31 @@ pub fn run(
     }
 }
 
-/// What turns model outputs into scores.
-struct Scoring {
+/// What turns model outputs into scores (shared by the live stage and `vigil replay`).
+pub(crate) struct Scoring {
     drift: Option<Arc<DriftMonitor>>,
     model: Arc<ModelRef>,
     spec: super::manifest::ScoreSpec,
     width: usize,
 }
 
+impl Scoring {
+    pub(crate) fn new(runtime: &ModelRuntime, drift: Option<Arc<DriftMonitor>>) -> Scoring {
+        Scoring {
+            model: Arc::new(ModelRef {
+                name: runtime.name().to_string(),
+                version: runtime.version().to_string(),
+                sha256: runtime.sha256().to_string(),
+            }),
+            spec: runtime.manifest().score.clone(),
+            width: runtime.input_width(),
+            drift,
+        }
+    }
+}
+
 /// Scores one batch in one invoke and sends it on. `false` when the alert stage is gone.
-fn score_batch(
+pub(crate) fn score_batch(
     runtime: &mut ModelRuntime,
     batch: &mut Vec<WindowJob>,
     inputs: &mut Vec<f32>,

@@ -140,7 +140,9 @@ impl Worker {
         }
     }
 
-    fn apply(
+    /// Applies one reading: admission, window closing, model input; closed windows go to
+    /// `to_inference`. Also driven directly by `vigil replay` ([`crate::replay`]).
+    pub(crate) fn apply(
         &mut self,
         reading: Reading,
         received: Instant,
