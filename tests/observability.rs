@@ -7,7 +7,9 @@
 //! - `/health`, `/ready` and the JSON API (`/api/entities`, `/api/scores`, `/api/dlq`,
 //!   `/api/state`) show that input;
 //! - acknowledging an alert is refused without a token (401) and with a wrong token (403), and
-//!   works with the configured one.
+//!   works with the configured one;
+//! - a DLQ replay through the API on a running agent (same token rules) turns dead letters that
+//!   decode with the corrected config into readings that are windowed, scored and uplinked live.
 
 mod support;
 
@@ -174,6 +176,78 @@ fn metrics_health_api_and_auth_after_a_known_input() {
     assert!(!plant.agent.lines().iter().any(|l| l.contains(API_TOKEN)), "token in the log");
 
     let mut agent = plant.agent;
+    agent.terminate().unwrap();
+    assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
+    assert_no_panic(&agent);
+}
+
+/// A sensor not yet in `validation.known_entities` publishes: every message is dead-lettered
+/// (`unknown_entity`). The config is corrected and the agent restarted; `POST /api/dlq/replay`
+/// (refused without / with a wrong token, changing nothing) replays them while the agent runs:
+/// the answer counts them, the readings reach the outbox and are windowed and scored live (the
+/// score of the last window appears), the DLQ keeps only the message that still does not
+/// decode (with its new reason), and `/metrics` counts the replay.
+#[test]
+fn dlq_replay_through_the_api_while_running() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let port = broker.plain_port();
+    let plant = PlantAgent::start_with(&broker, "dlqreplay", |config| format!("{config}\n[validation]\nknown_entities = [\"l1.temp\"]\n"));
+    let n = model_warmup() + 20;
+    let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
+    let series = series(23, t0, n, 55.0, None);
+    publish_series(&broker, "l2.flow", &series);
+    publish_lines(port, "plant/l2/flow/value", &["not json".to_string()], &[]);
+    wait_for_outbox(&plant.outbox, Duration::from_secs(60), Some(&plant.agent), "every message dead-lettered", |r| {
+        r.iter().filter(|e| matches!(e.body, Body::Dlq { .. })).count() >= n + 1
+    });
+    let api = api_addr(&plant.agent);
+    let dlq = json(&http_get(api, "/api/dlq").unwrap());
+    assert_eq!(dlq["since_start"]["unknown_entity"], n, "{dlq}");
+    let mut agent = plant.agent;
+    agent.terminate().unwrap();
+    assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
+    assert!(readings(&read_outbox(&plant.outbox)).is_empty(), "no reading before the replay");
+
+    // The corrected config; the agent runs (and ingests) while the DLQ is replayed.
+    let text = std::fs::read_to_string(&plant.config).unwrap().replace(r#"known_entities = ["l1.temp"]"#, r#"known_entities = ["l1.temp", "l2.flow"]"#);
+    std::fs::write(&plant.config, text).unwrap();
+    let agent = spawn_agent(&plant.config);
+    let api = api_addr(&agent);
+    let dlq = json(&http_get(api, "/api/dlq").unwrap());
+    assert_eq!(dlq["stored"], n + 1, "dead letters survive the restart: {dlq}");
+
+    let none = http_request(api, "POST", "/api/dlq/replay", &[], b"").unwrap();
+    assert_eq!(none.status, 401, "{}", none.text());
+    let wrong = http_request(api, "POST", "/api/dlq/replay", &[("Authorization", "Bearer not-the-token")], b"").unwrap();
+    assert_eq!(wrong.status, 403, "{}", wrong.text());
+    assert_eq!(json(&http_get(api, "/api/dlq").unwrap())["stored"], n + 1, "refused requests replay nothing");
+
+    let auth = format!("Bearer {API_TOKEN}");
+    let bad = http_request(api, "POST", "/api/dlq/replay", &[("Authorization", &auth)], b"{\"ids\": 1}").unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let ok = http_request(api, "POST", "/api/dlq/replay", &[("Authorization", &auth)], b"").unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let outcome = json(&ok);
+    assert_eq!(outcome, serde_json::json!({"replayed": n, "readings": n, "still_rejected": 1, "kept": 0}));
+
+    // Live: the replayed readings are uplinked, windowed and scored by the running agent.
+    let last_end = last_window_end(series.last().unwrap().0);
+    let records = wait_for_outbox(&plant.outbox, Duration::from_secs(60), Some(&agent), "the replayed readings and their last score", |r| {
+        scores(r).iter().any(|(e, w, _)| e == "l2.flow" && *w == last_end)
+    });
+    let replayed: Vec<(i64, f64)> = readings(&records).into_iter().filter(|(e, _, _)| e == "l2.flow").map(|(_, t, v)| (t, v)).collect();
+    assert_eq!(replayed, series, "every dead letter became its reading, once");
+    let dlq = json(&http_get(api, "/api/dlq").unwrap());
+    assert_eq!(dlq["stored"], 1, "{dlq}");
+    assert_eq!(dlq["latest"][0]["reason"], "undecodable", "{dlq}");
+    let samples = parse_prometheus(&http_get(api, "/metrics").unwrap().text());
+    assert_eq!(prom_value(&samples, "vigil_dlq_replayed_total", &[]), Some(n as f64));
+    assert_eq!(prom_value(&samples, "vigil_readings_in_total", &[("source", "mqtt")]), Some(n as f64));
+
+    // A second replay finds nothing new to replay.
+    let again = json(&http_request(api, "POST", "/api/dlq/replay", &[("Authorization", &auth)], b"{}").unwrap());
+    assert_eq!(again["replayed"], 0, "{again}");
+    let mut agent = agent;
     agent.terminate().unwrap();
     assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
     assert_no_panic(&agent);

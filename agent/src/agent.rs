@@ -148,6 +148,9 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     let workers_n = config.pipeline.workers;
     let (ingest_tx, ingest_rx) = bounded(INGEST_QUEUE);
     let (internal_tx, internal_rx) = unbounded();
+    // API requests to the commit log (DLQ replay); the API holds the only sender.
+    let (control_tx, control_rx) = unbounded();
+    let redecoder = crate::dlq::Redecoder::new(&config)?;
     let (jobs_tx, jobs_rx) = bounded(2048);
     let (scored_tx, scored_rx) = bounded(256);
 
@@ -296,6 +299,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         workers: worker_txs,
         metrics: metrics.clone(),
         commit_interval: Duration::from_millis(config.pipeline.commit_interval_ms),
+        control: control_rx,
+        redecoder,
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let commit_handle = std::thread::Builder::new()
@@ -340,6 +345,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                 mqtt_ingest: config.mqtt.is_some() && !config.ingest.mqtt.is_empty(),
                 started_ms: crate::reading::now_ms(),
                 drift: drift.clone(),
+                commit_log: control_tx,
             });
             Some(rt.spawn(api::serve(listener, state)))
         }

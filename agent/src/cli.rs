@@ -2,14 +2,13 @@
 
 use std::fmt::Write as _;
 
-use redb::ReadableTable;
 
 use crate::agent::{load_model, thresholds, AgentError};
-use crate::commit_log::reading_body;
+use crate::commit_log::replay_dead_letters;
 use crate::config::Config;
-use crate::dlq::DlqEntry;
-use crate::ingest::mqtt::{decode_publish, Route};
-use crate::reading::{now_ms, SourceKind};
+use crate::dlq::Redecoder;
+use crate::ingest::mqtt::Route;
+use crate::reading::now_ms;
 use crate::store::{self, DbContext};
 
 /// Errors of the offline commands.
@@ -199,67 +198,31 @@ pub fn dlq_show(config: &Config, id: u64) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `vigil dlq replay`: see [`crate::dlq`].
+/// `vigil dlq replay`: see [`crate::dlq`]. On a stopped agent's state file; the running agent
+/// replays through `POST /api/dlq/replay` (the same [`replay_dead_letters`]).
 pub fn dlq_replay(config: &Config, only: Option<u64>) -> Result<(), CliError> {
     let db = open(config)?;
     let outbox = cloud_uplink::Outbox::open(db.clone(), config.agent.id.clone(), crate::agent::outbox_config(config))
         .map_err(store::StoreError::from)?;
-    let routes: Vec<Route> = config
-        .ingest
-        .mqtt
-        .iter()
-        .map(|s| Route::new(s, &config.validation))
-        .collect::<Result<_, _>>()
-        .map_err(|e| CliError::Config(e.to_string()))?;
+    let redecoder = Redecoder::new(config).map_err(|e| CliError::Config(e.to_string()))?;
     let txn = db.begin_write().doing("replaying the DLQ")?;
-    let (mut replayed, mut still_bad) = (0usize, 0usize);
-    {
+    let outcome = {
         let mut dlq = txn.open_table(store::DLQ).doing("replaying the DLQ")?;
         let mut journal = txn.open_table(store::JOURNAL).doing("replaying the DLQ")?;
         let mut meta = txn.open_table(store::META).doing("replaying the DLQ")?;
         let mut next_seq = store::meta_get(&meta, store::NEXT_SEQ)?.max(1);
-        let mut entries: Vec<(u64, DlqEntry)> = Vec::new();
-        for row in dlq.iter().doing("replaying the DLQ")? {
-            let (k, v) = row.doing("replaying the DLQ")?;
-            if only.is_none_or(|id| id == k.value()) {
-                entries.push((k.value(), store::from_cbor("dlq", k.value(), v.value())?));
-            }
-        }
-        for (id, entry) in entries {
-            let batch = match entry.source {
-                SourceKind::Mqtt => decode_publish(&routes, &entry.topic, &entry.raw, now_ms()),
-                SourceKind::Serial => match crate::ingest::serial::replay(&config.ingest.serial, &config.validation, &entry) {
-                    Some(batch) => batch,
-                    None => {
-                        still_bad += 1;
-                        continue;
-                    }
-                },
-                // Late readings and other pipeline dead letters are kept for inspection.
-                _ => {
-                    still_bad += 1;
-                    continue;
-                }
-            };
-            if !batch.rejects.is_empty() || batch.readings.is_empty() {
-                let why = batch.rejects.first().map(|r| format!("{}: {}", r.reason, r.detail)).unwrap_or_default();
-                println!("{id}: still rejected ({why})");
-                still_bad += 1;
-                continue;
-            }
-            for mut reading in batch.readings {
-                reading.seq = next_seq;
-                next_seq += 1;
-                journal.insert(reading.seq, store::to_cbor(&reading).as_slice()).doing("replaying the DLQ")?;
-                outbox.append(&txn, reading.event_time_ms, reading_body(&reading)).map_err(store::StoreError::from)?;
-            }
-            dlq.remove(id).doing("replaying the DLQ")?;
-            replayed += 1;
-        }
+        let mut appender = outbox.appender(&txn).map_err(store::StoreError::from)?;
+        let mut readings = Vec::new();
+        let outcome = replay_dead_letters(&redecoder, only, now_ms(), &mut dlq, &mut journal, &mut appender, &mut next_seq, &mut readings)?;
+        drop(appender);
         meta.insert(store::NEXT_SEQ, next_seq).doing("replaying the DLQ")?;
-    }
+        outcome
+    };
     txn.commit().doing("replaying the DLQ")?;
-    println!("replayed {replayed} dead letters into the commit log (processed at the next start); {still_bad} remain");
+    println!(
+        "replayed {} dead letters ({} readings) into the commit log (processed at the next start); {} still rejected, {} kept",
+        outcome.replayed, outcome.readings, outcome.still_rejected, outcome.kept
+    );
     Ok(())
 }
 

@@ -15,6 +15,15 @@
 //!   first. Internal producers are bounded upstream by the bounded ingest channel and the
 //!   bounded worker/inference queues, so the unbounded channel cannot grow without limit.
 //!
+//! - **Control requests never hold up shutdown.** Requests from the HTTP API (DLQ replay) come
+//!   on a third channel ([`Control`]) that the thread serves with the internal writes but never
+//!   waits for: the API may outlive the pipeline, and a request still queued when the commit
+//!   log stops is answered by its dropped reply channel ("the agent is stopping").
+//! - **Replay is one transaction.** A DLQ replay removes the dead letters that decode now and
+//!   commits their readings (journal + outbox) in the same group commit, then routes them to the
+//!   workers like any ingest: no dead letter is both gone and not a reading, none is replayed
+//!   twice ([`replay_dead_letters`]).
+//!
 //! # Recovery
 //!
 //! Every committed reading gets the next ingest seq and is stored in the `journal` table. After
@@ -36,7 +45,7 @@ use cloud_uplink::{Body, Outbox};
 use crossbeam_channel::{select_biased, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
-use crate::dlq::DlqEntry;
+use crate::dlq::{DlqEntry, Redecoded, Redecoder};
 use crate::ingest::IngestBatch;
 use crate::metrics::Metrics;
 use crate::pipeline::features::Features;
@@ -69,6 +78,25 @@ pub enum InternalWrite {
     Audit(Vec<crate::ingest::modbus::writeback::WriteAudit>),
 }
 
+/// Requests from outside the pipeline (the HTTP API), answered after the commit.
+pub enum Control {
+    /// Decode dead letters again (all, or the one with this id) and commit what decodes now.
+    ReplayDlq { only: Option<u64>, reply: tokio::sync::oneshot::Sender<ReplayOutcome> },
+}
+
+/// What a DLQ replay did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayOutcome {
+    /// Dead letters that decoded and were removed from the DLQ.
+    pub replayed: u64,
+    /// Readings they became (a message may hold several).
+    pub readings: u64,
+    /// Dead letters still rejected (kept, with their new reason).
+    pub still_rejected: u64,
+    /// Dead letters that cannot be decoded again (late readings, Modbus replies): kept.
+    pub kept: u64,
+}
+
 /// Most readings in one group commit; bounds transaction size and the latency of the group.
 const MAX_GROUP_READINGS: usize = 2048;
 /// Most journal seqs trimmed per commit.
@@ -87,6 +115,10 @@ pub struct CommitLog {
     pub workers: Vec<Sender<WorkerMsg>>,
     pub metrics: Arc<Metrics>,
     pub commit_interval: Duration,
+    /// Requests from the API; `crossbeam_channel::never()` when there is no API.
+    pub control: Receiver<Control>,
+    /// Decodes dead letters again for [`Control::ReplayDlq`].
+    pub redecoder: Redecoder,
 }
 
 /// What one group commit did.
@@ -95,6 +127,10 @@ struct Committed {
     through: u64,
     /// Journal seqs trimmed.
     journal_trimmed: u64,
+    /// Readings replayed from the DLQ (with their seqs), routed after the commit.
+    replayed: Vec<Reading>,
+    /// One per [`Group::control`] request, in order.
+    outcomes: Vec<ReplayOutcome>,
 }
 
 #[derive(Default)]
@@ -102,11 +138,12 @@ struct Group {
     batches: Vec<IngestBatch>,
     readings: usize,
     internal: Vec<InternalWrite>,
+    control: Vec<Control>,
 }
 
 impl Group {
     fn is_empty(&self) -> bool {
-        self.batches.is_empty() && self.internal.is_empty()
+        self.batches.is_empty() && self.internal.is_empty() && self.control.is_empty()
     }
 }
 
@@ -126,8 +163,8 @@ impl CommitLog {
             if group.is_empty() {
                 continue;
             }
-            let committed = self.commit(group, &mut through, &mut checkpoints)?;
-            self.after_commit(committed, through);
+            let (group, committed) = self.commit(group, &mut through, &mut checkpoints)?;
+            self.after_commit(group, committed, through);
         }
         Ok(())
     }
@@ -161,7 +198,7 @@ impl CommitLog {
 
     /// Waits for the first write, then takes everything else already queued (internal first).
     /// `None` when there is nothing left to do.
-    fn gather(&self, ingest_open: &mut bool) -> Option<Group> {
+    fn gather(&mut self, ingest_open: &mut bool) -> Option<Group> {
         let mut group = Group::default();
         let first_wait = Duration::from_millis(200);
         // Block for the first item.
@@ -169,6 +206,11 @@ impl CommitLog {
             select_biased! {
                 recv(self.internal) -> m => if let Ok(w) = m {
                     group.internal.push(w);
+                },
+                recv(self.control) -> m => match m {
+                    Ok(c) => group.control.push(c),
+                    // The API is gone (or there is none): stop selecting on it.
+                    Err(_) => self.control = crossbeam_channel::never(),
                 },
                 recv(self.ingest) -> m => match m {
                     Ok(b) => { group.readings += b.readings.len(); group.batches.push(b) }
@@ -187,6 +229,9 @@ impl CommitLog {
         loop {
             while let Ok(w) = self.internal.try_recv() {
                 group.internal.push(w);
+            }
+            while let Ok(c) = self.control.try_recv() {
+                group.control.push(c);
             }
             while *ingest_open && group.readings < MAX_GROUP_READINGS {
                 match self.ingest.try_recv() {
@@ -216,12 +261,13 @@ impl CommitLog {
     }
 
     /// Writes one group in one transaction; retries while the outbox applies backpressure.
-    fn commit(&self, mut group: Group, through: &mut u64, checkpoints: &mut [u64]) -> Result<Group, StoreError> {
+    fn commit(&self, mut group: Group, through: &mut u64, checkpoints: &mut [u64]) -> Result<(Group, Committed), StoreError> {
         loop {
             let started = Instant::now();
             match self.try_commit(&mut group, *through, checkpoints) {
-                Ok(Committed { through: new_through, journal_trimmed }) => {
-                    *through = new_through;
+                Ok(committed) => {
+                    let journal_trimmed = committed.journal_trimmed;
+                    *through = committed.through;
                     self.metrics.commits.inc();
                     let took = started.elapsed();
                     self.metrics.commit_time.record(took);
@@ -234,7 +280,7 @@ impl CommitLog {
                         }).sum();
                         tracing::debug!(ms = took.as_millis() as u64, readings = group.readings, internal_rows = rows, journal_trimmed, "slow group commit");
                     }
-                    return Ok(group);
+                    return Ok((group, committed));
                 }
                 Err(StoreError::Outbox(e)) if e.is_backpressure() => {
                     tracing::warn!(error = %e, "outbox full: holding input until sinks catch up");
@@ -253,6 +299,7 @@ impl CommitLog {
         let mut next_seq = through + 1;
         let mut pending_checkpoints: Vec<(usize, u64)> = Vec::new();
         let mut trimmed = 0u64;
+        let (mut replayed, mut outcomes) = (Vec::new(), Vec::new());
         {
             let mut meta = txn.open_table(store::META).doing("opening meta")?;
             let mut journal = txn.open_table(store::JOURNAL).doing("opening the journal")?;
@@ -265,7 +312,8 @@ impl CommitLog {
             let first_audit = store::meta_get(&meta, store::NEXT_AUDIT_ID)?.max(1);
             let mut next_audit = first_audit;
             let mut outbox = self.outbox.appender(&txn)?;
-            let mut dead_letter = |entry: &DlqEntry, outbox: &mut cloud_uplink::Appender<'_>| -> Result<(), StoreError> {
+            type DlqTable<'t> = redb::Table<'t, u64, &'static [u8]>;
+            let mut dead_letter = |dlq: &mut DlqTable<'_>, entry: &DlqEntry, outbox: &mut cloud_uplink::Appender<'_>| -> Result<(), StoreError> {
                 let id = next_dlq;
                 next_dlq += 1;
                 dlq.insert(id, store::to_cbor(entry).as_slice()).doing("writing the DLQ")?;
@@ -295,7 +343,7 @@ impl CommitLog {
                     }
                     InternalWrite::DeadLetters(entries) => {
                         for entry in entries {
-                            dead_letter(entry, &mut outbox)?;
+                            dead_letter(&mut dlq, entry, &mut outbox)?;
                         }
                     }
                     InternalWrite::Audit(entries) => {
@@ -306,6 +354,14 @@ impl CommitLog {
                     }
                 }
             }
+            // DLQ replays: after the pipeline's own dead letters, so a letter written in this
+            // group is already in the table (ids only grow: no letter is replayed twice).
+            let now = crate::reading::now_ms();
+            for c in &group.control {
+                let Control::ReplayDlq { only, .. } = c;
+                let outcome = replay_dead_letters(&self.redecoder, *only, now, &mut dlq, &mut journal, &mut outbox, &mut next_seq, &mut replayed)?;
+                outcomes.push(outcome);
+            }
             for batch in group.batches.iter_mut() {
                 for reading in batch.readings.iter_mut() {
                     reading.seq = next_seq;
@@ -314,7 +370,7 @@ impl CommitLog {
                     outbox.append(reading.event_time_ms, reading_body(reading))?;
                 }
                 for entry in &batch.rejects {
-                    dead_letter(entry, &mut outbox)?;
+                    dead_letter(&mut dlq, entry, &mut outbox)?;
                 }
             }
             drop(outbox);
@@ -347,12 +403,21 @@ impl CommitLog {
                 *slot = (*slot).max(t);
             }
         }
-        Ok(Committed { through: next_seq - 1, journal_trimmed: trimmed })
+        Ok(Committed { through: next_seq - 1, journal_trimmed: trimmed, replayed, outcomes })
     }
 
     /// After a durable commit: acknowledge sources, wake sinks, route readings to workers.
-    fn after_commit(&self, group: Group, through: u64) {
-        let mut readings = Vec::with_capacity(group.readings);
+    fn after_commit(&self, group: Group, committed: Committed, through: u64) {
+        // Replayed readings have the group's lowest seqs: route them first.
+        let mut readings = committed.replayed;
+        readings.reserve(group.readings);
+        for (c, outcome) in group.control.into_iter().zip(committed.outcomes) {
+            let Control::ReplayDlq { reply, .. } = c;
+            self.metrics.dlq_replayed.add(outcome.replayed);
+            tracing::info!(replayed = outcome.replayed, readings = outcome.readings, still_rejected = outcome.still_rejected, kept = outcome.kept, "DLQ replayed");
+            // The requester may have given up waiting; the replay is committed either way.
+            let _ = reply.send(outcome);
+        }
         for w in &group.internal {
             if let InternalWrite::DeadLetters(entries) = w {
                 entries.iter().for_each(|e| self.metrics.dlq.add(e.reason));
@@ -415,4 +480,58 @@ pub fn dlq_body(id: u64, e: &DlqEntry) -> Body {
         raw: cloud_uplink::Bytes(e.raw.clone()),
         received_ms: e.received_ms,
     }
+}
+
+/// Decodes the dead letters in `dlq` (all, or only id `only`) again with `redecoder`, inside the
+/// caller's write transaction: each that decodes now is removed and its readings get the next
+/// seqs (`next_seq`), go into the journal and the outbox, and are appended to `replayed`; each
+/// still rejected is rewritten with its new reason; the rest stay as they are. Used by the
+/// running agent's commit log and by `vigil dlq replay`.
+#[allow(clippy::too_many_arguments)]
+pub fn replay_dead_letters(
+    redecoder: &Redecoder,
+    only: Option<u64>,
+    now: crate::reading::EpochMs,
+    dlq: &mut redb::Table<'_, u64, &'static [u8]>,
+    journal: &mut redb::Table<'_, u64, &'static [u8]>,
+    outbox: &mut cloud_uplink::Appender<'_>,
+    next_seq: &mut u64,
+    replayed: &mut Vec<Reading>,
+) -> Result<ReplayOutcome, StoreError> {
+    let mut entries: Vec<(u64, DlqEntry)> = Vec::new();
+    let range = match only {
+        Some(id) => id..=id,
+        None => 0..=u64::MAX,
+    };
+    for row in dlq.range(range).doing("replaying the DLQ")? {
+        let (k, v) = row.doing("replaying the DLQ")?;
+        entries.push((k.value(), store::from_cbor("dlq", k.value(), v.value())?));
+    }
+    let mut outcome = ReplayOutcome::default();
+    for (id, mut entry) in entries {
+        match redecoder.redecode(&entry, now) {
+            Redecoded::Readings(readings) => {
+                for mut reading in readings {
+                    reading.seq = *next_seq;
+                    *next_seq += 1;
+                    journal.insert(reading.seq, store::to_cbor(&reading).as_slice()).doing("replaying the DLQ")?;
+                    outbox.append(reading.event_time_ms, reading_body(&reading))?;
+                    outcome.readings += 1;
+                    replayed.push(reading);
+                }
+                dlq.remove(id).doing("replaying the DLQ")?;
+                outcome.replayed += 1;
+            }
+            Redecoded::Rejected { reason, detail } => {
+                if (reason, &detail) != (entry.reason, &entry.detail) {
+                    entry.reason = reason;
+                    entry.detail = detail;
+                    dlq.insert(id, store::to_cbor(&entry).as_slice()).doing("replaying the DLQ")?;
+                }
+                outcome.still_rejected += 1;
+            }
+            Redecoded::NotReplayable => outcome.kept += 1,
+        }
+    }
+    Ok(outcome)
 }

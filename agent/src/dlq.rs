@@ -6,14 +6,26 @@
 //! the same write transaction as the readings of the same batch (so the source's ack covers
 //! them too), counted per reason, and uplinked as DLQ records.
 //!
-//! `vigil dlq list | show ID | replay` works on a stopped agent's state file: `replay` decodes
-//! the stored raw bytes again with the current config (after a decoder fix, say); entries that
-//! now decode are appended to the commit log, so the next start processes them, and are
-//! removed from the DLQ; the others stay with their new reason.
+//! Replay decodes the stored raw bytes again with the current config (after a decoder or
+//! `known_entities` fix, say) with one [`Redecoder`]; entries that now decode become readings
+//! in the commit log and are removed from the DLQ in the same write transaction
+//! ([`crate::commit_log::replay_dead_letters`]); the others stay with their new reason.
+//! Two ways in, one mechanism:
+//!
+//! - `POST /api/dlq/replay` on a running agent: the API asks the commit log (the single writer)
+//!   over a channel; the readings are committed and routed to the workers at once, so they
+//!   are windowed, scored and uplinked live.
+//! - `vigil dlq replay` on a stopped agent's state file: the readings wait in the journal for
+//!   the next start.
+//!
+//! Dead letters of the pipeline (`late`) and of Modbus polls are kept for inspection: their raw
+//! bytes are no message a decoder could read again.
 
 use serde::{Deserialize, Serialize};
 
-use crate::reading::{EpochMs, SourceKind};
+use crate::config::Config;
+use crate::ingest::mqtt::{decode_publish, Route};
+use crate::reading::{EpochMs, Reading, SourceKind};
 
 /// Why a message was dead-lettered. The snake_case name is the metrics label and the
 /// uplinked `reason`.
@@ -153,5 +165,49 @@ impl DlqCounters {
     /// `(reason, count)` for every reason with a non-zero count.
     pub fn snapshot(&self) -> Vec<(DlqReason, u64)> {
         DlqReason::ALL.iter().map(|r| (*r, self.get(*r))).filter(|(_, c)| *c > 0).collect()
+    }
+}
+
+/// Decodes dead letters again with the current config's MQTT routes, serial ports and
+/// validation: the same decoders the live sources use.
+pub struct Redecoder {
+    routes: Vec<Route>,
+    serial: Vec<crate::config::SerialPortConfig>,
+    validation: crate::config::ValidationConfig,
+}
+
+/// What decoding a dead letter again gave.
+#[derive(Debug)]
+pub enum Redecoded {
+    /// It decodes now: these readings replace it.
+    Readings(Vec<Reading>),
+    /// Still rejected, with the new reason.
+    Rejected { reason: DlqReason, detail: String },
+    /// Not a message a decoder can read again (pipeline or Modbus dead letters, a serial port
+    /// no longer configured): kept as it is.
+    NotReplayable,
+}
+
+impl Redecoder {
+    pub fn new(config: &Config) -> Result<Redecoder, crate::ingest::topic::TemplateError> {
+        let routes = config.ingest.mqtt.iter().map(|s| Route::new(s, &config.validation)).collect::<Result<_, _>>()?;
+        Ok(Redecoder { routes, serial: config.ingest.serial.clone(), validation: config.validation.clone() })
+    }
+
+    /// Decodes `entry` again as if it arrived at `now`.
+    pub fn redecode(&self, entry: &DlqEntry, now: EpochMs) -> Redecoded {
+        let batch = match entry.source {
+            SourceKind::Mqtt if entry.reason != DlqReason::Late => decode_publish(&self.routes, &entry.topic, &entry.raw, now),
+            SourceKind::Serial => match crate::ingest::serial::replay(&self.serial, &self.validation, entry) {
+                Some(batch) => batch,
+                None => return Redecoded::NotReplayable,
+            },
+            _ => return Redecoded::NotReplayable,
+        };
+        match batch.rejects.into_iter().next() {
+            Some(r) => Redecoded::Rejected { reason: r.reason, detail: r.detail },
+            None if batch.readings.is_empty() => Redecoded::NotReplayable,
+            None => Redecoded::Readings(batch.readings),
+        }
     }
 }

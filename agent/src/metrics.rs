@@ -142,6 +142,9 @@ pub struct Metrics {
     pub readings_in_by_source: [Counter; SourceKind::ALL.len()],
     /// `vigil_dlq_records_total{reason}`: dead letters per reason.
     pub dlq: DlqCounters,
+    /// `vigil_dlq_replayed_total`: dead letters that decoded on a replay (`POST /api/dlq/replay`)
+    /// and became readings.
+    pub dlq_replayed: Counter,
     /// `vigil_commits_total`, `vigil_stage_seconds{stage="commit"}`: group commits of the commit
     /// log, and how long each took (write + fsync).
     pub commits: Counter,
@@ -312,8 +315,9 @@ impl Collector for Metrics {
         for r in DlqReason::ALL {
             out.sample("vigil_dlq_records_total", &[("reason", r.as_str())], self.dlq.get(r) as f64);
         }
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 12] = [
             ("vigil_commits_total", "Group commits of the commit log.", &self.commits),
+            ("vigil_dlq_replayed_total", "Dead letters that decoded on a replay through the API and became readings.", &self.dlq_replayed),
             ("vigil_bad_quality_readings_total", "Readings flagged bad by their source (uplinked, not scored).", &self.bad_quality),
             ("vigil_duplicate_readings_total", "Redelivered readings ignored by the windows.", &self.duplicate_readings),
             ("vigil_late_readings_total", "Readings older than their entity's last emitted window.", &self.late_readings),

@@ -31,6 +31,7 @@
 //! | GET    | `/api/alerts`        | open alerts, recent review and health events                |
 //! | POST   | `/api/alerts/ack`    | acknowledge `{"entity": "...", "by": "..."}` (token)        |
 //! | GET    | `/api/dlq`           | dead letters: counts per reason, the latest entries         |
+//! | POST   | `/api/dlq/replay`    | decode dead letters again with the running config and commit what decodes (`{"id": N}` for one; token) |
 //! | GET    | `/api/uplink`        | outbox depth and per-sink delivery                          |
 //! | GET    | `/api/events`        | server-sent events: `state` (as `/api/state`) on change and every second |
 
@@ -76,6 +77,8 @@ pub struct ApiState {
     pub started_ms: i64,
     /// Model drift (when the manifest has reference distributions).
     pub drift: Option<Arc<crate::inference::drift::DriftMonitor>>,
+    /// Requests to the commit log (the single writer), e.g. a DLQ replay.
+    pub commit_log: crossbeam_channel::Sender<crate::commit_log::Control>,
 }
 
 /// Builds the router.
@@ -91,6 +94,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/alerts", get(alerts))
         .route("/api/alerts/ack", post(ack))
         .route("/api/dlq", get(dlq))
+        .route("/api/dlq/replay", post(dlq_replay))
         .route("/api/uplink", get(uplink))
         .route("/api/events", get(events))
         .with_state(state)
@@ -278,6 +282,41 @@ async fn dlq(State(s): State<Arc<ApiState>>) -> Response {
     match dlq_view(&s, 20) {
         Ok(v) => Json(v).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the DLQ: {e}\n")).into_response(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// Only this dead letter (default: all).
+    id: Option<u64>,
+}
+
+/// How long a replay request waits for the commit log's answer; the replay itself is committed
+/// (or not) in one transaction regardless.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn dlq_replay(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(refused) = authorize(&headers, s.token.as_ref()) {
+        return refused.into_response();
+    }
+    let req: ReplayRequest = match body.iter().all(u8::is_ascii_whitespace) {
+        true => ReplayRequest::default(),
+        false => match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("expected {{}} or {{\"id\": N}}: {e}\n")).into_response(),
+        },
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let stopping = || (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping: nothing was replayed\n").into_response();
+    if s.commit_log.send(crate::commit_log::Control::ReplayDlq { only: req.id, reply }).is_err() {
+        return stopping();
+    }
+    match tokio::time::timeout(REPLAY_TIMEOUT, answer).await {
+        Ok(Ok(outcome)) => Json(outcome).into_response(),
+        // The commit log stopped before it took the request: it was not replayed.
+        Ok(Err(_)) => stopping(),
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "the commit log did not answer in time; the replay may still be committed\n").into_response(),
     }
 }
 
