@@ -254,7 +254,8 @@ fn dlq_replay_through_the_api_while_running() {
 }
 
 /// `agent.log_format = "json"`: every log line is one JSON object with a timestamp, a level,
-/// a target and the event's fields (the alert warning carries the entity); standard output's
+/// a target and the event's fields (the alert warning carries the entity, and its `alert` span
+/// the entity and the reading's commit-log seq); standard output's
 /// `ALERT` lines are unchanged; the API token never appears.
 #[test]
 fn json_log_lines() {
@@ -278,6 +279,11 @@ fn json_log_lines() {
     let warn = agent.wait_for_line(|l| l.contains("\"level\":\"WARN\"") && l.contains("l9.temp"), Duration::from_secs(10)).expect("alert warning in the log");
     let v: serde_json::Value = serde_json::from_str(&warn).unwrap();
     assert_eq!(v["entity"], "l9.temp", "{v}");
+    // The event's span: the alert, with the entity and the commit-log seq of the reading that
+    // closed the alerting window (one of the n readings, seqs 1..=n).
+    assert_eq!((v["span"]["name"].as_str(), v["span"]["entity"].as_str(), v["span"]["state"].as_str()), (Some("alert"), Some("l9.temp"), Some("raised")), "{v}");
+    let seq = v["span"]["seq"].as_u64().unwrap_or_else(|| panic!("no seq in the span: {v}"));
+    assert!((1..=n as u64).contains(&seq), "{v}");
     agent.terminate().unwrap();
     assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
     let lines = agent.lines();

@@ -163,7 +163,12 @@ impl CommitLog {
             if group.is_empty() {
                 continue;
             }
+            // Events of the commit (backpressure, slow commits, dead letters, replays) carry
+            // the seqs it assigns.
+            let span = tracing::info_span!("commit", first_seq = through + 1, through = tracing::field::Empty);
+            let _entered = span.enter();
             let (group, committed) = self.commit(group, &mut through, &mut checkpoints)?;
+            span.record("through", through);
             self.after_commit(group, committed, through);
         }
         Ok(())
@@ -316,6 +321,7 @@ impl CommitLog {
             let mut dead_letter = |dlq: &mut DlqTable<'_>, entry: &DlqEntry, outbox: &mut cloud_uplink::Appender<'_>| -> Result<(), StoreError> {
                 let id = next_dlq;
                 next_dlq += 1;
+                tracing::debug!(dlq_id = id, reason = %entry.reason, topic = %entry.topic, "dead letter");
                 dlq.insert(id, store::to_cbor(entry).as_slice()).doing("writing the DLQ")?;
                 outbox.append(entry.received_ms, dlq_body(id, entry))?;
                 Ok(())

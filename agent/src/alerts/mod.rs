@@ -209,6 +209,8 @@ pub fn run(
         let now = now_ms();
         let mut views = Vec::with_capacity(if live.is_some() { batch.len() } else { 0 });
         for w in &batch {
+            // Disabled at the default `info` level: costs a callsite check per window.
+            let _span = tracing::debug_span!("window", entity = %w.entity, window_end_ms = w.window_end_ms, seq = w.trigger_seq).entered();
             if evaluator.evaluate(w, &mut out).is_some() {
                 changed.push(w.entity.clone());
                 let band = evaluator.policy.thresholds.band(w.score);
@@ -221,6 +223,10 @@ pub fn run(
             metrics.event_to_score.record(Duration::from_millis(now.saturating_sub(w.window_end_ms).max(0) as u64));
         }
         for m in &out.messages {
+            let window = batch.iter().find(|w| *w.entity == *m.entity && w.window_end_ms == m.window_end_ms);
+            // What the publishers log (and any error) carries the entity and the seq of the
+            // reading that closed the window.
+            let _span = tracing::info_span!("alert", entity = %m.entity, state = m.state, window_end_ms = m.window_end_ms, seq = window.map_or(0, |w| w.trigger_seq)).entered();
             match m.state {
                 "raised" => metrics.alerts_raised.inc(),
                 "cleared" => metrics.alerts_cleared.inc(),
@@ -230,7 +236,7 @@ pub fn run(
                 p.publish(m);
             }
             if m.state == "raised" {
-                if let Some(w) = batch.iter().find(|w| *w.entity == *m.entity && w.window_end_ms == m.window_end_ms) {
+                if let Some(w) = window {
                     metrics.alert_latency.record(w.trigger_ingest.elapsed());
                 }
                 metrics.event_to_alert.record(Duration::from_millis(now_ms().saturating_sub(m.window_end_ms).max(0) as u64));
@@ -262,6 +268,7 @@ mod tests {
             score,
             model: Arc::new(ModelRef { name: "m".into(), version: "1".into(), sha256: "00".into() }),
             trigger_ingest: Instant::now(),
+            trigger_seq: 0,
         }
     }
 

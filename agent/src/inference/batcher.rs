@@ -27,6 +27,8 @@ pub struct ScoredWindow {
     pub score: f64,
     pub model: Arc<ModelRef>,
     pub trigger_ingest: Instant,
+    /// Commit-log seq of the reading that closed the window.
+    pub trigger_seq: u64,
 }
 
 /// Batching limits.
@@ -148,7 +150,8 @@ pub(crate) fn score_batch(
         metrics.inference_window_time.record(per_window);
     }
     if let Err(e) = result {
-        tracing::error!(error = %e, windows = batch.len(), "inference failed; batch not scored");
+        let first = batch.first().map(|j| (j.entity.to_string(), j.trigger_seq)).unwrap_or_default();
+        tracing::error!(error = %e, windows = batch.len(), first_entity = %first.0, first_seq = first.1, "inference failed; batch not scored");
         batch.clear();
         return true;
     }
@@ -170,6 +173,7 @@ pub(crate) fn score_batch(
                 score,
                 model: scoring.model.clone(),
                 trigger_ingest: job.trigger_ingest,
+                trigger_seq: job.trigger_seq,
             }
         })
         .collect();

@@ -64,6 +64,8 @@ pub struct WindowJob {
     pub input: Vec<f32>,
     /// When the reading that closed the window entered the agent (for latency metrics).
     pub trigger_ingest: Instant,
+    /// Commit-log seq of the reading that closed the window (log spans; 0 outside the agent).
+    pub trigger_seq: u64,
 }
 
 /// What flows from the workers through inference and the alert stage to the commit log.
@@ -175,6 +177,8 @@ impl Worker {
         }
         if let Admission::Late { .. } = admission {
             self.metrics.late_readings.inc();
+            let _span = tracing::debug_span!("reading", entity = %reading.entity, seq = reading.seq).entered();
+            tracing::debug!(event_time_ms = reading.event_time_ms, policy = ?s.geometry.late_policy, "late reading");
             if s.geometry.late_policy == LatePolicy::Dlq {
                 let entry = DlqEntry {
                     source: reading.source,
@@ -194,6 +198,7 @@ impl Worker {
         }
         let to_inference = &self.to_inference;
         let metrics = &self.metrics;
+        let trigger_seq = reading.seq;
         state.close_ready(&s.geometry, alpha, |window, ewma| {
             metrics.windows_emitted.inc();
             if ewma.count < s.normalisation.warmup {
@@ -204,7 +209,7 @@ impl Worker {
             }
             let mut input = Vec::with_capacity(s.width);
             normalise_window(&s.normalisation, resampled, ewma, &mut input);
-            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received };
+            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received, trigger_seq };
             // Inference only disconnects when the agent is shutting down.
             let _ = to_inference.send(Stage::Item(job));
         });
