@@ -23,10 +23,12 @@ fn kill_9_mid_stream_loses_nothing() {
     let id = "crash";
     let PlantAgent { dir: _dir, config, outbox, mut agent } = PlantAgent::start(&broker, id);
 
-    // 4 entities, warm-up + 400 readings each, one `mosquitto_pub -l -q 1` per entity fed at
+    // 4 entities, warm-up + 800 readings each, one `mosquitto_pub -l -q 1` per entity fed at
     // ~200 lines/s, so the stream is still running when the agent is killed.
     let warm = model_warmup();
-    let n = warm + 400;
+    // Long enough that the stream is still running when the kill condition below is met, even on
+    // a loaded machine.
+    let n = warm + 800;
     let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
     let entities: Vec<(String, Vec<(i64, f64)>)> =
         (0..4).map(|i| (format!("l{i}.temp"), series(10 + i as u64, t0, n, 20.0 + 10.0 * i as f64, None))).collect();
@@ -62,7 +64,8 @@ fn kill_9_mid_stream_loses_nothing() {
         .collect();
 
     // Kill once the agent has acknowledged warm-up + 100 readings per entity (its PUBACKs in the
-    // broker log), so windows were scored before the crash and must continue after it.
+    // broker log) and every entity has a delivered score, so windows were scored before the crash
+    // and must continue after it.
     let kill_at = 4 * (warm + 100);
     let needle = format!("Received PUBACK from vigil-{id}");
     let mut acked = 0usize;
@@ -74,6 +77,10 @@ fn kill_9_mid_stream_loses_nothing() {
             acked >= kill_at
         }, Duration::from_secs(60))
         .expect("agent acknowledges readings");
+    wait_for_outbox(&outbox, Duration::from_secs(60), Some(&agent), "a scored window per entity before the crash", |recs| {
+        let sc = scores(recs);
+        entities.iter().all(|(e, _)| sc.iter().any(|(se, _, _)| se == e))
+    });
     agent.kill_9().unwrap();
     let publishers_done_at_kill = publishers.iter().filter(|p| p.is_finished()).count();
     let before = read_outbox(&outbox);
