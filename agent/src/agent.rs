@@ -138,12 +138,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         tracing::info!("the model manifest has no feature distributions: no drift monitoring");
     }
     let mut health = HealthReporter::new(config.agent.id.clone(), metrics.clone(), live.clone(), None);
-    let policy = Policy {
-        thresholds: thresholds(&config, &runtime),
-        raise_after: config.alerts.raise_after,
-        clear_after: config.alerts.clear_after,
-        cooldown_ms: config.alerts.cooldown_s as i64 * 1000,
-    };
+    let policy = Policy::new(&config, thresholds(&config, &runtime));
 
     let workers_n = config.pipeline.workers;
     let (ingest_tx, ingest_rx) = bounded(INGEST_QUEUE);

@@ -139,12 +139,7 @@ impl Replayer {
     /// Loads and verifies the configured model.
     pub fn new(config: &Config) -> Result<Replayer, ReplayError> {
         let runtime = load_model(config)?;
-        let policy = Policy {
-            thresholds: thresholds(config, &runtime),
-            raise_after: config.alerts.raise_after,
-            clear_after: config.alerts.clear_after,
-            cooldown_ms: config.alerts.cooldown_s as i64 * 1000,
-        };
+        let policy = Policy::new(config, thresholds(config, &runtime));
         Ok(Replayer { runtime, config: config.clone(), policy })
     }
 
@@ -352,9 +347,14 @@ impl Driver<'_> {
             };
             let mut out = Evaluation::default();
             for w in &scored {
-                evaluator.evaluate(w, &mut out);
+                // Each window is new to this fresh evaluator, so `evaluate` scores it; a `None`
+                // still takes its slot so results stay aligned with the batch.
+                let Some((score, band)) = evaluator.evaluate(w, &mut out) else {
+                    results.push(None);
+                    continue;
+                };
                 let raised = evaluator.states.get(&w.entity).is_some_and(|s| s.raised);
-                let latest = Latest { score: w.score, band: evaluator.policy.thresholds.band(w.score), raised };
+                let latest = Latest { score, band, raised };
                 self.latest.insert(w.entity.clone(), latest);
                 results.push(Some(latest));
             }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::live::{LiveView, ScoreView};
 use crate::commit_log::{InternalWrite, Outputs};
+use crate::config::{Config, ScoreMode};
 use crate::inference::batcher::ScoredWindow;
 use crate::inference::manifest::{Band, Thresholds};
 use crate::metrics::Metrics;
@@ -46,10 +47,77 @@ pub fn band_name(band: Band) -> &'static str {
 /// Hysteresis and cooldown settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
+    pub score: ScoreMode,
     pub thresholds: Thresholds,
     pub raise_after: u32,
     pub clear_after: u32,
     pub cooldown_ms: i64,
+}
+
+impl Policy {
+    /// From `[alerts]`, with the effective thresholds (config over manifest).
+    pub fn new(config: &Config, thresholds: Thresholds) -> Policy {
+        Policy {
+            score: config.alerts.score,
+            thresholds,
+            raise_after: config.alerts.raise_after,
+            clear_after: config.alerts.clear_after,
+            cooldown_ms: config.alerts.cooldown_s as i64 * 1000,
+        }
+    }
+}
+
+/// Windows of error history [`ErrorBaseline`] compares against: four model widths (an anomaly
+/// stays in 32 sliding windows of the shipped models; a longer memory also keeps a recurring
+/// pattern from scoring again). One global value, chosen from 32/64/128/256 on the whole NAB
+/// corpus (README, "Replay and evaluation").
+pub const BASELINE_RECENT: usize = 128;
+/// Windows before [`ErrorBaseline`] scores anything.
+pub const BASELINE_MIN_WINDOWS: u64 = 64;
+/// EWMA weight of the long-run error statistics (after the first `1/α` windows).
+pub const BASELINE_ALPHA: f64 = 1.0 / 512.0;
+
+/// `alerts.score = "entity_relative"`: an entity's reconstruction-error history.
+///
+/// With `x = ln(error + 1e-6)`, the long-run EWMA mean `m` and standard deviation `s` of `x`
+/// (deviations capped at 3 `s`, so anomalies barely move them; floor 0.05) and `r` the highest
+/// `x` of the last [`BASELINE_RECENT`] windows, a window scores `z = (x − max(m, r)) / s` and
+/// `score = 1 − e^{−max(z, 0)/3}`. The score is unit-free (usable on any sensor without
+/// retraining), high when the error jumps — an anomaly's onset — and back to 0 while the same
+/// anomaly is still inside the following windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBaseline {
+    pub count: u64,
+    pub mean: f64,
+    pub var: f64,
+    pub recent: std::collections::VecDeque<f64>,
+}
+
+impl ErrorBaseline {
+    /// Scores one window's error and folds it into the history.
+    pub fn score(&mut self, error: f64) -> f64 {
+        let x = (error.max(0.0) + 1e-6).ln();
+        let s = self.var.max(0.0).sqrt().max(0.05);
+        let reference = self.recent.iter().copied().fold(self.mean, f64::max);
+        let z = if self.count >= BASELINE_MIN_WINDOWS { (x - reference) / s } else { 0.0 };
+        if self.count == 0 {
+            self.mean = x;
+        } else {
+            let a = BASELINE_ALPHA.max(1.0 / (self.count + 1) as f64);
+            let mut d = x - self.mean;
+            if self.count >= BASELINE_MIN_WINDOWS {
+                d = d.clamp(-3.0 * s, 3.0 * s);
+            }
+            self.mean += a * d;
+            self.var = (1.0 - a) * (self.var + a * d * d);
+        }
+        self.recent.push_back(x);
+        if self.recent.len() > BASELINE_RECENT {
+            self.recent.pop_front();
+        }
+        self.count += 1;
+        if z.is_finite() { 1.0 - (-z.max(0.0) / 3.0).exp() } else { 0.0 }
+    }
 }
 
 /// Per-entity hysteresis state (persisted in `alert_state`).
@@ -61,6 +129,9 @@ pub struct EntityAlertState {
     pub raised: bool,
     pub cooldown_until_ms: i64,
     pub last_review_ms: Option<i64>,
+    /// `alerts.score = "entity_relative"` history (empty in states written before it existed).
+    #[serde(default)]
+    pub baseline: ErrorBaseline,
 }
 
 /// A message for people and machines: an alert raised or cleared, or a review-band window.
@@ -93,21 +164,26 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// Evaluates one window; returns `None` if it was already evaluated before a restart.
-    pub fn evaluate(&mut self, w: &ScoredWindow, out: &mut Evaluation) -> Option<()> {
+    /// Evaluates one window; returns its score (per `alerts.score`) and band, or `None` if it
+    /// was already evaluated before a restart.
+    pub fn evaluate(&mut self, w: &ScoredWindow, out: &mut Evaluation) -> Option<(f64, Band)> {
         let p = self.policy;
         let state = self.states.entry(w.entity.clone()).or_default();
         if w.window_end_ms <= state.last_window_end_ms {
             return None;
         }
         state.last_window_end_ms = w.window_end_ms;
-        let band = p.thresholds.band(w.score);
+        let score = match p.score {
+            ScoreMode::Model => w.score,
+            ScoreMode::EntityRelative => state.baseline.score(w.error),
+        };
+        let band = p.thresholds.band(score);
         out.records.push((
             w.window_end_ms,
             Body::Score {
                 entity: w.entity.to_string(),
                 window_end_ms: w.window_end_ms,
-                score: w.score,
+                score: score,
                 error: Some(w.error),
                 band: band_name(band).to_string(),
                 model: (*w.model).clone(),
@@ -118,7 +194,7 @@ impl Evaluator {
             entity: w.entity.to_string(),
             state: state_name,
             band: band_name(band),
-            score: w.score,
+            score: score,
             error: w.error,
             window_end_ms: w.window_end_ms,
             model: (*w.model).clone(),
@@ -132,7 +208,7 @@ impl Evaluator {
                 state.raised = true;
                 transition = Some((AlertState::Raised, message(
                     "raised",
-                    format!("anomaly on {}: score {:.3} >= {:.3} for {} windows", w.entity, w.score, p.thresholds.alert, state.consecutive_alert),
+                    format!("anomaly on {}: score {:.3} >= {:.3} for {} windows", w.entity, score, p.thresholds.alert, state.consecutive_alert),
                 )));
             }
         } else {
@@ -151,14 +227,14 @@ impl Evaluator {
             }
             if band == Band::Review && !state.raised && state.last_review_ms.is_none_or(|t| w.window_end_ms - t >= p.cooldown_ms) {
                 state.last_review_ms = Some(w.window_end_ms);
-                let m = message("review", format!("{} needs review: score {:.3}", w.entity, w.score));
+                let m = message("review", format!("{} needs review: score {:.3}", w.entity, score));
                 out.records.push((
                     w.window_end_ms,
                     Body::Alert {
                         entity: w.entity.to_string(),
                         state: AlertState::Review,
                         band: m.band.to_string(),
-                        score: w.score,
+                        score: score,
                         model: (*w.model).clone(),
                         message: m.message.clone(),
                     },
@@ -173,14 +249,14 @@ impl Evaluator {
                     entity: w.entity.to_string(),
                     state: alert_state,
                     band: band_name(band).to_string(),
-                    score: w.score,
+                    score: score,
                     model: (*w.model).clone(),
                     message: msg.message.clone(),
                 },
             ));
             out.messages.push(msg);
         }
-        Some(())
+        Some((score, band))
     }
 }
 
@@ -211,12 +287,11 @@ pub fn run(
         for w in &batch {
             // Disabled at the default `info` level: costs a callsite check per window.
             let _span = tracing::debug_span!("window", entity = %w.entity, window_end_ms = w.window_end_ms, seq = w.trigger_seq).entered();
-            if evaluator.evaluate(w, &mut out).is_some() {
+            if let Some((score, band)) = evaluator.evaluate(w, &mut out) {
                 changed.push(w.entity.clone());
-                let band = evaluator.policy.thresholds.band(w.score);
                 metrics.scores_by_band[band as usize].inc();
                 if live.is_some() {
-                    views.push(ScoreView { entity: w.entity.to_string(), window_end_ms: w.window_end_ms, score: w.score, band: band_name(band) });
+                    views.push(ScoreView { entity: w.entity.to_string(), window_end_ms: w.window_end_ms, score, band: band_name(band) });
                 }
             }
             metrics.score_latency.record(w.trigger_ingest.elapsed());
@@ -275,7 +350,7 @@ mod tests {
     fn evaluator() -> Evaluator {
         Evaluator {
             agent: "a".into(),
-            policy: Policy { thresholds: Thresholds { review: 0.5, alert: 0.8 }, raise_after: 2, clear_after: 2, cooldown_ms: 10_000 },
+            policy: Policy { score: ScoreMode::Model, thresholds: Thresholds { review: 0.5, alert: 0.8 }, raise_after: 2, clear_after: 2, cooldown_ms: 10_000 },
             states: HashMap::new(),
         }
     }
@@ -307,6 +382,39 @@ mod tests {
         let mut out = Evaluation::default();
         assert!(ev.evaluate(&window(15_000, 0.9), &mut out).is_none());
         assert!(out.records.is_empty());
+    }
+
+    #[test]
+    fn entity_relative_scores_the_onset_of_an_error_jump() {
+        let mut b = ErrorBaseline::default();
+        // Alternating errors 1, 2 (x = ln 1, ln 2): nothing exceeds the recent maximum.
+        for i in 0..200 {
+            let s = b.score(if i % 2 == 0 { 1.0 } else { 2.0 });
+            assert_eq!(s, 0.0, "window {i}");
+        }
+        assert_eq!(b.count, 200);
+        assert_eq!(b.recent.len(), BASELINE_RECENT);
+        // A jump to 20: z = (ln 20 - ln 2) / s with s the long-run spread of ln e.
+        let s = b.var.sqrt();
+        let expected = 1.0 - (-((20f64 + 1e-6).ln() - (2f64 + 1e-6).ln()) / s / 3.0).exp();
+        let onset = b.score(20.0);
+        assert!((onset - expected).abs() < 1e-9 && onset > 0.8, "{onset} vs {expected}");
+        // The same level in the next windows is no longer new.
+        assert_eq!(b.score(20.0), 0.0);
+        // Before BASELINE_MIN_WINDOWS nothing is scored.
+        let mut fresh = ErrorBaseline::default();
+        assert!((0..BASELINE_MIN_WINDOWS).all(|i| fresh.score(i as f64 * 10.0) == 0.0));
+    }
+
+    #[test]
+    fn evaluator_uses_the_configured_score() {
+        let mut ev = evaluator();
+        ev.policy.score = ScoreMode::EntityRelative;
+        let mut out = Evaluation::default();
+        // The model says 0.9 but the entity has no error history yet: relative score 0.
+        assert_eq!(ev.evaluate(&window(1000, 0.9), &mut out), Some((0.0, Band::Normal)));
+        let Body::Score { score, .. } = &out.records[0].1 else { panic!("score record first") };
+        assert_eq!(*score, 0.0);
     }
 
     #[test]

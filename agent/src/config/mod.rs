@@ -438,6 +438,15 @@ pub enum LatePolicy {
     Process,
 }
 
+/// See [`AlertsConfig::score`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreMode {
+    #[default]
+    Model,
+    EntityRelative,
+}
+
 /// `[inference]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -460,6 +469,11 @@ pub struct InferenceConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
+    /// What a window's score is: `model` (the model's reconstruction-error score, as the
+    /// manifest defines it) or `entity_relative` (the error's novelty against the entity's own
+    /// error history: see [`crate::alerts::ErrorBaseline`]). Thresholds apply to this score.
+    #[serde(default)]
+    pub score: ScoreMode,
     /// Score at or above which a window is in the review band. Default: the model manifest's.
     #[serde(default)]
     pub review_threshold: Option<f64>,
@@ -562,6 +576,7 @@ pub struct RouteConfig {
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
+            score: ScoreMode::default(),
             review_threshold: None,
             alert_threshold: None,
             raise_after: defaults::raise_after(),
