@@ -166,3 +166,23 @@ fn eval_nab_scores_a_tiny_corpus_and_writes_result_files() {
         assert!(lines[1..].iter().zip(stamps.iter()).all(|(l, s)| l.starts_with(&format!("{s},"))));
     }
 }
+
+#[test]
+fn an_out_of_order_row_is_counted_late_and_still_gets_an_output_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = replay_config(dir.path());
+    let input = dir.path().join("ooo.csv");
+    // Rows every 5 min; row 5 goes back 20 min (before windows already emitted).
+    let mut text = String::from("timestamp,value\n");
+    for i in 0..10usize {
+        let t = if i == 5 { timestamp(1) } else { timestamp(i) };
+        text.push_str(&format!("{},{}\n", iso(t), i));
+    }
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("out.csv");
+    let o = vigil(&["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("replayed 10 rows (10 readings, 1 late)"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 11);
+}

@@ -102,6 +102,8 @@ pub struct ReplaySummary {
     pub readings: u64,
     pub windows_scored: u64,
     pub batches: u64,
+    /// Readings older than an emitted window (out-of-order input): not in any window.
+    pub late: u64,
     pub hop_ms: i64,
     pub size_ms: i64,
     pub elapsed: Duration,
@@ -227,7 +229,10 @@ impl Replayer {
         };
         let metrics = Arc::new(Metrics::default());
         let (jobs_tx, jobs_rx) = unbounded();
-        let (internal_tx, _internal_rx) = unbounded();
+        // Late readings are counted (`late` in the summary); with `late_policy = "dlq"` the worker
+        // also sends a dead letter, which replay does not keep: the receiver is dropped here,
+        // so those sends fail at once instead of piling up.
+        let (internal_tx, _) = unbounded();
         let (_inbox_tx, inbox) = unbounded::<WorkerMsg>();
         let mut worker = Worker {
             index: 0,
@@ -293,6 +298,7 @@ impl Replayer {
         summary.rows = driver.rows_emitted;
         summary.windows_scored = metrics.windows_scored.get();
         summary.batches = metrics.inference_batches.get();
+        summary.late = metrics.late_readings.get();
         summary.elapsed = started.elapsed();
         Ok(summary)
     }
