@@ -253,6 +253,38 @@ fn dlq_replay_through_the_api_while_running() {
     assert_no_panic(&agent);
 }
 
+/// An acknowledgement survives a restart: the alert is raised, acknowledged through the API
+/// (committed to `alert_ack` before the answer), the agent is stopped and started again, and
+/// the open alert is back in `/api/alerts` with the same acknowledgement.
+#[test]
+fn acknowledgements_survive_a_restart() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let plant = PlantAgent::start(&broker, "ackrestart");
+    let api = api_addr(&plant.agent);
+    let n = model_warmup() + 30;
+    let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
+    // The spike is near the end, so the alert is still open when the input ends.
+    publish_series(&broker, "l3.press", &series(31, t0, n, 20.0, Some(n - 5)));
+    plant.agent.wait_for_line(|l| l.starts_with("ALERT RAISED") && l.contains("l3.press"), Duration::from_secs(60)).expect("an alert");
+    let auth = format!("Bearer {API_TOKEN}");
+    let ok = http_request(api, "POST", "/api/alerts/ack", &[("Authorization", &auth)], br#"{"entity": "l3.press", "by": "night shift"}"#).unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let before = json(&http_get(api, "/api/alerts").unwrap())["open"][0].clone();
+    assert_eq!((before["entity"].as_str(), before["acked_by"].as_str()), (Some("l3.press"), Some("night shift")), "{before}");
+
+    let mut agent = plant.agent;
+    agent.terminate().unwrap();
+    assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
+    let mut agent = spawn_agent(&plant.config);
+    let api = api_addr(&agent);
+    let after = json(&http_get(api, "/api/alerts").unwrap());
+    assert_eq!(after["open"].as_array().map(Vec::len), Some(1), "{after}");
+    assert_eq!(after["open"][0], before, "the open alert and its acknowledgement are restored as they were");
+    agent.terminate().unwrap();
+    assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
+    assert_no_panic(&agent);
+}
+
 /// `agent.log_format = "json"`: every log line is one JSON object with a timestamp, a level,
 /// a target and the event's fields (the alert warning carries the entity, and its `alert` span
 /// the entity and the reading's commit-log seq); standard output's

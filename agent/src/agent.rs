@@ -165,6 +165,18 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             let (k, v) = row.doing("restoring state")?;
             alert_states.insert(Arc::from(k.value()), store::from_cbor("alert_state", k.value(), v.value())?);
         }
+        // Open alerts and their acknowledgements, for the API and the dashboard.
+        if let Some(live) = &live {
+            let acks = txn.open_table(store::ALERT_ACK).doing("restoring acknowledgements")?;
+            for (entity, state) in &alert_states {
+                let Some(open) = state.open.as_ref().filter(|_| state.raised) else { continue };
+                let ack: Option<crate::alerts::Acknowledgement> = match acks.get(entity.as_ref()).doing("restoring acknowledgements")? {
+                    Some(v) => Some(store::from_cbor("alert_ack", entity.as_ref(), v.value())?),
+                    None => None,
+                };
+                live.restore_open(entity, open, ack.as_ref());
+            }
+        }
     }
     let restored: usize = entity_states.iter().map(|m| m.len()).sum();
     if restored > 0 {

@@ -15,7 +15,8 @@
 //!   first. Internal producers are bounded upstream by the bounded ingest channel and the
 //!   bounded worker/inference queues, so the unbounded channel cannot grow without limit.
 //!
-//! - **Control requests never hold up shutdown.** Requests from the HTTP API (DLQ replay) come
+//! - **Control requests never hold up shutdown.** Requests from the HTTP API (DLQ replay,
+//!   alert acknowledgements) come
 //!   on a third channel ([`Control`]) that the thread serves with the internal writes but never
 //!   waits for: the API may outlive the pipeline, and a request still queued when the commit
 //!   log stops is answered by its dropped reply channel ("the agent is stopping").
@@ -82,6 +83,8 @@ pub enum InternalWrite {
 pub enum Control {
     /// Decode dead letters again (all, or the one with this id) and commit what decodes now.
     ReplayDlq { only: Option<u64>, reply: tokio::sync::oneshot::Sender<ReplayOutcome> },
+    /// Persist the acknowledgement of `entity`'s open alert; the reply says it is committed.
+    Acknowledge { entity: String, ack: crate::alerts::Acknowledgement, reply: tokio::sync::oneshot::Sender<()> },
 }
 
 /// What a DLQ replay did.
@@ -129,7 +132,7 @@ struct Committed {
     journal_trimmed: u64,
     /// Readings replayed from the DLQ (with their seqs), routed after the commit.
     replayed: Vec<Reading>,
-    /// One per [`Group::control`] request, in order.
+    /// One per [`Control::ReplayDlq`] request of the group, in order.
     outcomes: Vec<ReplayOutcome>,
 }
 
@@ -313,6 +316,7 @@ impl CommitLog {
             let mut features = txn.open_table(store::FEATURES).doing("opening features")?;
             let mut alert_state = txn.open_table(store::ALERT_STATE).doing("opening alert_state")?;
             let mut audit = txn.open_table(store::AUDIT).doing("opening the audit log")?;
+            let mut acks = txn.open_table(store::ALERT_ACK).doing("opening alert_ack")?;
             let mut next_dlq = store::meta_get(&meta, store::NEXT_DLQ_ID)?.max(1);
             let first_audit = store::meta_get(&meta, store::NEXT_AUDIT_ID)?.max(1);
             let mut next_audit = first_audit;
@@ -364,9 +368,15 @@ impl CommitLog {
             // group is already in the table (ids only grow: no letter is replayed twice).
             let now = crate::reading::now_ms();
             for c in &group.control {
-                let Control::ReplayDlq { only, .. } = c;
-                let outcome = replay_dead_letters(&self.redecoder, *only, now, &mut dlq, &mut journal, &mut outbox, &mut next_seq, &mut replayed)?;
-                outcomes.push(outcome);
+                match c {
+                    Control::ReplayDlq { only, .. } => {
+                        let outcome = replay_dead_letters(&self.redecoder, *only, now, &mut dlq, &mut journal, &mut outbox, &mut next_seq, &mut replayed)?;
+                        outcomes.push(outcome);
+                    }
+                    Control::Acknowledge { entity, ack, .. } => {
+                        acks.insert(entity.as_str(), store::to_cbor(ack).as_slice()).doing("writing alert_ack")?;
+                    }
+                }
             }
             for batch in group.batches.iter_mut() {
                 for reading in batch.readings.iter_mut() {
@@ -417,12 +427,20 @@ impl CommitLog {
         // Replayed readings have the group's lowest seqs: route them first.
         let mut readings = committed.replayed;
         readings.reserve(group.readings);
-        for (c, outcome) in group.control.into_iter().zip(committed.outcomes) {
-            let Control::ReplayDlq { reply, .. } = c;
-            self.metrics.dlq_replayed.add(outcome.replayed);
-            tracing::info!(replayed = outcome.replayed, readings = outcome.readings, still_rejected = outcome.still_rejected, kept = outcome.kept, "DLQ replayed");
-            // The requester may have given up waiting; the replay is committed either way.
-            let _ = reply.send(outcome);
+        let mut outcomes = committed.outcomes.into_iter();
+        // The requesters may have given up waiting; what they asked for is committed either way.
+        for c in group.control {
+            match c {
+                Control::ReplayDlq { reply, .. } => {
+                    let outcome = outcomes.next().unwrap_or_default();
+                    self.metrics.dlq_replayed.add(outcome.replayed);
+                    tracing::info!(replayed = outcome.replayed, readings = outcome.readings, still_rejected = outcome.still_rejected, kept = outcome.kept, "DLQ replayed");
+                    let _ = reply.send(outcome);
+                }
+                Control::Acknowledge { reply, .. } => {
+                    let _ = reply.send(());
+                }
+            }
         }
         for w in &group.internal {
             if let InternalWrite::DeadLetters(entries) = w {

@@ -10,6 +10,7 @@
 //! | `entity_state` | entity id      | CBOR window + feature state   | commit log (checkpoints from workers) |
 //! | `features`     | entity id      | JSON feature snapshot         | commit log (checkpoints from workers) |
 //! | `alert_state`  | entity id      | CBOR hysteresis state         | commit log (outputs from the alert stage) |
+//! | `alert_ack`    | entity id      | CBOR [`crate::alerts::Acknowledgement`] | commit log (API acknowledgements) |
 //! | `audit`        | audit id       | CBOR [`crate::ingest::modbus::writeback::WriteAudit`] | commit log (Modbus write-back) |
 //! | outbox tables  | see `cloud_uplink::outbox`                     | commit log, sinks     |
 //!
@@ -40,6 +41,7 @@ pub const ENTITY_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("ent
 pub const FEATURES: TableDefinition<&str, &[u8]> = TableDefinition::new("features");
 pub const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub const ALERT_ACK: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_ack");
 
 /// `meta` key: the next ingest seq to assign (seqs start at 1).
 pub const NEXT_SEQ: &str = "next_ingest_seq";
@@ -96,6 +98,7 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
         txn.open_table(FEATURES).doing("creating tables")?;
         txn.open_table(ALERT_STATE).doing("creating tables")?;
         txn.open_table(AUDIT).doing("creating tables")?;
+        txn.open_table(ALERT_ACK).doing("creating tables")?;
     }
     txn.commit().doing("creating tables")?;
     Ok(Arc::new(db))

@@ -132,6 +132,31 @@ pub struct EntityAlertState {
     /// `alerts.score = "entity_relative"` history (empty in states written before it existed).
     #[serde(default)]
     pub baseline: ErrorBaseline,
+    /// The raised alert, while `raised` (restores the dashboard's open alerts after a restart).
+    /// Absent in states written before it existed.
+    #[serde(default)]
+    pub open: Option<RaisedAlert>,
+}
+
+/// What a person sees of a raised alert; it is identified by `(entity, window_end_ms)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaisedAlert {
+    /// End of the window that raised it.
+    pub window_end_ms: i64,
+    pub score: f64,
+    pub message: String,
+    /// Wall clock when it was raised.
+    pub raised_ms: i64,
+}
+
+/// An acknowledgement of the raised alert `(entity, window_end_ms)`, in the `alert_ack` table
+/// (written by the commit log for `POST /api/alerts/ack`). Applies only while that alert is
+/// open: a later raise of the same entity is a new alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub window_end_ms: i64,
+    pub by: String,
+    pub acked_ms: i64,
 }
 
 /// A message for people and machines: an alert raised or cleared, or a review-band window.
@@ -154,6 +179,8 @@ pub struct AlertMessage {
 pub struct Evaluation {
     pub records: Vec<(i64, Body)>,
     pub messages: Vec<AlertMessage>,
+    /// The wall clock of this evaluation (an alert's `raised_ms`), set by the caller.
+    pub now_ms: i64,
 }
 
 /// Pure hysteresis logic over all entities.
@@ -206,10 +233,12 @@ impl Evaluator {
             state.consecutive_below = 0;
             if !state.raised && state.consecutive_alert >= p.raise_after && w.window_end_ms >= state.cooldown_until_ms {
                 state.raised = true;
-                transition = Some((AlertState::Raised, message(
+                let m = message(
                     "raised",
                     format!("anomaly on {}: score {:.3} >= {:.3} for {} windows", w.entity, score, p.thresholds.alert, state.consecutive_alert),
-                )));
+                );
+                state.open = Some(RaisedAlert { window_end_ms: w.window_end_ms, score, message: m.message.clone(), raised_ms: out.now_ms });
+                transition = Some((AlertState::Raised, m));
             }
         } else {
             state.consecutive_alert = 0;
@@ -217,6 +246,7 @@ impl Evaluator {
                 state.consecutive_below += 1;
                 if state.consecutive_below >= p.clear_after {
                     state.raised = false;
+                    state.open = None;
                     state.consecutive_below = 0;
                     state.cooldown_until_ms = w.window_end_ms + p.cooldown_ms;
                     transition = Some((AlertState::Cleared, message(
@@ -280,9 +310,9 @@ pub fn run(
                 continue;
             }
         };
-        let mut out = Evaluation::default();
-        let mut changed: Vec<Arc<str>> = Vec::with_capacity(batch.len());
         let now = now_ms();
+        let mut out = Evaluation { now_ms: now, ..Evaluation::default() };
+        let mut changed: Vec<Arc<str>> = Vec::with_capacity(batch.len());
         let mut views = Vec::with_capacity(if live.is_some() { batch.len() } else { 0 });
         for w in &batch {
             // Disabled at the default `info` level: costs a callsite check per window.
@@ -318,7 +348,7 @@ pub fn run(
             }
         }
         if let Some(live) = &live {
-            live.scored(views, &out.messages);
+            live.scored(views, &out.messages, now);
         }
         let alert_states = changed
             .iter()

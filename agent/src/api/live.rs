@@ -10,7 +10,9 @@
 //! - **Cheap for the data path.** Workers lock once per batch of readings they received (not
 //!   per reading); the alert stage once per scored batch. The API locks to copy what it serves.
 //!   Nothing here is durable: it is rebuilt from live traffic after a restart (the durable
-//!   record of every score and alert is the outbox). Acknowledgements are kept in memory only.
+//!   record of every score and alert is the outbox), except the open alerts and their
+//!   acknowledgements, restored at start from `alert_state` and `alert_ack`
+//!   ([`LiveView::restore_open`]); an acknowledgement is committed before it shows here.
 //! - Every change a person must see at once (an alert raised, cleared or acknowledged, a
 //!   health alert) bumps [`LiveView::subscribe`]'s version, which wakes the dashboard's event
 //!   stream.
@@ -20,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use crate::alerts::AlertMessage;
+use crate::alerts::{Acknowledgement, AlertMessage, RaisedAlert};
 use crate::metrics::HealthKind;
 use crate::pipeline::features::Features;
 use crate::reading::now_ms;
@@ -199,7 +201,8 @@ impl LiveView {
     }
 
     /// Scores the alert stage evaluated, and the messages they produced.
-    pub fn scored(&self, scores: Vec<ScoreView>, messages: &[AlertMessage]) {
+    /// `now` is the alert stage's clock for this batch (the raised alerts' `raised_ms`).
+    pub fn scored(&self, scores: Vec<ScoreView>, messages: &[AlertMessage], now: i64) {
         let cap = self.sparkline_points;
         {
             let mut entities = lock(&self.entities);
@@ -219,7 +222,6 @@ impl LiveView {
         if messages.is_empty() {
             return;
         }
-        let now = now_ms();
         let mut alerts = lock(&self.alerts);
         for m in messages {
             match m.state {
@@ -258,12 +260,35 @@ impl LiveView {
         self.bump();
     }
 
-    /// Acknowledges the open alert of `entity`; `false` when there is none.
-    pub fn acknowledge(&self, entity: &str, by: &str) -> bool {
+    /// An open alert the agent had when it stopped, with its acknowledgement (if it is one of
+    /// this alert: same raising window).
+    pub fn restore_open(&self, entity: &str, raised: &RaisedAlert, ack: Option<&Acknowledgement>) {
+        let ack = ack.filter(|a| a.window_end_ms == raised.window_end_ms);
+        let alert = OpenAlert {
+            entity: entity.to_string(),
+            score: raised.score,
+            window_end_ms: raised.window_end_ms,
+            message: raised.message.clone(),
+            raised_ms: raised.raised_ms,
+            acked_by: ack.map(|a| a.by.clone()),
+            acked_ms: ack.map(|a| a.acked_ms),
+        };
+        lock(&self.alerts).open.insert(entity.to_string(), alert);
+        self.bump();
+    }
+
+    /// The open alert of `entity`.
+    pub fn open_alert(&self, entity: &str) -> Option<OpenAlert> {
+        lock(&self.alerts).open.get(entity).cloned()
+    }
+
+    /// Marks the open alert of `entity` acknowledged if it is still the one `ack` is for;
+    /// `false` otherwise (cleared, or raised again, meanwhile).
+    pub fn acknowledge(&self, entity: &str, ack: &Acknowledgement) -> bool {
         let mut alerts = lock(&self.alerts);
-        let Some(a) = alerts.open.get_mut(entity) else { return false };
-        a.acked_by = Some(by.to_string());
-        a.acked_ms = Some(now_ms());
+        let Some(a) = alerts.open.get_mut(entity).filter(|a| a.window_end_ms == ack.window_end_ms) else { return false };
+        a.acked_by = Some(ack.by.clone());
+        a.acked_ms = Some(ack.acked_ms);
         drop(alerts);
         self.bump();
         true
@@ -345,13 +370,15 @@ mod tests {
             .map(|i| AppliedReading { entity: Arc::from("e1"), event_time_ms: i, value: i as f64 })
             .collect();
         live.readings(&mut batch);
-        live.scored(vec![ScoreView { entity: "e1".into(), window_end_ms: 4, score: 0.9, band: "alert" }], &[message("e1", "raised")]);
+        live.scored(vec![ScoreView { entity: "e1".into(), window_end_ms: 4, score: 0.9, band: "alert" }], &[message("e1", "raised")], 7);
         let e = &live.entities(10, None)[0];
         assert_eq!((e.values.clone(), e.last_value, e.alert), (vec![2.0, 3.0, 4.0], 4.0, true));
-        assert!(!live.acknowledge("nope", "x"));
-        assert!(live.acknowledge("e1", "operator"));
+        let ack = |window_end_ms| Acknowledgement { window_end_ms, by: "operator".into(), acked_ms: 5 };
+        assert!(!live.acknowledge("nope", &ack(1000)));
+        assert!(!live.acknowledge("e1", &ack(999)), "an acknowledgement of an earlier raise");
+        assert!(live.acknowledge("e1", &ack(1000)));
         assert_eq!(live.open_alerts()[0].acked_by.as_deref(), Some("operator"));
-        live.scored(Vec::new(), &[message("e1", "cleared")]);
+        live.scored(Vec::new(), &[message("e1", "cleared")], 8);
         assert!(live.open_alerts().is_empty());
     }
 }

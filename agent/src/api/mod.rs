@@ -226,12 +226,35 @@ async fn ack(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: axum::bod
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("expected {{\"entity\": \"...\", \"by\": \"...\"}}: {e}\n")).into_response(),
     };
-    let by = req.by.unwrap_or_else(|| "api".into());
-    if s.live.acknowledge(&req.entity, &by) {
-        tracing::info!(entity = %req.entity, by = %by, "alert acknowledged");
+    let not_open = || (StatusCode::NOT_FOUND, format!("no open alert for entity {:?}\n", req.entity)).into_response();
+    let Some(open) = s.live.open_alert(&req.entity) else { return not_open() };
+    let ack = crate::alerts::Acknowledgement { window_end_ms: open.window_end_ms, by: req.by.unwrap_or_else(|| "api".into()), acked_ms: crate::reading::now_ms() };
+    // Durable first (the `alert_ack` table, by the commit log), then shown.
+    let (reply, committed) = tokio::sync::oneshot::channel();
+    let control = crate::commit_log::Control::Acknowledge { entity: req.entity.clone(), ack: ack.clone(), reply };
+    if let Err(refused) = ask_commit_log(&s, control, committed).await {
+        return refused;
+    }
+    if s.live.acknowledge(&req.entity, &ack) {
+        tracing::info!(entity = %req.entity, by = %ack.by, "alert acknowledged");
         (StatusCode::OK, Json(serde_json::json!({"acknowledged": req.entity}))).into_response()
     } else {
-        (StatusCode::NOT_FOUND, format!("no open alert for entity {:?}\n", req.entity)).into_response()
+        // Cleared (or raised again) meanwhile; the stored acknowledgement names the old raise.
+        not_open()
+    }
+}
+
+/// Sends `control` to the commit log and waits for its answer on `answer`.
+async fn ask_commit_log<T>(s: &ApiState, control: crate::commit_log::Control, answer: tokio::sync::oneshot::Receiver<T>) -> Result<T, Response> {
+    let stopping = || (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping: nothing was changed\n").into_response();
+    if s.commit_log.send(control).is_err() {
+        return Err(stopping());
+    }
+    match tokio::time::timeout(COMMIT_LOG_TIMEOUT, answer).await {
+        Ok(Ok(v)) => Ok(v),
+        // The commit log stopped before it took the request: nothing was committed.
+        Ok(Err(_)) => Err(stopping()),
+        Err(_) => Err((StatusCode::GATEWAY_TIMEOUT, "the commit log did not answer in time; the change may still be committed\n").into_response()),
     }
 }
 
@@ -292,9 +315,9 @@ struct ReplayRequest {
     id: Option<u64>,
 }
 
-/// How long a replay request waits for the commit log's answer; the replay itself is committed
-/// (or not) in one transaction regardless.
-const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request waits for the commit log's answer; what it asked for is committed (or
+/// not) in one transaction regardless.
+const COMMIT_LOG_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn dlq_replay(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(refused) = authorize(&headers, s.token.as_ref()) {
@@ -308,15 +331,9 @@ async fn dlq_replay(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: ax
         },
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let stopping = || (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping: nothing was replayed\n").into_response();
-    if s.commit_log.send(crate::commit_log::Control::ReplayDlq { only: req.id, reply }).is_err() {
-        return stopping();
-    }
-    match tokio::time::timeout(REPLAY_TIMEOUT, answer).await {
-        Ok(Ok(outcome)) => Json(outcome).into_response(),
-        // The commit log stopped before it took the request: it was not replayed.
-        Ok(Err(_)) => stopping(),
-        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "the commit log did not answer in time; the replay may still be committed\n").into_response(),
+    match ask_commit_log(&s, crate::commit_log::Control::ReplayDlq { only: req.id, reply }, answer).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(refused) => refused,
     }
 }
 
