@@ -327,6 +327,12 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         .map_err(AgentError::Spawn)?;
     let uplink = Uplink::start(&rt, &config, outbox.clone(), metrics.clone())?;
 
+    // Registered before the API answers (a supervisor or test may stop the agent as soon as it
+    // does), and once: a signal between two loop iterations below must not be lost.
+    let mut shutdown = {
+        let _context = rt.enter();
+        ShutdownSignal::install()
+    };
     let api_task = match (api_listener, live) {
         (Some(listener), Some(live)) => {
             let model = cloud_uplink::ModelRef { name: manifest.name.clone(), version: manifest.version.clone(), sha256: manifest.sha256.clone() };
@@ -367,7 +373,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         let mut done_rx = done_rx;
         loop {
             tokio::select! {
-                _ = shutdown_signal() => {
+                _ = shutdown.recv() => {
                     tracing::info!("shutdown requested");
                     break;
                 }
@@ -446,23 +452,37 @@ fn log_status(m: &Metrics) {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM (unix) or Ctrl-C. SIGTERM is registered when this is created, so one that arrives
+/// while nobody awaits [`ShutdownSignal::recv`] is still seen by the next call.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Must run inside the runtime's context.
+    fn install() -> ShutdownSignal {
+        #[cfg(unix)]
+        {
+            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+            if let Err(e) = &term {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            ShutdownSignal { term: term.ok() }
         }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.term {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
