@@ -274,7 +274,7 @@ impl KafkaSink {
     }
 
     /// Builds the Kafka record for one outbox record.
-    fn to_record(&self, r: &StoredRecord) -> Result<(Vec<u8>, Record), SinkError> {
+    fn to_record(&self, r: &StoredRecord) -> Result<Record, SinkError> {
         let env: Envelope = r.envelope().map_err(|e| SinkError::Fatal {
             message: format!("outbox record seq {} does not decode: {e}", r.seq),
         })?;
@@ -297,15 +297,12 @@ impl KafkaSink {
         headers.insert("vigil.kind".to_string(), r.class.as_str().as_bytes().to_vec());
         headers.insert("content-type".to_string(), content_type.as_bytes().to_vec());
         let timestamp = chrono::DateTime::from_timestamp_millis(env.event_time_ms).unwrap_or_default();
-        Ok((
-            key.clone(),
-            Record {
-                key: Some(key),
-                value: Some(value),
-                headers,
-                timestamp,
-            },
-        ))
+        Ok(Record {
+            key: Some(key),
+            value: Some(value),
+            headers,
+            timestamp,
+        })
     }
 
     fn compression(&self) -> Compression {
@@ -338,8 +335,8 @@ impl KafkaSink {
         let mut per_partition: BTreeMap<usize, Vec<Vec<Record>>> = BTreeMap::new();
         let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
         for r in batch {
-            let (key, record) = self.to_record(r)?;
-            let p = partition_for(&key, n);
+            let record = self.to_record(r)?;
+            let p = partition_for(record.key.as_deref().unwrap_or_default(), n);
             let size = record.approximate_size();
             let requests = per_partition.entry(p).or_default();
             let used = sizes.entry(p).or_default();

@@ -96,8 +96,8 @@ async fn kafka_over_tls_delivers_with_the_right_ca_and_refuses_a_wrong_one() {
     let ca = pki.ca_cert();
     let port = tls.port();
     let out = tokio::task::spawn_blocking(move || {
-        std::env::set_var("VIGIL_KAFKA_CA", &ca);
-        run_peer_script("kafka_consume.py", &[format!("127.0.0.1:{port}"), "30".into(), "25".into(), "tls.readings".into()])
+        let args = ["--ca".into(), ca.display().to_string(), format!("127.0.0.1:{port}"), "30".into(), "25".into(), "tls.readings".into()];
+        run_peer_script("kafka_consume.py", &args)
     })
     .await
     .unwrap()

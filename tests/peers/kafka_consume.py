@@ -1,17 +1,15 @@
 #!/usr/bin/env python3
 """Independent Kafka consumer for Vigil's tests (confluent-kafka / librdkafka, not Vigil's client).
 
-Usage: kafka_consume.py BOOTSTRAP TIMEOUT_S MIN_RECORDS TOPIC [TOPIC...]
+Usage: kafka_consume.py [--ca PEM] BOOTSTRAP TIMEOUT_S MIN_RECORDS TOPIC [TOPIC...]
 
 Reads every partition of every TOPIC from the beginning (explicit assignment, no consumer group:
 tansu's group join is slow) until at least MIN_RECORDS records arrived in total and the topics
-are drained, or TIMEOUT_S passes. With VIGIL_KAFKA_CA set (a PEM file), connects over TLS
-trusting that CA. Prints one JSON object per record on stdout:
+are drained, or TIMEOUT_S passes. With --ca PEM, connects over TLS trusting that CA. Prints one JSON object per record on stdout:
 {"topic", "partition", "offset", "key", "headers": {name: text}, "value_hex", "timestamp_ms"}.
 Exits 3 on timeout (after printing what it got), so the test sees the shortfall.
 """
 import json
-import os
 import sys
 import time
 
@@ -19,16 +17,20 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition, OFFSET_BEGINNI
 
 
 def main():
-    bootstrap, timeout_s, min_records = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-    topics = sys.argv[4:]
+    args = sys.argv[1:]
+    ca = None
+    if args[:1] == ["--ca"]:
+        ca, args = args[1], args[2:]
+    bootstrap, timeout_s, min_records = args[0], float(args[1]), int(args[2])
+    topics = args[3:]
     conf = {
         "bootstrap.servers": bootstrap,
         "group.id": "vigil-test-reader",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
     }
-    if os.environ.get("VIGIL_KAFKA_CA"):
-        conf.update({"security.protocol": "SSL", "ssl.ca.location": os.environ["VIGIL_KAFKA_CA"]})
+    if ca:
+        conf.update({"security.protocol": "SSL", "ssl.ca.location": ca})
     c = Consumer(conf)
     deadline = time.monotonic() + timeout_s
     parts = []
