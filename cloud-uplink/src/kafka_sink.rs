@@ -207,14 +207,19 @@ impl KafkaSink {
         if let Some(sasl) = &self.config.sasl {
             builder = builder.sasl_config(sasl.to_rskafka());
         }
-        match tokio::time::timeout(timeout, builder.build()).await {
+        // rskafka stops retrying once its backoff sleeps add up to `timeout` and then returns the
+        // last error (e.g. the certificate problem). The attempts themselves take time on top of
+        // the sleeps, so the outer bound - only a guard against a hung connection - allows one
+        // more attempt; were it equal to the deadline it would race it and hide the cause.
+        let guard = timeout * 2;
+        match tokio::time::timeout(guard, builder.build()).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(transient(
                 format!("connecting to Kafka brokers {:?}", self.config.brokers),
                 e,
             )),
             Err(_) => Err(SinkError::transient(format!(
-                "connecting to Kafka brokers {:?}: timed out after {timeout:?}",
+                "connecting to Kafka brokers {:?}: timed out after {guard:?}",
                 self.config.brokers
             ))),
         }
@@ -388,7 +393,7 @@ impl Sink for KafkaSink {
     async fn deliver(&mut self, batch: &[StoredRecord]) -> Result<(), SinkError> {
         // Every step is bounded (connect, metadata, produce), but a broker that accepts TCP and
         // never answers must not stall the drain loop either: bound the whole attempt.
-        let limit = self.config.request_timeout * 4;
+        let limit = self.config.request_timeout * 6;
         let result = match tokio::time::timeout(limit, self.try_deliver(batch)).await {
             Ok(r) => r,
             Err(_) => Err(SinkError::transient(format!("Kafka delivery timed out after {limit:?}"))),
