@@ -189,6 +189,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         width: runtime.input_width(),
         checkpoint_interval: Duration::from_millis(config.pipeline.checkpoint_interval_ms),
         checkpoint_max_entities: config.pipeline.checkpoint_max_entities,
+        aggregate: (&config.pipeline.aggregate).into(),
+        session: config.pipeline.session.as_ref().map(Into::into),
     };
     let mut threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = Vec::new();
     let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {

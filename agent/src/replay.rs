@@ -242,6 +242,9 @@ impl Replayer {
                 width,
                 checkpoint_interval: Duration::from_secs(3600),
                 checkpoint_max_entities: usize::MAX,
+                // Replay scores windows; aggregates and sessions are for the live uplink.
+                aggregate: Default::default(),
+                session: None,
             },
             entities: HashMap::new(),
             inbox,

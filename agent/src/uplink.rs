@@ -185,6 +185,8 @@ fn class_of(kind: RecordKind) -> RecordClass {
         RecordKind::Alert => RecordClass::Alert,
         RecordKind::Dlq => RecordClass::Dlq,
         RecordKind::Heartbeat => RecordClass::Heartbeat,
+        RecordKind::Aggregate => RecordClass::Aggregate,
+        RecordKind::Session => RecordClass::Session,
     }
 }
 
@@ -210,6 +212,8 @@ fn kafka_config(config: &Config, k: &KafkaSinkSettings) -> Result<KafkaSinkConfi
             alert: k.topics.alert.clone(),
             dlq: k.topics.dlq.clone(),
             heartbeat: k.topics.heartbeat.clone(),
+            aggregate: k.topics.aggregate.clone(),
+            session: k.topics.session.clone(),
         },
         encoding: match k.encoding {
             ValueEncodingSetting::Cbor => ValueEncoding::Cbor,

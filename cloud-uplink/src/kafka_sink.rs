@@ -48,6 +48,8 @@ pub struct KafkaTopics {
     pub alert: Option<String>,
     pub dlq: Option<String>,
     pub heartbeat: Option<String>,
+    pub aggregate: Option<String>,
+    pub session: Option<String>,
 }
 
 impl KafkaTopics {
@@ -59,6 +61,8 @@ impl KafkaTopics {
             RecordClass::Alert => self.alert.as_deref(),
             RecordClass::Dlq => self.dlq.as_deref(),
             RecordClass::Heartbeat => self.heartbeat.as_deref(),
+            RecordClass::Aggregate => self.aggregate.as_deref(),
+            RecordClass::Session => self.session.as_deref(),
         }
     }
 }

@@ -37,7 +37,8 @@ pub use outbox::{
 };
 pub use record::{
     decode_cbor, decode_json, encode_cbor, encode_json, AlertState, Body, Bytes, DecodeError,
-    EncodeError, Envelope, ModelRef, Quality, RecordClass, SCHEMA_VERSION,
+    EncodeError, Envelope, ModelRef, Quality, Quantile, RecordClass, SessionAlert, Stats,
+    SCHEMA_VERSION,
 };
 pub use sink::{BatchLimits, ClassSet, Sink, SinkError, StoredRecord};
 pub use stream::{RecordReader, RecordWriter};

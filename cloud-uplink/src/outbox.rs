@@ -27,7 +27,7 @@
 //! | table | key | value | meaning |
 //! |---|---|---|---|
 //! | `meta` | `&str` | `u64` | `next_seq` (next seq to assign, starts at 1); `bytes/<class>` (accounted bytes per class); `dropped/<class>` (records dropped by quota); `layout` (= [`LAYOUT_VERSION`]) |
-//! | `records/<class>` ×5 | `u64` seq | `&[u8]` | the record's CBOR [`Envelope`], exactly the wire bytes |
+//! | `records/<class>` ×7 | `u64` seq | `&[u8]` | the record's CBOR [`Envelope`], exactly the wire bytes |
 //! | `sinks` | `&str` sink name | `u8` | registered sinks and the [`ClassSet`] bit mask they want |
 //! | `cursors` | `(&str, u8)` (sink, class id) | `u64` | highest seq of that class confirmed by that sink (absent = 0) |
 //!
@@ -90,12 +90,14 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("vigil_outbox/meta
 const SINKS: TableDefinition<&str, u8> = TableDefinition::new("vigil_outbox/sinks");
 const CURSORS: TableDefinition<(&str, u8), u64> = TableDefinition::new("vigil_outbox/cursors");
 /// Indexed by [`RecordClass::id`].
-const RECORDS: [TableDefinition<u64, &[u8]>; 5] = [
+const RECORDS: [TableDefinition<u64, &[u8]>; RecordClass::ALL.len()] = [
     TableDefinition::new("vigil_outbox/records/alert"),
     TableDefinition::new("vigil_outbox/records/score"),
     TableDefinition::new("vigil_outbox/records/dlq"),
     TableDefinition::new("vigil_outbox/records/reading"),
     TableDefinition::new("vigil_outbox/records/heartbeat"),
+    TableDefinition::new("vigil_outbox/records/aggregate"),
+    TableDefinition::new("vigil_outbox/records/session"),
 ];
 
 const NEXT_SEQ: &str = "next_seq";
@@ -108,6 +110,8 @@ fn bytes_key(c: RecordClass) -> &'static str {
         RecordClass::Dlq => "bytes/dlq",
         RecordClass::Reading => "bytes/reading",
         RecordClass::Heartbeat => "bytes/heartbeat",
+        RecordClass::Aggregate => "bytes/aggregate",
+        RecordClass::Session => "bytes/session",
     }
 }
 
@@ -118,6 +122,8 @@ fn dropped_key(c: RecordClass) -> &'static str {
         RecordClass::Dlq => "dropped/dlq",
         RecordClass::Reading => "dropped/reading",
         RecordClass::Heartbeat => "dropped/heartbeat",
+        RecordClass::Aggregate => "dropped/aggregate",
+        RecordClass::Session => "dropped/session",
     }
 }
 
@@ -351,7 +357,7 @@ pub struct Outbox {
 struct TxnTables<'t> {
     txn: &'t WriteTransaction,
     meta: Table<'t, &'static str, u64>,
-    records: [Option<Table<'t, u64, &'static [u8]>>; 5],
+    records: [Option<Table<'t, u64, &'static [u8]>>; RecordClass::ALL.len()],
     /// Write-through cache of `meta` counters read in this transaction: an append reads
     /// `next_seq` and every class's byte count, and an [`Appender`] appends many records.
     /// Every write goes through [`TxnTables::meta_set`], so the cache never goes stale.
@@ -377,7 +383,7 @@ impl<'t> TxnTables<'t> {
         Ok(TxnTables {
             txn,
             meta: txn.open_table(META).ctx("opening outbox meta table")?,
-            records: [None, None, None, None, None],
+            records: [const { None }; RecordClass::ALL.len()],
             cache: std::cell::RefCell::new(Vec::with_capacity(8)),
         })
     }

@@ -77,11 +77,15 @@ impl Envelope {
     }
 
     /// The key that keeps one entity's records together and in order (Kafka message key,
-    /// partitioning): the entity for readings, scores and alerts; the ingest source for DLQ
+    /// partitioning): the entity for readings, scores, alerts, aggregates and sessions; the ingest source for DLQ
     /// records (they may not name a valid entity); the agent id for heartbeats and unknown kinds.
     pub fn partition_key(&self) -> &str {
         match &self.body {
-            Body::Reading { entity, .. } | Body::Score { entity, .. } | Body::Alert { entity, .. } => entity,
+            Body::Reading { entity, .. }
+            | Body::Score { entity, .. }
+            | Body::Alert { entity, .. }
+            | Body::Aggregate { entity, .. }
+            | Body::Session { entity, .. } => entity,
             Body::Dlq { source, .. } => source,
             Body::Heartbeat { .. } | Body::Unknown => &self.agent_id,
         }
@@ -165,6 +169,48 @@ pub enum Body {
         #[serde(default)]
         counters: BTreeMap<String, u64>,
     },
+    /// Statistics of one entity's readings in one event-time tumbling window
+    /// `[window_start_ms, window_start_ms + size_ms)`.
+    ///
+    /// First emitted when the entity's event time passes the window end;
+    /// every reading that arrives later but within the allowed lateness emits
+    /// the window again with `version` + 1 (a corrected aggregate). Consumers
+    /// keep, per `(entity, size_ms, window_start_ms)`, the highest `version`.
+    Aggregate {
+        /// Entity aggregated.
+        entity: String,
+        /// Window start, ms since the Unix epoch (a multiple of `size_ms`).
+        window_start_ms: i64,
+        /// Window length in ms.
+        size_ms: i64,
+        /// 1 for the first emission, +1 for every correction.
+        version: u32,
+        /// The statistics.
+        stats: Stats,
+    },
+    /// One activity session of an entity (e.g. a machine run): it opened
+    /// with the first reading meeting the configured condition and closed
+    /// when no reading met it for the configured gap.
+    Session {
+        /// Entity whose readings opened and closed the session.
+        entity: String,
+        /// Event time of the first reading meeting the condition.
+        start_ms: i64,
+        /// Event time of the last reading meeting the condition.
+        end_ms: i64,
+        /// `end_ms - start_ms`.
+        duration_ms: i64,
+        /// Statistics of the readings from `start_ms` to `end_ms` (inclusive).
+        stats: Stats,
+        /// Highest anomaly score of the scored windows overlapping the session
+        /// (absent when none was scored, e.g. during model warm-up).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_score: Option<f64>,
+        /// Alert state changes (raised, cleared, review) of windows
+        /// overlapping the session.
+        #[serde(default)]
+        alerts: Vec<SessionAlert>,
+    },
     /// A record kind this decoder does not know (written by a newer agent).
     /// Never written by this crate: [`crate::outbox::Outbox::append`] rejects it.
     #[serde(other)]
@@ -180,9 +226,54 @@ impl Body {
             Body::Alert { .. } => Some(RecordClass::Alert),
             Body::Dlq { .. } => Some(RecordClass::Dlq),
             Body::Heartbeat { .. } => Some(RecordClass::Heartbeat),
+            Body::Aggregate { .. } => Some(RecordClass::Aggregate),
+            Body::Session { .. } => Some(RecordClass::Session),
             Body::Unknown => None,
         }
     }
+}
+
+/// Statistics of a set of readings (an aggregate window or a session).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Number of readings.
+    pub count: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Population standard deviation.
+    pub std: f64,
+    /// Value of the reading with the earliest event time.
+    pub first: f64,
+    /// Value of the reading with the latest event time.
+    pub last: f64,
+    /// Estimated quantiles, ascending in `q`, from a mergeable sketch with a
+    /// relative error bound (see the agent's `pipeline.aggregate.sketch_accuracy`).
+    #[serde(default)]
+    pub quantiles: Vec<Quantile>,
+}
+
+/// One estimated quantile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quantile {
+    /// Rank in [0, 1], e.g. 0.5 for the median.
+    pub q: f64,
+    /// Estimated value at that rank.
+    pub value: f64,
+}
+
+/// An alert state change inside a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionAlert {
+    /// End of the window whose score changed the state.
+    pub window_end_ms: i64,
+    /// Raised, cleared or review.
+    pub state: AlertState,
+    /// Score of that window.
+    pub score: f64,
 }
 
 /// Identifies the exact model artifact that produced a score or alert.
@@ -241,27 +332,34 @@ pub enum RecordClass {
     Reading,
     /// Heartbeats.
     Heartbeat,
+    /// Tumbling-window aggregates.
+    Aggregate,
+    /// Activity sessions.
+    Session,
 }
 
 impl RecordClass {
     /// All classes, in drain-priority order (stable; also the on-disk id
     /// order).
-    pub const ALL: [RecordClass; 5] = [
+    pub const ALL: [RecordClass; 7] = [
         RecordClass::Alert,
         RecordClass::Score,
         RecordClass::Dlq,
         RecordClass::Reading,
         RecordClass::Heartbeat,
+        RecordClass::Aggregate,
+        RecordClass::Session,
     ];
 
-    /// Drain priority: lower drains first. Alerts (0) before scores and DLQ
-    /// (1, equal: the one with the older pending record goes first) before
+    /// Drain priority: lower drains first. Alerts (0) before scores, DLQ,
+    /// aggregates and sessions (1, equal: the one with the older pending
+    /// record goes first; aggregates stand in for readings on metered links) before
     /// readings (2) before heartbeats (3; a stale heartbeat is the least
     /// valuable thing after an outage).
     pub fn priority(self) -> u8 {
         match self {
             RecordClass::Alert => 0,
-            RecordClass::Score | RecordClass::Dlq => 1,
+            RecordClass::Score | RecordClass::Dlq | RecordClass::Aggregate | RecordClass::Session => 1,
             RecordClass::Reading => 2,
             RecordClass::Heartbeat => 3,
         }
@@ -275,6 +373,8 @@ impl RecordClass {
             RecordClass::Dlq => 2,
             RecordClass::Reading => 3,
             RecordClass::Heartbeat => 4,
+            RecordClass::Aggregate => 5,
+            RecordClass::Session => 6,
         }
     }
 
@@ -291,6 +391,8 @@ impl RecordClass {
             RecordClass::Dlq => "dlq",
             RecordClass::Reading => "reading",
             RecordClass::Heartbeat => "heartbeat",
+            RecordClass::Aggregate => "aggregate",
+            RecordClass::Session => "session",
         }
     }
 }

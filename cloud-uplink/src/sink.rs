@@ -29,7 +29,7 @@ pub struct ClassSet(u8);
 
 impl ClassSet {
     /// Every class.
-    pub const ALL: ClassSet = ClassSet(0b1_1111);
+    pub const ALL: ClassSet = ClassSet(0b111_1111);
     /// No class.
     pub const NONE: ClassSet = ClassSet(0);
 

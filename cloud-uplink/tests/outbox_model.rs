@@ -43,6 +43,8 @@ fn class() -> impl Strategy<Value = RecordClass> {
         1 => Just(RecordClass::Dlq),
         5 => Just(RecordClass::Reading),
         1 => Just(RecordClass::Heartbeat),
+        1 => Just(RecordClass::Aggregate),
+        1 => Just(RecordClass::Session),
     ]
 }
 
@@ -84,7 +86,22 @@ fn body(class: RecordClass, i: u64) -> Body {
             received_ms: i as i64,
         },
         RecordClass::Heartbeat => Body::Heartbeat { uptime_s: i, counters: BTreeMap::new() },
+        RecordClass::Aggregate => Body::Aggregate { entity: "e".into(), window_start_ms: i as i64, size_ms: 1000, version: 1, stats: stats(i) },
+        RecordClass::Session => Body::Session {
+            entity: "e".into(),
+            start_ms: i as i64,
+            end_ms: i as i64 + 10,
+            duration_ms: 10,
+            stats: stats(i),
+            max_score: Some(0.5),
+            alerts: Vec::new(),
+        },
     }
+}
+
+fn stats(i: u64) -> cloud_uplink::Stats {
+    let v = i as f64;
+    cloud_uplink::Stats { count: 1, mean: v, min: v, max: v, std: 0.0, first: v, last: v, quantiles: vec![cloud_uplink::Quantile { q: 0.5, value: v }] }
 }
 
 const SINKS: [&str; 2] = ["all", "urgent"];

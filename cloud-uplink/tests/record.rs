@@ -91,7 +91,36 @@ fn all_bodies() -> Vec<Body> {
             uptime_s: 3600,
             counters: BTreeMap::from([("outbox.dropped.reading".to_string(), 7u64)]),
         },
+        Body::Aggregate {
+            entity: "line1/temp".into(),
+            window_start_ms: 1_700_000_040_000,
+            size_ms: 60_000,
+            version: 2,
+            stats: stats(),
+        },
+        Body::Session {
+            entity: "line1/current".into(),
+            start_ms: 1_700_000_000_000,
+            end_ms: 1_700_000_090_000,
+            duration_ms: 90_000,
+            stats: stats(),
+            max_score: Some(0.93),
+            alerts: vec![cloud_uplink::SessionAlert { window_end_ms: 1_700_000_050_000, state: AlertState::Raised, score: 0.93 }],
+        },
     ]
+}
+
+fn stats() -> cloud_uplink::Stats {
+    cloud_uplink::Stats {
+        count: 60,
+        mean: 21.5,
+        min: 20.0,
+        max: 23.25,
+        std: 0.75,
+        first: 20.5,
+        last: 22.0,
+        quantiles: vec![cloud_uplink::Quantile { q: 0.5, value: 21.4 }, cloud_uplink::Quantile { q: 0.99, value: 23.2 }],
+    }
 }
 
 #[test]

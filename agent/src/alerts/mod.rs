@@ -10,6 +10,12 @@
 //! 4. emits a review event for a review-band window (at most one per entity per cooldown),
 //!    also as an alert record with state `review` (so webhooks can route it).
 //!
+//! It also takes the workers' [`Emit`]s in order with the windows ([`Evaluator::emit`]):
+//! aggregate records pass through; a session's open mark starts collecting the scores and alert
+//! changes of windows ending after its start ([`SessionScores`]), and its close fills them into
+//! the session record. Emits numbered at or below the entity's `emitted_through` were committed
+//! before a restart and are skipped, like windows already evaluated.
+//!
 //! The stage thread commits every score record, every alert record and the changed hysteresis
 //! state in one [`Outputs`] write, then hands alert and review messages to the publishers
 //! ([`publish`]): MQTT topics and standard output.
@@ -22,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloud_uplink::{AlertState, Body, ModelRef};
+use cloud_uplink::{AlertState, Body, ModelRef, SessionAlert};
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +38,7 @@ use crate::config::{Config, ScoreMode};
 use crate::inference::batcher::ScoredWindow;
 use crate::inference::manifest::{Band, Thresholds};
 use crate::metrics::Metrics;
-use crate::pipeline::Stage;
+use crate::pipeline::{Emit, Emitted, Stage};
 use crate::reading::now_ms;
 use publish::Publisher;
 
@@ -136,6 +142,27 @@ pub struct EntityAlertState {
     /// Absent in states written before it existed.
     #[serde(default)]
     pub open: Option<RaisedAlert>,
+    /// Highest [`Emit::seq`] of this entity already processed (absent in older states).
+    #[serde(default)]
+    pub emitted_through: u64,
+    /// Sessions open (or closed by the worker but not yet released), by start.
+    #[serde(default)]
+    pub sessions: Vec<SessionScores>,
+}
+
+/// Most prefix maxima kept per session (the latest: they are the larger ones). A session
+/// record looks only at windows up to `window size` after its end, far fewer than this.
+const SESSION_MAXIMA: usize = 1024;
+
+/// Scores and alert changes of the windows ending after a session's start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionScores {
+    pub start_ms: i64,
+    /// `(window end, score)` of every window whose score exceeded all earlier ones of the
+    /// session: the highest score up to any window end is the last entry at or before it.
+    pub maxima: Vec<(i64, f64)>,
+    /// Alert state changes, in window order.
+    pub alerts: Vec<SessionAlert>,
 }
 
 /// What a person sees of a raised alert; it is identified by `(entity, window_end_ms)`.
@@ -199,6 +226,7 @@ impl Evaluator {
         if w.window_end_ms <= state.last_window_end_ms {
             return None;
         }
+        let first_record = out.records.len();
         state.last_window_end_ms = w.window_end_ms;
         let score = match p.score {
             ScoreMode::Model => w.score,
@@ -272,7 +300,7 @@ impl Evaluator {
                 out.messages.push(m);
             }
         }
-        if let Some((alert_state, msg)) = transition {
+        if let Some((alert_state, msg)) = transition.as_ref().map(|(a, m)| (*a, m.clone())) {
             out.records.push((
                 w.window_end_ms,
                 Body::Alert {
@@ -286,7 +314,52 @@ impl Evaluator {
             ));
             out.messages.push(msg);
         }
+        if !state.sessions.is_empty() {
+            let changes: Vec<SessionAlert> = out.records[first_record..]
+                .iter()
+                .filter_map(|(_, b)| match b {
+                    Body::Alert { state, score, .. } => Some(SessionAlert { window_end_ms: w.window_end_ms, state: *state, score: *score }),
+                    _ => None,
+                })
+                .collect();
+            for acc in state.sessions.iter_mut().filter(|a| w.window_end_ms > a.start_ms) {
+                if acc.maxima.last().is_none_or(|m| score > m.1) {
+                    acc.maxima.push((w.window_end_ms, score));
+                    if acc.maxima.len() > SESSION_MAXIMA {
+                        acc.maxima.remove(0);
+                    }
+                }
+                acc.alerts.extend(changes.iter().cloned());
+            }
+        }
         Some((score, band))
+    }
+
+    /// Takes one worker emit (see the module docs); `false` if it was already processed
+    /// before a restart.
+    pub fn emit(&mut self, e: Emit, out: &mut Evaluation) -> bool {
+        let state = self.states.entry(e.entity).or_default();
+        if e.seq <= state.emitted_through {
+            return false;
+        }
+        state.emitted_through = e.seq;
+        match e.what {
+            Emitted::Record { event_time_ms, body } => out.records.push((event_time_ms, body)),
+            Emitted::SessionOpened { start_ms } => {
+                state.sessions.push(SessionScores { start_ms, ..SessionScores::default() });
+            }
+            Emitted::SessionClosed { mut body, windows_through_ms } => {
+                if let Body::Session { start_ms, max_score, alerts, .. } = &mut body {
+                    if let Some(i) = state.sessions.iter().position(|a| a.start_ms == *start_ms) {
+                        let acc = state.sessions.remove(i);
+                        *max_score = acc.maxima.iter().rev().find(|m| m.0 <= windows_through_ms).map(|m| m.1);
+                        *alerts = acc.alerts.into_iter().filter(|a| a.window_end_ms <= windows_through_ms).collect();
+                    }
+                    out.records.push((*start_ms, body));
+                }
+            }
+        }
+        true
     }
 }
 
@@ -300,7 +373,10 @@ pub fn run(
     live: Option<Arc<LiveView>>,
 ) {
     while let Ok(message) = scored.recv() {
-        let batch = match message {
+        let now = now_ms();
+        let mut out = Evaluation { now_ms: now, ..Evaluation::default() };
+        let mut changed: Vec<Arc<str>> = Vec::new();
+        let mut batch = match message {
             Stage::Item(batch) => batch,
             // Behind the outputs of every window it covers (see `Stage`).
             Stage::Checkpoint(c) => {
@@ -309,12 +385,26 @@ pub fn run(
                 }
                 continue;
             }
+            Stage::Emit(emits) => {
+                for e in emits {
+                    let entity = e.entity.clone();
+                    if evaluator.emit(e, &mut out) {
+                        changed.push(entity);
+                    }
+                }
+                Vec::new()
+            }
         };
-        let now = now_ms();
-        let mut out = Evaluation { now_ms: now, ..Evaluation::default() };
-        let mut changed: Vec<Arc<str>> = Vec::with_capacity(batch.len());
         let mut views = Vec::with_capacity(if live.is_some() { batch.len() } else { 0 });
-        for w in &batch {
+        for w in batch.iter_mut() {
+            // What the workers emitted before this window, then the window.
+            for e in std::mem::take(&mut w.before) {
+                let entity = e.entity.clone();
+                if evaluator.emit(e, &mut out) {
+                    changed.push(entity);
+                }
+            }
+            let w = &*w;
             // Disabled at the default `info` level: costs a callsite check per window.
             let _span = tracing::debug_span!("window", entity = %w.entity, window_end_ms = w.window_end_ms, seq = w.trigger_seq).entered();
             if let Some((score, band)) = evaluator.evaluate(w, &mut out) {
@@ -350,6 +440,11 @@ pub fn run(
         if let Some(live) = &live {
             live.scored(views, &out.messages, now);
         }
+        if out.records.is_empty() && changed.is_empty() {
+            continue;
+        }
+        changed.sort_unstable();
+        changed.dedup();
         let alert_states = changed
             .iter()
             .filter_map(|e| evaluator.states.get(e).map(|s| (e.to_string(), crate::store::to_cbor(s))))
@@ -374,6 +469,7 @@ mod tests {
             model: Arc::new(ModelRef { name: "m".into(), version: "1".into(), sha256: "00".into() }),
             trigger_ingest: Instant::now(),
             trigger_seq: 0,
+            before: Vec::new(),
         }
     }
 
@@ -445,6 +541,37 @@ mod tests {
         assert_eq!(ev.evaluate(&window(1000, 0.9), &mut out), Some((0.0, Band::Normal)));
         let Body::Score { score, .. } = &out.records[0].1 else { panic!("score record first") };
         assert_eq!(*score, 0.0);
+    }
+
+    #[test]
+    fn sessions_collect_the_scores_and_alerts_of_their_windows_once() {
+        let mut ev = evaluator();
+        let entity: Arc<str> = Arc::from("e");
+        let emit = |seq, what| Emit { entity: entity.clone(), seq, what };
+        let mut out = Evaluation::default();
+        assert!(ev.emit(emit(1, Emitted::SessionOpened { start_ms: 1000 }), &mut out));
+        // 1000 ends at the start (not in it); 2000 and 3000 raise; 5000 is after the close range.
+        for (t, s) in [(1000, 0.99), (2000, 0.9), (3000, 0.85), (4000, 0.2), (5000, 0.95)] {
+            ev.evaluate(&window(t, s), &mut out);
+        }
+        let body = Body::Session {
+            entity: "e".into(),
+            start_ms: 1000,
+            end_ms: 3500,
+            duration_ms: 2500,
+            stats: cloud_uplink::Stats { count: 1, mean: 1.0, min: 1.0, max: 1.0, std: 0.0, first: 1.0, last: 1.0, quantiles: Vec::new() },
+            max_score: None,
+            alerts: Vec::new(),
+        };
+        out.records.clear();
+        assert!(ev.emit(emit(2, Emitted::SessionClosed { body: body.clone(), windows_through_ms: 4000 }), &mut out));
+        let Some((1000, Body::Session { max_score, alerts, .. })) = out.records.first() else { panic!("{:?}", out.records) };
+        assert_eq!(*max_score, Some(0.9));
+        assert_eq!(alerts, &vec![SessionAlert { window_end_ms: 2000, state: AlertState::Raised, score: 0.9 }]);
+        assert!(ev.states["e"].sessions.is_empty());
+        // Recovery emits it again: skipped.
+        assert!(!ev.emit(emit(2, Emitted::SessionClosed { body, windows_through_ms: 4000 }), &mut out));
+        assert_eq!(out.records.len(), 1);
     }
 
     #[test]

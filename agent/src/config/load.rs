@@ -231,6 +231,30 @@ impl Config {
         if p.window.size_ms < p.window.hop_ms {
             return fail("pipeline.window.size_ms", format!("must be >= hop_ms ({})", p.window.hop_ms));
         }
+        let agg = &p.aggregate;
+        if agg.sizes_ms.iter().any(|&s| s == 0 || s > i64::MAX as u64 / 4) {
+            return fail("pipeline.aggregate.sizes_ms", "every size must be > 0".into());
+        }
+        if agg.quantiles.iter().any(|q| !(0.0..=1.0).contains(q)) {
+            return fail("pipeline.aggregate.quantiles", "every quantile must be in [0, 1]".into());
+        }
+        if !(agg.sketch_accuracy > 0.0 && agg.sketch_accuracy < 0.5) {
+            return fail("pipeline.aggregate.sketch_accuracy", "must be > 0 and < 0.5".into());
+        }
+        if let Some(sess) = &p.session {
+            if sess.above.is_none() && sess.below.is_none() {
+                return fail("pipeline.session", "needs a condition: `above`, `below` or both".into());
+            }
+            if sess.above.is_some_and(|a| !a.is_finite()) {
+                return fail("pipeline.session.above", "must be a finite number".into());
+            }
+            if sess.below.is_some_and(|b| !b.is_finite()) {
+                return fail("pipeline.session.below", "must be a finite number".into());
+            }
+            if sess.gap_ms == 0 {
+                return fail("pipeline.session.gap_ms", "must be > 0".into());
+            }
+        }
         let inf = &self.inference;
         if inf.max_batch == 0 || inf.max_batch > 1024 {
             return fail("inference.max_batch", "must be between 1 and 1024".into());
@@ -504,6 +528,7 @@ model_dir = "models/univariate-ae/1.0.0"
         c.alerts.review_threshold = Some(0.5);
         c.alerts.alert_threshold = Some(0.7);
         c.api.token = Some(super::super::Secret::new("x"));
+        c.pipeline.session = Some(toml::from_str("above = 1.0\nbelow = 2.0").unwrap());
         c.alerts.webhook[0].routing_key = Some(super::super::Secret::new("x"));
         c.alerts.webhook[0].ca_file = Some("x".into());
         // The network sinks are commented out in the shipped file: document them all the same.
@@ -512,7 +537,7 @@ model_dir = "models/univariate-ae/1.0.0"
             [kafka]
             brokers = ["k:9092"]
             client_id = "x"
-            topics = { reading = "r", score = "s", alert = "a", dlq = "d", heartbeat = "h" }
+            topics = { reading = "r", score = "s", alert = "a", dlq = "d", heartbeat = "h", aggregate = "g", session = "n" }
             tls = { ca_file = "a", client_cert_file = "b", client_key_file = "c" }
             sasl = { mechanism = "plain", username = "u", password = "p" }
             [s3]

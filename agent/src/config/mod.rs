@@ -380,6 +380,12 @@ pub struct PipelineConfig {
     /// Sliding windows.
     #[serde(default)]
     pub window: WindowConfig,
+    /// `[pipeline.aggregate]`: tumbling-window aggregates.
+    #[serde(default)]
+    pub aggregate: AggregateConfig,
+    /// `[pipeline.session]`: activity sessions; absent = none.
+    #[serde(default)]
+    pub session: Option<SessionConfig>,
 }
 
 impl Default for PipelineConfig {
@@ -390,8 +396,55 @@ impl Default for PipelineConfig {
             checkpoint_interval_ms: defaults::checkpoint_interval_ms(),
             checkpoint_max_entities: defaults::checkpoint_max_entities(),
             window: WindowConfig::default(),
+            aggregate: AggregateConfig::default(),
+            session: None,
         }
     }
+}
+
+/// `[pipeline.aggregate]`: per-entity event-time tumbling windows and their statistics
+/// (`aggregate` records). They use the sliding windows' `allowed_lateness_ms` and
+/// `late_policy` (see [`crate::pipeline::aggregate`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// Window lengths in milliseconds (each > 0, windows aligned to multiples of it since the
+    /// epoch), e.g. `[1000, 60000, 900000]`. Empty = no aggregates.
+    #[serde(default)]
+    pub sizes_ms: Vec<u64>,
+    /// Quantile ranks reported per window, each in [0, 1].
+    #[serde(default = "defaults::quantiles")]
+    pub quantiles: Vec<f64>,
+    /// Relative accuracy of the quantile sketch: a reported quantile is within this fraction
+    /// of the true value (e.g. 0.01 = 1 %). Smaller = more memory per window.
+    #[serde(default = "defaults::sketch_accuracy")]
+    pub sketch_accuracy: f64,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        AggregateConfig { sizes_ms: Vec::new(), quantiles: defaults::quantiles(), sketch_accuracy: defaults::sketch_accuracy() }
+    }
+}
+
+/// `[pipeline.session]`: per-entity activity sessions (`session` records). A session opens at
+/// the first reading that meets the condition (`above` and/or `below`) and closes when no
+/// reading met it for `gap_ms` of event time (see [`crate::pipeline::session`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Entities that have sessions: glob patterns (`*` matches any run of characters).
+    #[serde(default = "defaults::all_entities")]
+    pub entities: Vec<String>,
+    /// Active while the value is above this.
+    #[serde(default)]
+    pub above: Option<f64>,
+    /// Active while the value is below this.
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// Event time without an active reading after which the session is closed (ms).
+    #[serde(default = "defaults::session_gap_ms")]
+    pub gap_ms: u64,
 }
 
 /// `[pipeline.window]`: per-entity event-time sliding windows.
@@ -623,6 +676,8 @@ pub enum RecordKind {
     Alert,
     Dlq,
     Heartbeat,
+    Aggregate,
+    Session,
 }
 
 /// `[uplink.kafka]`
@@ -683,6 +738,10 @@ pub struct KafkaTopicSettings {
     pub dlq: Option<String>,
     #[serde(default)]
     pub heartbeat: Option<String>,
+    #[serde(default)]
+    pub aggregate: Option<String>,
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 /// See [`KafkaSinkSettings::encoding`].
@@ -918,6 +977,18 @@ mod defaults {
     pub fn workers() -> usize {
         2
     }
+    pub fn quantiles() -> Vec<f64> {
+        vec![0.5, 0.9, 0.99]
+    }
+    pub fn sketch_accuracy() -> f64 {
+        0.01
+    }
+    pub fn all_entities() -> Vec<String> {
+        vec!["*".into()]
+    }
+    pub fn session_gap_ms() -> u64 {
+        5000
+    }
     pub fn checkpoint_interval_ms() -> u64 {
         1000
     }
@@ -992,7 +1063,7 @@ mod defaults {
     }
     pub fn all_kinds() -> Vec<super::RecordKind> {
         use super::RecordKind::*;
-        vec![Reading, Score, Alert, Dlq, Heartbeat]
+        vec![Reading, Score, Alert, Dlq, Heartbeat, Aggregate, Session]
     }
     pub fn s3_max_object_records() -> usize {
         100_000

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::{mse_ratio_score, window_error, ModelRuntime};
 use crate::metrics::Metrics;
 use super::drift::DriftMonitor;
-use crate::pipeline::{Stage, WindowJob};
+use crate::pipeline::{Emit, Stage, WindowJob};
 
 /// A scored window, on its way to the alert stage.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct ScoredWindow {
     pub trigger_ingest: Instant,
     /// Commit-log seq of the reading that closed the window.
     pub trigger_seq: u64,
+    /// Emits that came before this window ([`WindowJob::before`]).
+    pub before: Vec<Emit>,
 }
 
 /// Batching limits.
@@ -43,6 +45,9 @@ pub struct BatchLimits {
 ///
 /// A [`Stage::Checkpoint`] closes the batch being collected: the batch is scored and sent
 /// first, then the checkpoint, so checkpoints stay behind the windows they cover.
+/// [`Stage::Emit`]s do not: each is attached to the next window of the batch
+/// ([`WindowJob::before`]), and those after the last window follow the batch as one
+/// `Stage::Emit`, so every emit keeps its place between the windows.
 pub fn run(
     mut runtime: ModelRuntime,
     limits: BatchLimits,
@@ -56,13 +61,21 @@ pub fn run(
     let mut batch: Vec<WindowJob> = Vec::with_capacity(limits.max_batch);
     let mut inputs: Vec<f32> = Vec::with_capacity(limits.max_batch * width);
     let mut outputs: Vec<f32> = Vec::new();
+    let mut pending: Vec<Emit> = Vec::new();
+    let take = |message: Stage<WindowJob>, batch: &mut Vec<WindowJob>, pending: &mut Vec<Emit>, checkpoint: &mut Option<crate::commit_log::Checkpoint>| match message {
+        Stage::Item(mut job) => {
+            job.before = std::mem::take(pending);
+            batch.push(job);
+        }
+        Stage::Checkpoint(c) => *checkpoint = Some(c),
+        Stage::Emit(e) => pending.extend(e),
+    };
     loop {
         batch.clear();
         let mut checkpoint = None;
         let mut disconnected = false;
         match jobs.recv() {
-            Ok(Stage::Item(job)) => batch.push(job),
-            Ok(Stage::Checkpoint(c)) => checkpoint = Some(c),
+            Ok(m) => take(m, &mut batch, &mut pending, &mut checkpoint),
             Err(_) => return,
         }
         let deadline = Instant::now() + limits.max_wait;
@@ -76,8 +89,7 @@ pub fn run(
                 }
             };
             match next {
-                Ok(Stage::Item(job)) => batch.push(job),
-                Ok(Stage::Checkpoint(c)) => checkpoint = Some(c),
+                Ok(m) => take(m, &mut batch, &mut pending, &mut checkpoint),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     disconnected = true;
@@ -86,6 +98,9 @@ pub fn run(
             }
         }
         if !batch.is_empty() && !score_batch(&mut runtime, &mut batch, &mut inputs, &mut outputs, &scoring, &scored, &metrics) {
+            return;
+        }
+        if !pending.is_empty() && scored.send(Stage::Emit(std::mem::take(&mut pending))).is_err() {
             return;
         }
         if let Some(c) = checkpoint {
@@ -152,8 +167,9 @@ pub(crate) fn score_batch(
     if let Err(e) = result {
         let first = batch.first().map(|j| (j.entity.to_string(), j.trigger_seq)).unwrap_or_default();
         tracing::error!(error = %e, windows = batch.len(), first_entity = %first.0, first_seq = first.1, "inference failed; batch not scored");
-        batch.clear();
-        return true;
+        // The emits riding on the windows are not scores: they go on.
+        let emits: Vec<Emit> = batch.drain(..).flat_map(|j| j.before).collect();
+        return emits.is_empty() || scored.send(Stage::Emit(emits)).is_ok();
     }
     // `run_batch` returned Ok, so `outputs` holds exactly `batch.len() * width` values.
     let out: Vec<ScoredWindow> = batch
@@ -174,6 +190,7 @@ pub(crate) fn score_batch(
                 model: scoring.model.clone(),
                 trigger_ingest: job.trigger_ingest,
                 trigger_seq: job.trigger_seq,
+                before: job.before,
             }
         })
         .collect();

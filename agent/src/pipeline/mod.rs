@@ -9,7 +9,12 @@
 //! 2. closes every window the entity's watermark has passed, computing its [`features`] and, once
 //!    the entity is past the model's warm-up, the model input: the window resampled onto the
 //!    model's width and normalised as the model's manifest says;
-//! 3. sends each such window to inference as a [`WindowJob`].
+//! 3. sends each such window to inference as a [`WindowJob`];
+//! 4. feeds the reading to the entity's tumbling windows ([`aggregate`]) and activity sessions
+//!    ([`session`]) and sends what they produce as [`Stage::Emit`] down the same path, in
+//!    order with the windows: the alert stage folds scores into sessions and commits the
+//!    records with its own outputs. Every [`Emit`] carries a per-entity counter, so the alert
+//!    stage drops what recovery produces a second time (exactly once, like scores).
 //!
 //! Every `checkpoint_interval_ms` a worker sends the state of the entities it changed — at most
 //! `checkpoint_max_entities`, those changed longest ago first, so one checkpoint never stalls
@@ -18,13 +23,16 @@
 //! ([`Stage::Checkpoint`]); the commit log writes it after the scores of those windows (see
 //! [`crate::commit_log`] for recovery).
 
+pub mod aggregate;
 pub mod features;
+pub mod session;
 pub mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cloud_uplink::Body;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::commit_log::{Checkpoint, InternalWrite};
@@ -35,6 +43,8 @@ use crate::api::live::AppliedReading;
 use crate::metrics::Metrics;
 use crate::reading::{Quality, Reading};
 use features::{normalise_window, resample};
+use aggregate::AggregateSettings;
+use session::{SessionEvent, SessionSettings};
 use window::{Admission, EntityWindows, Geometry};
 
 /// Stable partitioning hash (FNV-1a, 64 bit): the same entity maps to the same worker on every
@@ -66,6 +76,9 @@ pub struct WindowJob {
     pub trigger_ingest: Instant,
     /// Commit-log seq of the reading that closed the window (log spans; 0 outside the agent).
     pub trigger_seq: u64,
+    /// What the workers emitted before this window and after the previous one in the batch
+    /// (attached by the batcher, so emits keep their place without splitting batches).
+    pub before: Vec<Emit>,
 }
 
 /// What flows from the workers through inference and the alert stage to the commit log.
@@ -76,6 +89,46 @@ pub struct WindowJob {
 pub enum Stage<T> {
     Item(T),
     Checkpoint(Checkpoint),
+    /// Aggregates and session marks, in order with the windows around them.
+    Emit(Vec<Emit>),
+}
+
+/// Something a worker produced besides windows (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Emit {
+    pub entity: Arc<str>,
+    /// The entity's emission counter: 1, 2, … over its whole life (checkpointed), so a replay
+    /// after a crash reproduces the same numbers for the same emits.
+    pub seq: u64,
+    pub what: Emitted,
+}
+
+/// See [`Emit`].
+#[derive(Debug, Clone)]
+pub enum Emitted {
+    /// A finished record (an aggregate) and its event time.
+    Record { event_time_ms: i64, body: Body },
+    /// A session started: windows ending after `start_ms` count towards it.
+    SessionOpened { start_ms: i64 },
+    /// A session ended: `body` is its `Body::Session` without scores; the alert stage adds the
+    /// scores and alerts of windows ending in `(start_ms, windows_through_ms]`.
+    SessionClosed { body: Body, windows_through_ms: i64 },
+}
+
+/// Numbers `emits` with the entity's counter and sends them to inference (in order with the
+/// windows). Inference only disconnects when the agent is shutting down.
+fn send_emits(to_inference: &Sender<Stage<WindowJob>>, entity: &Arc<str>, counter: &mut u64, emits: Vec<Emitted>) {
+    if emits.is_empty() {
+        return;
+    }
+    let emits = emits
+        .into_iter()
+        .map(|what| {
+            *counter += 1;
+            Emit { entity: entity.clone(), seq: *counter, what }
+        })
+        .collect();
+    let _ = to_inference.send(Stage::Emit(emits));
 }
 
 /// Settings a worker needs.
@@ -88,6 +141,10 @@ pub struct WorkerSettings {
     pub checkpoint_interval: Duration,
     /// Most entity states written per checkpoint.
     pub checkpoint_max_entities: usize,
+    /// Tumbling windows (no sizes = none).
+    pub aggregate: AggregateSettings,
+    /// Activity sessions, when configured.
+    pub session: Option<SessionSettings>,
 }
 
 /// One worker thread's state and loop.
@@ -175,25 +232,83 @@ impl Worker {
             self.metrics.duplicate_readings.inc();
             return;
         }
-        if let Admission::Late { .. } = admission {
+        let mut emits: Vec<Emitted> = Vec::new();
+        let mut aggregates = Vec::new();
+        let too_late = if s.aggregate.sizes_ms.is_empty() {
+            Vec::new()
+        } else {
+            state.tumbling.add(reading.event_time_ms, reading.value, &s.aggregate, &mut aggregates)
+        };
+        let sliding_late = matches!(admission, Admission::Late { .. });
+        if sliding_late || !too_late.is_empty() {
             self.metrics.late_readings.inc();
             let _span = tracing::debug_span!("reading", entity = %reading.entity, seq = reading.seq).entered();
             tracing::debug!(event_time_ms = reading.event_time_ms, policy = ?s.geometry.late_policy, "late reading");
             if s.geometry.late_policy == LatePolicy::Dlq {
+                let detail = if sliding_late {
+                    format!(
+                        "event time {} ms is before the last emitted window end {} ms",
+                        reading.event_time_ms,
+                        state.next_end_ms.unwrap_or(0) - s.geometry.hop_ms
+                    )
+                } else {
+                    format!(
+                        "event time {} ms is in a final aggregate window (sizes {:?} ms): the watermark passed its end",
+                        reading.event_time_ms, too_late
+                    )
+                };
                 let entry = DlqEntry {
                     source: reading.source,
                     topic: reading.entity.clone(),
                     raw: crate::store::to_cbor(&reading),
                     reason: DlqReason::Late,
-                    detail: format!(
-                        "event time {} ms is before the last emitted window end {} ms",
-                        reading.event_time_ms,
-                        state.next_end_ms.unwrap_or(0) - s.geometry.hop_ms
-                    ),
+                    detail,
                     received_ms: reading.ingest_time_ms,
                 };
                 let _ = self.to_commit_log.send(InternalWrite::DeadLetters(vec![entry]));
             }
+        }
+        let watermark = state.max_event_ms.map(|m| (m, m - s.geometry.lateness_ms));
+        if let Some((max_event, watermark)) = watermark.filter(|_| !s.aggregate.sizes_ms.is_empty()) {
+            state.tumbling.advance(max_event, watermark, &s.aggregate, &mut aggregates);
+        }
+        for a in aggregates {
+            emits.push(Emitted::Record {
+                event_time_ms: a.window_start_ms,
+                body: Body::Aggregate {
+                    entity: key.to_string(),
+                    window_start_ms: a.window_start_ms,
+                    size_ms: a.size_ms,
+                    version: a.version,
+                    stats: a.stats,
+                },
+            });
+        }
+        let sessions = s.session.as_ref().filter(|ss| ss.applies_to(&key));
+        let mut session_events = Vec::new();
+        if let (Some(ss), Some((_, watermark)), false) = (sessions, watermark, sliding_late) {
+            let sessions = &mut state.sessions;
+            sessions.walk(state.buffer.iter().copied(), watermark, ss, s.aggregate.accuracy, &mut session_events);
+        }
+        let size_ms = s.geometry.size_ms;
+        let session_emit = |e: SessionEvent| match e {
+            SessionEvent::Opened { start_ms } => Emitted::SessionOpened { start_ms },
+            SessionEvent::Closed(c) => Emitted::SessionClosed {
+                windows_through_ms: c.end_ms + size_ms,
+                body: Body::Session {
+                    entity: key.to_string(),
+                    start_ms: c.start_ms,
+                    end_ms: c.end_ms,
+                    duration_ms: c.end_ms - c.start_ms,
+                    stats: c.summary.stats(&s.aggregate.quantiles, s.aggregate.accuracy),
+                    max_score: None,
+                    alerts: Vec::new(),
+                },
+            },
+        };
+        emits.extend(session_events.drain(..).map(session_emit));
+        send_emits(&self.to_inference, &key, &mut state.emitted, emits);
+        if sliding_late {
             return;
         }
         let to_inference = &self.to_inference;
@@ -209,10 +324,15 @@ impl Worker {
             }
             let mut input = Vec::with_capacity(s.width);
             normalise_window(&s.normalisation, resampled, ewma, &mut input);
-            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received, trigger_seq };
+            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received, trigger_seq, before: Vec::new() };
             // Inference only disconnects when the agent is shutting down.
             let _ = to_inference.send(Stage::Item(job));
         });
+        if let (Some(ss), Some((_, watermark))) = (sessions, watermark) {
+            state.sessions.release(watermark, size_ms, ss, &mut session_events);
+            let closed = session_events.drain(..).map(session_emit).collect();
+            send_emits(&self.to_inference, &key, &mut state.emitted, closed);
+        }
         if self.live.is_some() {
             applied.push(AppliedReading { entity: key, event_time_ms: reading.event_time_ms, value: reading.value });
         }

@@ -55,6 +55,15 @@ pub struct EntityWindows {
     pub ewma_through_ms: i64,
     /// The latest emitted window's features (the feature-store row).
     pub features: Option<Features>,
+    /// Tumbling-window aggregates (absent in states written before they existed).
+    #[serde(default)]
+    pub tumbling: super::aggregate::Tumbling,
+    /// Activity sessions (likewise).
+    #[serde(default)]
+    pub sessions: super::session::Sessions,
+    /// Emission counter of [`super::Emit`] (likewise).
+    #[serde(default)]
+    pub emitted: u64,
 }
 
 /// What happened to one reading.
