@@ -292,11 +292,13 @@ def build_model(keras):
     return keras.Model(inp, out, name="univariate_ae")
 
 
-def convert_int8(tf, model, rep_windows: np.ndarray) -> bytes:
+def convert_int8(tf, model, rep_windows: np.ndarray, width: int = WINDOW) -> bytes:
+    """int8 conversion with per-tensor dense quantization (also used by train_skab.py, whose
+    input is `width` = window x channels floats)."""
     with tempfile.TemporaryDirectory() as d:
         sm = os.path.join(d, "saved_model")
         model.export(sm, format="tf_saved_model",
-                     input_signature=[tf.TensorSpec([None, WINDOW], tf.float32)], verbose=False)
+                     input_signature=[tf.TensorSpec([None, width], tf.float32)], verbose=False)
         conv = tf.lite.TFLiteConverter.from_saved_model(sm)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
 
@@ -316,7 +318,8 @@ def convert_int8(tf, model, rep_windows: np.ndarray) -> bytes:
 
 
 class TFLiteRunner:
-    def __init__(self, tf, model_path: Path):
+    def __init__(self, tf, model_path: Path, width: int = WINDOW):
+        self.width = width
         self.interp = tf.lite.Interpreter(model_path=str(model_path), num_threads=1)
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
@@ -327,7 +330,7 @@ class TFLiteRunner:
         for i in range(0, len(x), chunk):
             xb = np.ascontiguousarray(x[i:i + chunk], dtype=np.float32)
             if self.batch != len(xb):
-                self.interp.resize_tensor_input(self.inp["index"], [len(xb), WINDOW])
+                self.interp.resize_tensor_input(self.inp["index"], [len(xb), self.width])
                 self.interp.allocate_tensors()
                 self.batch = len(xb)
             self.interp.set_tensor(self.inp["index"], xb)

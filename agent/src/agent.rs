@@ -39,7 +39,7 @@ use crate::alerts::{self, EntityAlertState, Evaluator, Policy};
 use crate::commit_log::CommitLog;
 use crate::config::{Config, WhenFull};
 use crate::inference::batcher::{self, BatchLimits};
-use crate::inference::manifest::Thresholds;
+use crate::inference::manifest::{Manifest, ModelKind, Thresholds};
 use crate::inference::{InferenceError, ModelRuntime};
 use crate::ingest::modbus::{self, writeback::{AuditLog, WriteBackPublisher}};
 use crate::ingest::{self, mqtt, serial, simulator_source, INGEST_QUEUE};
@@ -47,6 +47,7 @@ use crate::api::live::LiveView;
 use crate::api::{self, ApiState};
 use crate::metrics::{HealthKind, Metrics, ModelCollector, OutboxCollector, ProcessCollector, Registry};
 use crate::pipeline::window::{EntityWindows, Geometry};
+use crate::pipeline::asset::{AssetWindows, Routing};
 use crate::pipeline::{partition_of, Worker, WorkerSettings};
 use crate::store::{self, DbContext, StoreError};
 use crate::uplink::{Uplink, UplinkSetupError};
@@ -58,6 +59,8 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error("model {path}: {source}")]
     Model { path: String, source: InferenceError },
+    #[error("model {model} {reason} (pipeline.assets)")]
+    Assets { model: String, reason: String },
     #[error("MQTT: {0}")]
     Mqtt(#[from] mqtt::MqttSetupError),
     #[error("MQTT subscription: {0}")]
@@ -85,6 +88,26 @@ pub fn load_model(config: &Config) -> Result<ModelRuntime, AgentError> {
     } else {
         ModelRuntime::load(dir).map_err(err)
     }
+}
+
+/// The asset routing for the loaded model: `pipeline.assets` with a multivariate model (every
+/// asset must name as many channels as the model has; at least one asset), nothing with a
+/// univariate one.
+pub fn asset_routing(config: &Config, manifest: &Manifest) -> Result<Routing, AgentError> {
+    if manifest.kind != ModelKind::Multivariate {
+        return Ok(Routing::default());
+    }
+    let want = manifest.input.channels.len();
+    let err = |reason: String| AgentError::Assets { model: format!("{} {}", manifest.name, manifest.version), reason };
+    if config.pipeline.assets.is_empty() {
+        return Err(err(format!("is multivariate (channels {:?}) but no [[pipeline.assets]] is configured", manifest.input.channels)));
+    }
+    for a in &config.pipeline.assets {
+        if a.channels.len() != want {
+            return Err(err(format!("has {want} channels ({:?}) but asset `{}` names {}", manifest.input.channels, a.id, a.channels.len())));
+        }
+    }
+    Ok(Routing::new(&config.pipeline.assets))
 }
 
 /// Effective thresholds: config overrides the manifest.
@@ -149,8 +172,12 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     let (jobs_tx, jobs_rx) = bounded(2048);
     let (scored_tx, scored_rx) = bounded(256);
 
-    // Restore per-entity state, partitioned like the live routing.
+    // Assets are joined only for a multivariate model, whose channel count they must match.
+    let multivariate = manifest.kind == ModelKind::Multivariate;
+    let routing = Arc::new(asset_routing(&config, &manifest)?);
+    // Restore per-entity and per-asset state, partitioned like the live routing.
     let mut entity_states: Vec<HashMap<Arc<str>, EntityWindows>> = vec![HashMap::new(); workers_n];
+    let mut asset_states: Vec<HashMap<Arc<str>, AssetWindows>> = vec![HashMap::new(); workers_n];
     let mut alert_states: HashMap<Arc<str>, EntityAlertState> = HashMap::new();
     {
         let txn = db.begin_read().doing("restoring state")?;
@@ -158,7 +185,16 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         for row in t.iter().doing("restoring state")? {
             let (k, v) = row.doing("restoring state")?;
             let state: EntityWindows = store::from_cbor("entity_state", k.value(), v.value())?;
-            entity_states[partition_of(k.value(), workers_n)].insert(Arc::from(k.value()), state);
+            entity_states[routing.worker_of(k.value(), workers_n)].insert(Arc::from(k.value()), state);
+        }
+        let t = txn.open_table(store::ASSET_STATE).doing("restoring state")?;
+        for row in t.iter().doing("restoring state")? {
+            let (k, v) = row.doing("restoring state")?;
+            let state: AssetWindows = store::from_cbor("asset_state", k.value(), v.value())?;
+            // Only assets still configured, with the same channel count, continue.
+            if routing.channels(k.value()) == Some(state.channels.len()) {
+                asset_states[partition_of(k.value(), workers_n)].insert(Arc::from(k.value()), state);
+            }
         }
         let t = txn.open_table(store::ALERT_STATE).doing("restoring state")?;
         for row in t.iter().doing("restoring state")? {
@@ -191,6 +227,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         checkpoint_max_entities: config.pipeline.checkpoint_max_entities,
         aggregate: (&config.pipeline.aggregate).into(),
         session: config.pipeline.session.as_ref().map(Into::into),
+        routing: routing.clone(),
+        multivariate,
     };
     let mut threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = Vec::new();
     let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
@@ -198,7 +236,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     };
 
     let mut worker_txs = Vec::with_capacity(workers_n);
-    for (index, entities) in entity_states.into_iter().enumerate() {
+    for (index, (entities, assets)) in entity_states.into_iter().zip(asset_states).enumerate() {
         // Each message holds up to one group commit's readings: a short queue bounds memory.
         let (tx, rx) = bounded(8);
         worker_txs.push(tx);
@@ -206,6 +244,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             index,
             settings: settings.clone(),
             entities,
+            assets,
             inbox: rx,
             to_inference: jobs_tx.clone(),
             to_commit_log: internal_tx.clone(),
@@ -306,6 +345,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         ingest: ingest_rx,
         internal: internal_rx,
         workers: worker_txs,
+        routing,
         metrics: metrics.clone(),
         commit_interval: Duration::from_millis(config.pipeline.commit_interval_ms),
         control: control_rx,

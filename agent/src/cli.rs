@@ -355,3 +355,29 @@ pub fn eval_nab(config: &Config, data: &std::path::Path, out: Option<&std::path:
     }
     Ok(())
 }
+
+/// `vigil eval skab`: see [`crate::eval::skab::run_skab`]. Prints one line per file, per group
+/// and overall.
+pub fn eval_skab(config: &Config, data: &std::path::Path, out: Option<&std::path::Path>, window: crate::replay::WindowChoice) -> Result<(), String> {
+    let r = crate::eval::skab::run_skab(config, data, out, window).map_err(|e| e.to_string())?;
+    let secs = r.replay_time.as_secs_f64().max(1e-9);
+    println!("SKAB: {} files, {} rows, {} windows scored, replay {:.2} s ({:.0} rows/s)", r.files, r.rows, r.windows_scored, secs, r.rows as f64 / secs);
+    if !r.skipped.is_empty() {
+        println!("skipped (no `anomaly` column, training data): {}", r.skipped.join(", "));
+    }
+    println!("{:<24} {:>6} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6}", "file / group", "F1", "FAR %", "MAR %", "TP", "FP", "FN", "TN");
+    let line = |name: &str, c: &crate::eval::skab::Counts| {
+        println!(
+            "{:<24} {:>6.3} {:>7.1} {:>7.1} {:>6} {:>6} {:>6} {:>6}",
+            name, c.f1(), 100.0 * c.far(), 100.0 * c.mar(), c.tp, c.fp, c.fn_, c.tn
+        )
+    };
+    for (name, c) in &r.per_file {
+        line(name, c);
+    }
+    for (group, c) in &r.groups {
+        line(&format!("group {group}"), c);
+    }
+    line("overall", &r.overall);
+    Ok(())
+}

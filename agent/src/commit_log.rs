@@ -50,7 +50,8 @@ use crate::dlq::{DlqEntry, Redecoded, Redecoder};
 use crate::ingest::IngestBatch;
 use crate::metrics::Metrics;
 use crate::pipeline::features::Features;
-use crate::pipeline::{partition_of, WorkerMsg};
+use crate::pipeline::asset::Routing;
+use crate::pipeline::WorkerMsg;
 use crate::reading::Reading;
 use crate::store::{self, DbContext, StoreError};
 
@@ -60,6 +61,8 @@ pub struct Checkpoint {
     pub through: u64,
     /// `(entity, CBOR EntityWindows, latest features)`.
     pub rows: Vec<(String, Vec<u8>, Option<Features>)>,
+    /// `(asset, CBOR AssetWindows)`.
+    pub asset_rows: Vec<(String, Vec<u8>)>,
 }
 
 /// Outputs of the alert stage, committed together so they are exactly-once across restarts.
@@ -116,6 +119,8 @@ pub struct CommitLog {
     pub ingest: Receiver<IngestBatch>,
     pub internal: Receiver<InternalWrite>,
     pub workers: Vec<Sender<WorkerMsg>>,
+    /// Which worker handles which entity (asset channels go by their asset).
+    pub routing: Arc<Routing>,
     pub metrics: Arc<Metrics>,
     pub commit_interval: Duration,
     /// Requests from the API; `crossbeam_channel::never()` when there is no API.
@@ -313,6 +318,7 @@ impl CommitLog {
             let mut journal = txn.open_table(store::JOURNAL).doing("opening the journal")?;
             let mut dlq = txn.open_table(store::DLQ).doing("opening the DLQ")?;
             let mut entity_state = txn.open_table(store::ENTITY_STATE).doing("opening entity_state")?;
+            let mut asset_state = txn.open_table(store::ASSET_STATE).doing("opening asset_state")?;
             let mut features = txn.open_table(store::FEATURES).doing("opening features")?;
             let mut alert_state = txn.open_table(store::ALERT_STATE).doing("opening alert_state")?;
             let mut audit = txn.open_table(store::AUDIT).doing("opening the audit log")?;
@@ -340,6 +346,9 @@ impl CommitLog {
                                 let json = serde_json::to_vec(f).unwrap_or_default();
                                 features.insert(entity.as_str(), json.as_slice()).doing("writing features")?;
                             }
+                        }
+                        for (asset, state) in &c.asset_rows {
+                            asset_state.insert(asset.as_str(), state.as_slice()).doing("writing asset_state")?;
                         }
                         pending_checkpoints.push((c.worker, c.through));
                     }
@@ -469,7 +478,7 @@ impl CommitLog {
             return;
         }
         for r in readings {
-            let w = partition_of(&r.entity, per_worker.len());
+            let w = self.routing.worker_of(&r.entity, per_worker.len());
             per_worker[w].push(r);
         }
         for (tx, readings) in self.workers.iter().zip(per_worker) {

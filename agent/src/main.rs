@@ -151,6 +151,25 @@ enum EvalBenchmark {
         #[arg(long, default_value = "auto")]
         window: WindowArg,
     },
+    /// Skoltech Anomaly Benchmark: replay every labelled `<group>/*.csv` as a new asset (the
+    /// first 400 rows are its warm-up, the rest is scored), print F1, false-alarm and
+    /// missed-alarm rates per group and overall (point-wise, SKAB's rules).
+    Skab {
+        /// The SKAB data folder (holding `<group>/*.csv`, e.g. `valve1/0.csv`).
+        #[arg(long)]
+        data: PathBuf,
+        /// The configuration file (multivariate model, `[[pipeline.assets]]` naming the value
+        /// columns, alert settings).
+        #[arg(long, short, default_value = "config/skab.toml")]
+        config: PathBuf,
+        /// Write per-row results (`<out>/<group>/<name>.csv`: datetime, score, band, alert,
+        /// label) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Window geometry (see `replay --window`).
+        #[arg(long, default_value = "auto")]
+        window: WindowArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,6 +254,7 @@ fn main() -> ExitCode {
         | Command::Audit { config }
         | Command::Replay { config, .. }
         | Command::Eval { benchmark: EvalBenchmark::Nab { config, .. } }
+        | Command::Eval { benchmark: EvalBenchmark::Skab { config, .. } }
         | Command::Uplink { action: UplinkAction::Status { config } } => config.clone(),
         Command::Uplink { action: UplinkAction::Inspect { .. } } | Command::Bench { .. } => unreachable!("handled above"),
     };
@@ -264,6 +284,9 @@ fn main() -> ExitCode {
         }
         Command::Eval { benchmark: EvalBenchmark::Nab { data, out, window, .. } } => {
             vigil::cli::eval_nab(&config, &data, out.as_deref(), window.into())
+        }
+        Command::Eval { benchmark: EvalBenchmark::Skab { data, out, window, .. } } => {
+            vigil::cli::eval_skab(&config, &data, out.as_deref(), window.into())
         }
         Command::Dlq { action, .. } => match action {
             DlqAction::List { from, limit } => vigil::cli::dlq_list(&config, from, limit),

@@ -18,9 +18,13 @@
 //!   first reading at or after its end (the replay's allowed lateness is 0), so a row's score
 //!   describes the readings before it. Rows before an entity's first scored window (the
 //!   model's warm-up) get score 0 and band `none`.
+//! * **Assets.** With a multivariate model (manifest `kind = "multivariate"`) the value
+//!   columns are the channels of the assets in `pipeline.assets` (column name = channel entity
+//!   id, unless `--entity` maps them), joined per asset exactly as live
+//!   ([`crate::pipeline::asset`]); a row's score is its asset's.
 //! * **Window geometry.** Recorded data has its own sampling (NAB: 5-minute and irregular
 //!   series). With [`WindowChoice::Auto`] (the default) the hop is the file's median positive
-//!   timestamp step and the window size is `model width × hop`, so every model slot sees about
+//!   timestamp step and the window size is `model window slots × hop`, so every model slot sees about
 //!   one reading whatever the sampling; [`WindowChoice::Config`] keeps `pipeline.window`.
 //! * **Bad input is an error, never a panic:** a row with an unparsable timestamp or value
 //!   fails the replay with `file:line: reason`. An empty cell is a missing value (that column
@@ -37,7 +41,7 @@ use crate::agent::{load_model, thresholds, AgentError};
 use crate::alerts::{band_name, Evaluation, Evaluator, Policy};
 use crate::config::{Config, LatePolicy};
 use crate::inference::batcher::{score_batch, Scoring, ScoredWindow};
-use crate::inference::manifest::Band;
+use crate::inference::manifest::{Band, ModelKind};
 use crate::inference::ModelRuntime;
 use crate::metrics::Metrics;
 use crate::pipeline::window::Geometry;
@@ -177,7 +181,18 @@ impl Replayer {
             Some(c) => find(c)?,
             None => 0,
         };
-        let columns: Vec<(usize, Arc<str>)> = if opts.columns.is_empty() {
+        let routing = crate::agent::asset_routing(&self.config, self.runtime.manifest())?;
+        let multivariate = self.runtime.manifest().kind == ModelKind::Multivariate;
+        let columns: Vec<(usize, Arc<str>)> = if opts.columns.is_empty() && multivariate {
+            // The configured assets' channels, by column name.
+            let mut cols = Vec::new();
+            for a in &self.config.pipeline.assets {
+                for c in &a.channels {
+                    cols.push((find(c)?, Arc::from(c.as_str())));
+                }
+            }
+            cols
+        } else if opts.columns.is_empty() {
             names.iter().enumerate().filter(|(i, _)| *i != ts_col).map(|(i, n)| (i, Arc::from(*n))).collect()
         } else {
             opts.columns.iter().map(|(c, e)| Ok((find(c)?, Arc::from(e.as_str())))).collect::<Result<_, ReplayError>>()?
@@ -214,6 +229,15 @@ impl Replayer {
         }
 
         let width = self.runtime.input_width();
+        let slots = self.runtime.manifest().input.window;
+        // What a row's score is read from: its columns' entities, or their assets.
+        let score_keys: Vec<Arc<str>> = columns
+            .iter()
+            .map(|(_, e)| match routing.channel_of(e) {
+                Some((asset, _)) if multivariate => asset.clone(),
+                _ => e.clone(),
+            })
+            .collect();
         let geometry = match opts.window {
             WindowChoice::Config => Geometry::from(&self.config.pipeline.window),
             WindowChoice::Auto => {
@@ -224,7 +248,7 @@ impl Replayer {
                     let mid = steps.len() / 2;
                     *steps.select_nth_unstable(mid).1
                 };
-                Geometry { size_ms: hop * width as i64, hop_ms: hop, lateness_ms: 0, late_policy: LatePolicy::Drop }
+                Geometry { size_ms: hop * slots as i64, hop_ms: hop, lateness_ms: 0, late_policy: LatePolicy::Drop }
             }
         };
         let metrics = Arc::new(Metrics::default());
@@ -245,8 +269,11 @@ impl Replayer {
                 // Replay scores windows; aggregates and sessions are for the live uplink.
                 aggregate: Default::default(),
                 session: None,
+                routing: Arc::new(routing),
+                multivariate,
             },
             entities: HashMap::new(),
+            assets: HashMap::new(),
             inbox,
             to_inference: jobs_tx,
             to_commit_log: internal_tx,
@@ -271,9 +298,9 @@ impl Replayer {
         let mut summary = ReplaySummary { hop_ms: geometry.hop_ms, size_ms: geometry.size_ms, ..Default::default() };
         let (mut scratch_dirty, mut scratch_resampled, mut scratch_applied) = (HashMap::new(), Vec::new(), Vec::new());
         let received = Instant::now();
-        for (seq, row) in rows.into_iter().enumerate() {
+        for row in rows {
             let mut refs = Vec::with_capacity(columns.len());
-            for ((_, entity), value) in columns.iter().zip(&row.values) {
+            for (((_, entity), key), value) in columns.iter().zip(&score_keys).zip(&row.values) {
                 if let Some(v) = value {
                     let reading = Reading {
                         entity: entity.to_string(),
@@ -282,7 +309,9 @@ impl Replayer {
                         quality: Quality::Good,
                         source: SourceKind::Replay,
                         ingest_time_ms: row.event_time_ms,
-                        seq: seq as u64 + 1,
+                        // One seq per reading, as the commit log assigns them (an asset's
+                        // channels in one row are distinct readings).
+                        seq: summary.readings + 1,
                         source_seq: None,
                     };
                     summary.readings += 1;
@@ -290,7 +319,7 @@ impl Replayer {
                     scratch_dirty.clear();
                     driver.take_jobs(&jobs_rx);
                 }
-                refs.push(driver.reference(entity));
+                refs.push(driver.reference(key));
             }
             driver.pending_rows.push(PendingRow { row, refs });
             if driver.batch.len() >= max_batch {

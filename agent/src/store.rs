@@ -8,6 +8,7 @@
 //! | `journal`      | ingest seq     | CBOR [`Reading`]              | commit log            |
 //! | `dlq`          | DLQ id         | CBOR [`DlqEntry`]             | commit log            |
 //! | `entity_state` | entity id      | CBOR window + feature state   | commit log (checkpoints from workers) |
+//! | `asset_state`  | asset id       | CBOR asset join state (`pipeline::asset`) | commit log (checkpoints from workers) |
 //! | `features`     | entity id      | JSON feature snapshot         | commit log (checkpoints from workers) |
 //! | `alert_state`  | entity id      | CBOR hysteresis state         | commit log (outputs from the alert stage) |
 //! | `alert_ack`    | entity id      | CBOR [`crate::alerts::Acknowledgement`] | commit log (API acknowledgements) |
@@ -38,6 +39,7 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 pub const DLQ: TableDefinition<u64, &[u8]> = TableDefinition::new("dlq");
 pub const ENTITY_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("entity_state");
+pub const ASSET_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("asset_state");
 pub const FEATURES: TableDefinition<&str, &[u8]> = TableDefinition::new("features");
 pub const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -95,6 +97,7 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
         txn.open_table(JOURNAL).doing("creating tables")?;
         txn.open_table(DLQ).doing("creating tables")?;
         txn.open_table(ENTITY_STATE).doing("creating tables")?;
+        txn.open_table(ASSET_STATE).doing("creating tables")?;
         txn.open_table(FEATURES).doing("creating tables")?;
         txn.open_table(ALERT_STATE).doing("creating tables")?;
         txn.open_table(AUDIT).doing("creating tables")?;

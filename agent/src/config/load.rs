@@ -185,6 +185,22 @@ impl Config {
             return fail("ingest", "no source configured: add [[ingest.mqtt]], [[ingest.serial]], [[ingest.modbus.devices]] or [ingest.simulator]".into());
         }
         self.ingest.modbus.validate()?;
+        for (i, asset) in self.pipeline.assets.iter().enumerate() {
+            let key = |k: &str| format!("pipeline.assets[{i}].{k}");
+            let others = &self.pipeline.assets[..i];
+            if asset.id.is_empty() || others.iter().any(|a| a.id == asset.id) {
+                return Err((key("id"), format!("`{}` must be non-empty and unique", asset.id)));
+            }
+            if asset.channels.is_empty() {
+                return Err((key("channels"), "must name at least one entity".into()));
+            }
+            for (j, c) in asset.channels.iter().enumerate() {
+                let elsewhere = others.iter().any(|a| a.channels.contains(c) || a.id == *c) || asset.channels[..j].contains(c);
+                if c.is_empty() || elsewhere || *c == asset.id {
+                    return Err((key("channels"), format!("entity `{c}` is empty, an asset id, or in more than one channel")));
+                }
+            }
+        }
         if let Some(sim) = &self.ingest.simulator {
             sim.validate().map_err(|e| ("ingest.simulator".to_string(), e))?;
         }
@@ -552,6 +568,8 @@ model_dir = "models/univariate-ae/1.0.0"
         .unwrap();
         c.uplink.kafka = sinks.kafka;
         c.uplink.s3 = sinks.s3;
+        // Assets are commented out in the shipped file (they need a multivariate model).
+        c.pipeline.assets.push(super::super::AssetConfig { id: "a".into(), channels: vec!["x".into()] });
         let value = toml::Value::try_from(&c).unwrap();
         let mut missing = Vec::new();
         fn walk(v: &toml::Value, text: &str, path: &str, missing: &mut Vec<String>) {

@@ -386,6 +386,22 @@ pub struct PipelineConfig {
     /// `[pipeline.session]`: activity sessions; absent = none.
     #[serde(default)]
     pub session: Option<SessionConfig>,
+    /// `[[pipeline.assets]]`: machines whose sensors a multivariate model scores together.
+    #[serde(default)]
+    pub assets: Vec<AssetConfig>,
+}
+
+/// `[[pipeline.assets]]`: one machine whose channels (entity ids) are joined onto a common time
+/// grid and scored by a multivariate model (`kind = "multivariate"` in its manifest) as one
+/// window. Only used with such a model; the asset's scores and alerts carry the asset `id` as
+/// their entity.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Asset id (used as the entity of its scores and alerts; must not be a channel's entity).
+    pub id: String,
+    /// The entity ids of the asset's channels, in the order of the model's `input.channels`.
+    pub channels: Vec<String>,
 }
 
 impl Default for PipelineConfig {
@@ -398,6 +414,7 @@ impl Default for PipelineConfig {
             window: WindowConfig::default(),
             aggregate: AggregateConfig::default(),
             session: None,
+            assets: Vec::new(),
         }
     }
 }

@@ -4,8 +4,12 @@
 //! * [`nab`] — the Numenta Anomaly Benchmark's scoring; [`run_nab`] replays a NAB corpus
 //!   (`data/<category>/<name>.csv` + `labels/combined_windows.json`), writes NAB result files
 //!   and scores the three profiles. Generic: it runs unchanged on any corpus in that layout.
+//! * [`skab`] — the Skoltech Anomaly Benchmark's outlier-detection rules; [`skab::run_skab`]
+//!   replays every labelled file of a SKAB folder as a new asset and reports F1, false- and
+//!   missed-alarm rates per group and overall.
 
 pub mod nab;
+pub mod skab;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -47,6 +47,9 @@ pub struct Manifest {
 pub enum ModelKind {
     /// One channel per window.
     Univariate,
+    /// Several channels of one asset (`input.channels`), joined onto a common time grid by the
+    /// pipeline (`pipeline.assets`); input layout time-major (t0c0, t0c1, …, t1c0, …).
+    Multivariate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +95,9 @@ pub enum NormalisationMethod {
     EntityEwmaZscore,
     /// `z = (x − window mean) / noise_std`, noise from capped first differences.
     EntityNoiseZscore,
+    /// Per channel of an asset: `z = (x − mean) / std` with the mean and standard deviation of
+    /// the channel's first `warmup` readings, frozen afterwards (the asset's own baseline).
+    AssetWarmupZscore,
 }
 
 /// Per-entity EWMA z-score normalisation parameters (see the format doc for the exact maths).
@@ -108,6 +114,11 @@ pub struct Normalisation {
     /// the rms of the window's residual around its least-squares line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_std_ratio: Option<f64>,
+    /// `asset_warmup_zscore` only (required there): a channel's scale is at least this
+    /// fraction of its baseline mean's magnitude (a sensor's resolution relative to its level:
+    /// a nearly constant channel does not turn tiny drifts into huge z values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_std_floor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +348,30 @@ impl Manifest {
                 self.input.channels.len()
             ));
         }
+        let asset_method = self.normalisation.method == NormalisationMethod::AssetWarmupZscore;
+        if asset_method != (self.kind == ModelKind::Multivariate) {
+            return bad(format!(
+                "normalisation.method asset_warmup_zscore goes with kind multivariate and only with it (kind {:?}, method {:?})",
+                self.kind, self.normalisation.method
+            ));
+        }
+        match self.normalisation.relative_std_floor {
+            Some(r) if asset_method && r >= 0.0 && r.is_finite() => {}
+            None if !asset_method => {}
+            r => {
+                return bad(format!(
+                    "normalisation.relative_std_floor is required (a finite value >= 0) with asset_warmup_zscore and allowed only there, got {r:?}"
+                ))
+            }
+        }
+        if asset_method && self.normalisation.warmup < 2 {
+            return bad("normalisation.warmup must be >= 2 for asset_warmup_zscore (it estimates a standard deviation)".into());
+        }
+        for (i, c) in self.input.channels.iter().enumerate() {
+            if c.is_empty() || self.input.channels[..i].contains(c) {
+                return bad(format!("input.channels: channel {i} ({c:?}) is empty or repeated"));
+            }
+        }
         let n = &self.normalisation;
         if !(n.alpha > 0.0 && n.alpha <= 1.0) {
             return bad(format!("normalisation.alpha {} is not in (0, 1]", n.alpha));
@@ -348,8 +383,8 @@ impl Manifest {
             return bad(format!("normalisation.clip {} must be > 0", n.clip));
         }
         match (n.method, n.window_std_ratio) {
-            (NormalisationMethod::EntityEwmaZscore, None) => {}
-            (NormalisationMethod::EntityEwmaZscore, Some(_)) => {
+            (NormalisationMethod::EntityEwmaZscore | NormalisationMethod::AssetWarmupZscore, None) => {}
+            (NormalisationMethod::EntityEwmaZscore | NormalisationMethod::AssetWarmupZscore, Some(_)) => {
                 return bad("normalisation.window_std_ratio is only allowed with entity_noise_zscore".into())
             }
             (NormalisationMethod::EntityNoiseZscore, Some(r)) if r >= 0.0 && r.is_finite() => {}

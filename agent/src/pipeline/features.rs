@@ -121,6 +121,9 @@ pub fn normalise_window(norm: &Normalisation, values: &[f64], stats: &Ewma, out:
         NormalisationMethod::EntityNoiseZscore => {
             normalise_noise(values, stats, norm.min_std, norm.clip, norm.window_std_ratio.unwrap_or(0.0), out)
         }
+        // A multivariate model scores assets (`pipeline::asset::normalise_asset_window`); the
+        // worker never scores a single entity's window with it. Kept total with no output.
+        NormalisationMethod::AssetWarmupZscore => out.clear(),
     }
 }
 
@@ -307,6 +310,7 @@ mod tests {
             clip: 8.0,
             warmup: 0,
             window_std_ratio: None,
+            relative_std_floor: None,
         };
         let mut out = Vec::new();
         // (x - 10) / 2

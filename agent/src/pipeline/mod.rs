@@ -16,6 +16,12 @@
 //!    records with its own outputs. Every [`Emit`] carries a per-entity counter, so the alert
 //!    stage drops what recovery produces a second time (exactly once, like scores).
 //!
+//! With a multivariate model (manifest `kind = "multivariate"`) the entity windows still keep
+//! features, but the model scores *assets* instead: the readings of an asset's channels
+//! (`pipeline.assets`) are also admitted into the asset's [`asset::AssetWindows`] — routed by
+//! asset id, so one worker owns each asset — and its closed windows go to inference with the
+//! asset id as their entity.
+//!
 //! Every `checkpoint_interval_ms` a worker sends the state of the entities it changed — at most
 //! `checkpoint_max_entities`, those changed longest ago first, so one checkpoint never stalls
 //! the group commit — plus the commit-log seq through which its readings are all persisted in
@@ -24,6 +30,7 @@
 //! [`crate::commit_log`] for recovery).
 
 pub mod aggregate;
+pub mod asset;
 pub mod features;
 pub mod session;
 pub mod window;
@@ -45,6 +52,7 @@ use crate::reading::{Quality, Reading};
 use features::{normalise_window, resample};
 use aggregate::AggregateSettings;
 use session::{SessionEvent, SessionSettings};
+use asset::{normalise_asset_window, AssetWindows, Routing};
 use window::{Admission, EntityWindows, Geometry};
 
 /// Stable partitioning hash (FNV-1a, 64 bit): the same entity maps to the same worker on every
@@ -145,6 +153,10 @@ pub struct WorkerSettings {
     pub aggregate: AggregateSettings,
     /// Activity sessions, when configured.
     pub session: Option<SessionSettings>,
+    /// Which entities are channels of which asset (empty with a univariate model).
+    pub routing: Arc<Routing>,
+    /// The model scores assets (`kind = "multivariate"`), not single entities.
+    pub multivariate: bool,
 }
 
 /// One worker thread's state and loop.
@@ -152,6 +164,8 @@ pub struct Worker {
     pub index: usize,
     pub settings: WorkerSettings,
     pub entities: HashMap<Arc<str>, EntityWindows>,
+    /// Join state of the assets routed to this worker.
+    pub assets: HashMap<Arc<str>, AssetWindows>,
     pub inbox: Receiver<WorkerMsg>,
     pub to_inference: Sender<Stage<WindowJob>>,
     pub to_commit_log: Sender<InternalWrite>,
@@ -209,6 +223,9 @@ impl Worker {
         resampled: &mut Vec<f64>,
         applied: &mut Vec<AppliedReading>,
     ) {
+        if reading.quality != Quality::Bad {
+            self.apply_to_asset(&reading, received, dirty);
+        }
         let s = &self.settings;
         let key: Arc<str> = match self.entities.get_key_value(reading.entity.as_str()) {
             Some((k, _)) => k.clone(),
@@ -314,9 +331,10 @@ impl Worker {
         let to_inference = &self.to_inference;
         let metrics = &self.metrics;
         let trigger_seq = reading.seq;
+        let scored = !s.multivariate;
         state.close_ready(&s.geometry, alpha, |window, ewma| {
             metrics.windows_emitted.inc();
-            if ewma.count < s.normalisation.warmup {
+            if !scored || ewma.count < s.normalisation.warmup {
                 return;
             }
             if resample(&window.points, window.end_ms, s.geometry.size_ms, s.width, resampled).is_none() {
@@ -338,6 +356,43 @@ impl Worker {
         }
     }
 
+    /// Admits an asset channel's reading into its asset and sends the asset's complete, warmed-up
+    /// windows to inference (entity = asset id). Nothing for entities outside assets, or with a
+    /// univariate model. Independent of the entity's own state (both are checkpointed
+    /// separately, so each skips only the journal readings it already holds); late readings are
+    /// counted and dead-lettered by the entity path.
+    fn apply_to_asset(&mut self, reading: &Reading, received: Instant, dirty: &mut HashMap<Arc<str>, u64>) {
+        let s = &self.settings;
+        if !s.multivariate {
+            return;
+        }
+        let Some((asset, channel)) = s.routing.channel_of(&reading.entity) else { return };
+        let channels = s.routing.channels(asset).unwrap_or(0);
+        let state = self.assets.entry(asset.clone()).or_insert_with(|| AssetWindows::new(channels));
+        if reading.seq != 0 && reading.seq <= state.applied_through {
+            return;
+        }
+        // Asset states share the worker's dirty map under their asset id (asset ids are never
+        // entity ids: config validation); `checkpoint` looks them up in `assets`.
+        dirty.entry(asset.clone()).or_insert(reading.seq);
+        state.applied_through = state.applied_through.max(reading.seq);
+        if !state.admit(*channel, reading.event_time_ms, reading.value, &s.geometry) {
+            return;
+        }
+        let (to_inference, norm, width) = (&self.to_inference, &s.normalisation, s.width / channels.max(1));
+        let trigger_seq = reading.seq;
+        state.close_ready(&s.geometry, width, norm.warmup, |window, state| {
+            if !state.warmed_up(norm.warmup) {
+                return;
+            }
+            let mut input = Vec::with_capacity(s.width);
+            normalise_asset_window(norm, &window, state, &mut input);
+            let job = WindowJob { entity: asset.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received, trigger_seq, before: Vec::new() };
+            // Inference only disconnects when the agent is shutting down.
+            let _ = to_inference.send(Stage::Item(job));
+        });
+    }
+
     /// Writes the states of up to `checkpoint_max_entities` dirty entities, oldest first.
     /// `through` is the highest seq routed to this worker; the checkpoint's own `through` is
     /// lowered to just below the oldest reading still only in memory.
@@ -352,10 +407,14 @@ impl Worker {
             by_age.into_iter().map(|(_, k)| k).collect()
         };
         let mut rows = Vec::with_capacity(chosen.len());
+        let mut asset_rows = Vec::new();
         for key in chosen {
             dirty.remove(&key);
             if let Some(state) = self.entities.get(&key) {
                 rows.push((key.to_string(), crate::store::to_cbor(state), state.features.clone()));
+            }
+            if let Some(state) = self.assets.get(&key) {
+                asset_rows.push((key.to_string(), crate::store::to_cbor(state)));
             }
         }
         // Seq 0 marks readings that never went through the commit log (none today); they
@@ -363,6 +422,6 @@ impl Worker {
         let oldest_unsaved = dirty.values().copied().filter(|&s| s > 0).min();
         let through = oldest_unsaved.map_or(through, |s| s - 1);
         // Behind this worker's windows, through inference and alerts: see [`Stage`].
-        let _ = self.to_inference.send(Stage::Checkpoint(Checkpoint { worker: self.index, through, rows }));
+        let _ = self.to_inference.send(Stage::Checkpoint(Checkpoint { worker: self.index, through, rows, asset_rows }));
     }
 }

@@ -1,0 +1,349 @@
+//! Asset-level windows: several entities (the channels of one machine) joined onto one common
+//! event-time grid for a multivariate model.
+//!
+//! # Invariants
+//! * **One worker per asset.** Readings of an asset's channels are routed by the asset id
+//!   ([`Routing`]), so one worker owns the asset's state and sees its channels in commit order.
+//! * **Same event-time rules as entity windows** ([`super::window`]): windows `[end − size,
+//!   end)` with ends on multiples of `hop`; the asset's watermark is the largest event time of
+//!   *any* of its channels minus `allowed_lateness`; windows at or below it are final and
+//!   emitted once, in end order. A reading older than the last emitted end is late and follows
+//!   `late_policy` (the entity path has already counted or dead-lettered it; the asset keeps it
+//!   only with `process`). Windows with no reading of any channel are skipped.
+//! * **Join and resample.** Each channel's readings in a window are resampled onto the model's
+//!   `window` slots ([`super::features::resample`]); a channel with no reading in the window
+//!   repeats its last value before the window (held, like a slow sensor's last report). A
+//!   window in which some channel has never reported is not scored.
+//! * **Normalisation `asset_warmup_zscore`:** per channel, the mean and standard deviation of
+//!   its first `warmup` readings (in event-time order, folded as windows close), frozen
+//!   afterwards; scale = max(std, `relative_std_floor` · |mean|, `min_std`); the asset is
+//!   scored once every channel has `warmup` readings.
+//! * **Checkpointed like entity state**: [`AssetWindows`] is plain data written to redb
+//!   (`asset_state`) with the worker's checkpoints; a restored state continues identically.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::features::resample;
+use super::window::Geometry;
+use crate::config::{AssetConfig, LatePolicy};
+use crate::inference::manifest::Normalisation;
+
+/// Entity → (asset, channel index), and the worker that owns each routing key.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    channel_of: HashMap<String, (Arc<str>, usize)>,
+    /// Number of channels per asset.
+    channels: HashMap<Arc<str>, usize>,
+}
+
+impl Routing {
+    /// Routing for `assets`; empty when the model is univariate (assets are then not joined).
+    pub fn new(assets: &[AssetConfig]) -> Routing {
+        let mut r = Routing::default();
+        for a in assets {
+            let id: Arc<str> = Arc::from(a.id.as_str());
+            r.channels.insert(id.clone(), a.channels.len());
+            for (i, c) in a.channels.iter().enumerate() {
+                r.channel_of.insert(c.clone(), (id.clone(), i));
+            }
+        }
+        r
+    }
+
+    /// The asset and channel index an entity feeds, if any.
+    pub fn channel_of(&self, entity: &str) -> Option<&(Arc<str>, usize)> {
+        self.channel_of.get(entity)
+    }
+
+    /// Channels of `asset`.
+    pub fn channels(&self, asset: &str) -> Option<usize> {
+        self.channels.get(asset).copied()
+    }
+
+    /// The worker that handles `entity`: by its asset id when it is an asset's channel (so one
+    /// worker sees every channel of an asset), else by the entity id.
+    pub fn worker_of(&self, entity: &str, workers: usize) -> usize {
+        match self.channel_of.get(entity) {
+            Some((asset, _)) => super::partition_of(asset, workers),
+            None => super::partition_of(entity, workers),
+        }
+    }
+}
+
+/// Mean and variance of the first readings (Welford), frozen once `count` reaches the warm-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub count: u64,
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+}
+
+impl Baseline {
+    /// Folds `x` unless the baseline already holds `warmup` readings.
+    pub fn update(&mut self, x: f64, warmup: u64) {
+        if self.count >= warmup {
+            return;
+        }
+        self.count += 1;
+        let d = x - self.mean;
+        self.mean += d / self.count as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    /// Population standard deviation of the folded readings.
+    pub fn std(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            (self.m2 / self.count as f64).max(0.0).sqrt()
+        }
+    }
+}
+
+/// One channel of an asset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Channel {
+    /// Readings that can still fall into a window not emitted yet, sorted by event time.
+    pub buffer: VecDeque<(i64, f64)>,
+    /// The last reading before the buffer (held into windows where the channel is silent).
+    pub held: Option<f64>,
+    pub baseline: Baseline,
+}
+
+/// One asset's join state (checkpointed as a unit).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssetWindows {
+    /// Commit-log seq through which this state reflects the commit log.
+    pub applied_through: u64,
+    pub max_event_ms: Option<i64>,
+    /// End of the next window to emit.
+    pub next_end_ms: Option<i64>,
+    /// Readings with event time below this are folded into the baselines.
+    pub baseline_through_ms: i64,
+    pub channels: Vec<Channel>,
+}
+
+/// A closed asset window, resampled: `values[slot * channels + channel]` (time-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetWindow {
+    pub end_ms: i64,
+    pub values: Vec<f64>,
+}
+
+fn align_up_after(t: i64, hop: i64) -> i64 {
+    t.div_euclid(hop) * hop + hop
+}
+
+impl AssetWindows {
+    /// A fresh state for an asset of `channels` channels.
+    pub fn new(channels: usize) -> AssetWindows {
+        AssetWindows { channels: vec![Channel::default(); channels], ..Default::default() }
+    }
+
+    /// Adds one reading of channel `channel`. Returns `false` when it was not added (a late
+    /// reading not kept, a redelivery, or a channel index out of range).
+    pub fn admit(&mut self, channel: usize, event_ms: i64, value: f64, g: &Geometry) -> bool {
+        let last_emitted_end = self.next_end_ms.map(|e| e - g.hop_ms);
+        let Some(ch) = self.channels.get_mut(channel) else { return false };
+        if ch.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
+            return false;
+        }
+        if matches!(last_emitted_end, Some(e) if event_ms < e) {
+            let fits = self.next_end_ms.is_some_and(|next| event_ms >= next - g.size_ms);
+            // Its baseline share was due when its time slot closed: it is not folded late.
+            if g.late_policy == LatePolicy::Process && fits {
+                let pos = ch.buffer.iter().rposition(|&(bt, _)| bt <= event_ms).map_or(0, |p| p + 1);
+                ch.buffer.insert(pos, (event_ms, value));
+                return true;
+            }
+            return false;
+        }
+        let pos = ch.buffer.iter().rposition(|&(bt, _)| bt <= event_ms).map_or(0, |p| p + 1);
+        ch.buffer.insert(pos, (event_ms, value));
+        self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
+        if self.next_end_ms.is_none() {
+            self.next_end_ms = Some(align_up_after(event_ms, g.hop_ms));
+        }
+        true
+    }
+
+    /// Whether every channel's baseline is complete.
+    pub fn warmed_up(&self, warmup: u64) -> bool {
+        self.channels.iter().all(|c| c.baseline.count >= warmup)
+    }
+
+    /// Emits every window the watermark has passed. `emit` receives the resampled window and
+    /// the state (for the baselines) when the window is complete (every channel has a value);
+    /// it is called for every closed window that holds at least one reading.
+    pub fn close_ready(&mut self, g: &Geometry, width: usize, warmup: u64, mut emit: impl FnMut(AssetWindow, &AssetWindows)) {
+        let (Some(max_event), Some(mut next_end)) = (self.max_event_ms, self.next_end_ms) else {
+            return;
+        };
+        let watermark = max_event - g.lateness_ms;
+        let mut slots = Vec::with_capacity(width);
+        while next_end <= watermark {
+            let start = next_end - g.size_ms;
+            let through = self.baseline_through_ms;
+            for ch in &mut self.channels {
+                for &(_, v) in ch.buffer.iter().filter(|(t, _)| *t >= through && *t < next_end) {
+                    ch.baseline.update(v, warmup);
+                }
+            }
+            self.baseline_through_ms = through.max(next_end);
+            let any = self.channels.iter().any(|c| c.buffer.iter().any(|(t, _)| *t >= start && *t < next_end));
+            if !any {
+                // Skip straight to the first window holding the next buffered reading.
+                let next_t = self.channels.iter().filter_map(|c| c.buffer.iter().find(|(t, _)| *t >= next_end).map(|p| p.0)).min();
+                next_end = match next_t {
+                    Some(t) => (next_end + g.hop_ms).max(align_up_after(t, g.hop_ms)),
+                    None => next_end + g.hop_ms,
+                };
+            } else {
+                let n = self.channels.len();
+                let mut values = vec![f64::NAN; width * n];
+                let mut complete = true;
+                for (c, ch) in self.channels.iter().enumerate() {
+                    let points: Vec<(i64, f64)> = ch.buffer.iter().copied().filter(|(t, _)| *t >= start && *t < next_end).collect();
+                    if resample(&points, next_end, g.size_ms, width, &mut slots).is_some() {
+                        for (i, v) in slots.iter().enumerate() {
+                            values[i * n + c] = *v;
+                        }
+                    } else if let Some(h) = ch.held {
+                        for i in 0..width {
+                            values[i * n + c] = h;
+                        }
+                    } else {
+                        complete = false;
+                    }
+                }
+                if complete {
+                    emit(AssetWindow { end_ms: next_end, values }, self);
+                }
+                next_end += g.hop_ms;
+            }
+            let keep_from = next_end - g.size_ms;
+            for ch in &mut self.channels {
+                while ch.buffer.front().is_some_and(|(t, _)| *t < keep_from) {
+                    ch.held = ch.buffer.pop_front().map(|p| p.1);
+                }
+            }
+        }
+        self.next_end_ms = Some(next_end);
+    }
+}
+
+/// `asset_warmup_zscore`: `z[slot·C + c] = clamp((x − mean_c) / scale_c, ±clip)` with
+/// `scale_c = max(std_c, relative_std_floor · |mean_c|, min_std)` from channel `c`'s frozen
+/// warm-up baseline; time-major like the window.
+pub fn normalise_asset_window(norm: &Normalisation, window: &AssetWindow, state: &AssetWindows, out: &mut Vec<f32>) {
+    let n = state.channels.len().max(1);
+    let rel = norm.relative_std_floor.unwrap_or(0.0);
+    out.clear();
+    out.extend(window.values.iter().enumerate().map(|(i, x)| {
+        let b = &state.channels[i % n].baseline;
+        let scale = b.std().max(rel * b.mean.abs()).max(norm.min_std);
+        ((x - b.mean) / scale).clamp(-norm.clip, norm.clip) as f32
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::manifest::NormalisationMethod;
+
+    fn geometry() -> Geometry {
+        Geometry { size_ms: 4000, hop_ms: 1000, lateness_ms: 0, late_policy: LatePolicy::Drop }
+    }
+
+    /// Feeds `(channel, t, v)` readings; returns the emitted windows.
+    fn run(state: &mut AssetWindows, readings: &[(usize, i64, f64)]) -> Vec<AssetWindow> {
+        let g = geometry();
+        let mut out = Vec::new();
+        for &(c, t, v) in readings {
+            state.admit(c, t, v, &g);
+            state.close_ready(&g, 4, 3, |w, _| out.push(w));
+        }
+        out
+    }
+
+    #[test]
+    fn channels_are_joined_time_major_on_one_grid() {
+        let mut s = AssetWindows::new(2);
+        // Channel 0 at every second, channel 1 at every second with an offset of 300 ms.
+        let mut readings = Vec::new();
+        for i in 0..8i64 {
+            readings.push((0, i * 1000, i as f64));
+            readings.push((1, i * 1000 + 300, 100.0 + i as f64));
+        }
+        let out = run(&mut s, &readings);
+        // A window closes when any channel passes its end: ends 1000..=7000.
+        assert_eq!(out.iter().map(|w| w.end_ms).collect::<Vec<_>>(), (1..=7).map(|i| i * 1000).collect::<Vec<_>>());
+        // Window ending 7000 = [3000, 7000): slots t0c0, t0c1, t1c0, …
+        assert_eq!(out[6].values, vec![3.0, 103.0, 4.0, 104.0, 5.0, 105.0, 6.0, 106.0]);
+    }
+
+    #[test]
+    fn a_silent_channel_holds_its_last_value_and_a_never_seen_one_blocks_scoring() {
+        let mut s = AssetWindows::new(2);
+        let out = run(&mut s, &[(0, 0, 1.0), (0, 1000, 2.0), (0, 2000, 3.0)]);
+        assert!(out.is_empty(), "channel 1 never reported: nothing complete");
+        let out = run(&mut s, &[(1, 2500, 50.0), (0, 7000, 4.0), (0, 12_000, 5.0)]);
+        // Window ending 10000 = [6000, 10000): channel 1 silent since 2500 -> held 50.
+        let w = out.iter().find(|w| w.end_ms == 10_000).expect("window 10000");
+        assert_eq!(w.values, vec![4.0, 50.0, 4.0, 50.0, 4.0, 50.0, 4.0, 50.0]);
+    }
+
+    #[test]
+    fn baselines_freeze_after_warmup_and_normalise() {
+        let mut s = AssetWindows::new(1);
+        let readings: Vec<(usize, i64, f64)> = (0..10).map(|i| (0, i * 1000, [1.0, 3.0, 2.0, 100.0][(i as usize).min(3)])).collect();
+        run(&mut s, &readings);
+        let b = s.channels[0].baseline;
+        assert_eq!(b.count, 3);
+        assert!((b.mean - 2.0).abs() < 1e-12 && (b.std() - (2.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        let mut norm = Normalisation {
+            method: NormalisationMethod::AssetWarmupZscore,
+            alpha: 0.01,
+            min_std: 1e-3,
+            clip: 8.0,
+            warmup: 3,
+            window_std_ratio: None,
+            relative_std_floor: Some(0.0),
+        };
+        let mut z = Vec::new();
+        normalise_asset_window(&norm, &AssetWindow { end_ms: 0, values: vec![2.0, 100.0] }, &s, &mut z);
+        assert_eq!(z, vec![0.0, 8.0]);
+        // The relative floor: scale max(0.816, 0.5 * 2) = 1.
+        norm.relative_std_floor = Some(0.5);
+        normalise_asset_window(&norm, &AssetWindow { end_ms: 0, values: vec![3.5] }, &s, &mut z);
+        assert_eq!(z, vec![1.5]);
+    }
+
+    #[test]
+    fn restored_state_continues_identically() {
+        let readings: Vec<(usize, i64, f64)> = (0..60).map(|i| ((i % 3) as usize, (i / 3) * 700 + (i % 3) * 90, (i as f64).sin())).collect();
+        let mut whole = AssetWindows::new(3);
+        let all = run(&mut whole, &readings);
+        let mut first = AssetWindows::new(3);
+        let mut split = run(&mut first, &readings[..25]);
+        let bytes = crate::store::to_cbor(&first);
+        let mut restored: AssetWindows = crate::store::from_cbor("asset_state", "x", &bytes).unwrap();
+        split.extend(run(&mut restored, &readings[25..]));
+        assert_eq!(all, split);
+        assert_eq!(whole, restored);
+    }
+
+    #[test]
+    fn routing_sends_an_assets_channels_to_one_worker() {
+        let assets = vec![AssetConfig { id: "pump".into(), channels: (0..8).map(|i| format!("pump/ch{i}")).collect() }];
+        let r = Routing::new(&assets);
+        let w = r.worker_of("pump/ch0", 5);
+        assert!((0..8).all(|i| r.worker_of(&format!("pump/ch{i}"), 5) == w));
+        assert_eq!(r.channel_of("pump/ch3").map(|(a, i)| (a.as_ref(), *i)), Some(("pump", 3)));
+        assert_eq!(r.worker_of("other", 5), super::super::partition_of("other", 5));
+    }
+}
