@@ -1,0 +1,161 @@
+//! Asset-level multivariate scoring with the shipped `skab-ae` model: the live agent joins an
+//! asset's channels arriving over MQTT (real Mosquitto) and scores the asset; `vigil eval skab`
+//! replays a tiny SKAB-format corpus written by the test (CI has no benchmark data) and reports
+//! F1 / FAR / MAR per group.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::*;
+use vigil_test_harness::{Mosquitto, MosquittoOptions};
+
+/// The shipped multivariate model.
+fn skab_model() -> PathBuf {
+    repo_root().join("models/skab-ae/1.0.0")
+}
+
+const CHANNELS: [&str; 8] = [
+    "Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple", "Voltage",
+    "Volume Flow RateRMS",
+];
+/// Levels and noise of SKAB's pump channels (roughly valve1's).
+const LEVEL: [f64; 8] = [0.027, 0.041, 0.95, 0.07, 69.0, 24.8, 230.0, 32.0];
+const NOISE: [f64; 8] = [0.0003, 0.0006, 0.27, 0.25, 0.15, 0.012, 11.0, 0.4];
+
+/// Row `i` of a pump whose flow (channel 7) drops by 5 units (about 12 noise sd) on `drop`.
+fn pump_row(rng: &mut Rng, i: usize, drop: &std::ops::Range<usize>) -> [f64; 8] {
+    let mut row = [0.0; 8];
+    for c in 0..8 {
+        row[c] = LEVEL[c] + NOISE[c] * 1.7 * rng.unit();
+    }
+    if drop.contains(&i) {
+        row[7] -= 5.0;
+    }
+    row
+}
+
+#[test]
+fn the_live_agent_joins_an_assets_channels_and_scores_the_asset() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
+    let channels: Vec<String> = (0..8).map(|c| format!("pump.c{c}")).collect();
+    let list = channels.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    let plant = PlantAgent::start_with(&broker, "asset-live", |config| {
+        // The multivariate model, 1 s slots, and a lateness bound covering the publishing order
+        // (one channel after the other): windows close once every channel has arrived.
+        let config = config
+            .replace(&q(model_dir()), &q(skab_model()))
+            .replace(&format!("size_ms = {SIZE_MS}"), "size_ms = 16000")
+            .replace(&format!("hop_ms = {HOP_MS}"), "hop_ms = 1000")
+            .replace("allowed_lateness_ms = 0", "allowed_lateness_ms = 3600000")
+            .replace("review_threshold = 0.3\n", "")
+            .replace("alert_threshold = 0.4\n", "");
+        format!("{config}\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n")
+    });
+    // Two hours ago on a whole second (event times must be within the validation skew).
+    let t0 = (now_ms() - 7_200_000).div_euclid(1000) * 1000;
+    let (n, drop) = (700usize, 560..700usize);
+    let mut rng = Rng::new(5);
+    let rows: Vec<[f64; 8]> = (0..n).map(|i| pump_row(&mut rng, i, &drop)).collect();
+    for (c, entity) in channels.iter().enumerate() {
+        let series: Vec<(i64, f64)> = rows.iter().enumerate().map(|(i, r)| (t0 + i as i64 * 1000, r[c])).collect();
+        publish_series(&broker, entity, &series);
+    }
+    // One reading far ahead moves the asset's watermark past every published row.
+    publish_series(&broker, &channels[0], &[(t0 + 3_700_000 + n as i64 * 1000, LEVEL[0])]);
+    // Windows end on whole seconds; the last one holding row n-1 ends at t0 + n s.
+    let last_end = t0 + n as i64 * 1000;
+    let records = wait_for_outbox(&plant.outbox, Duration::from_secs(120), Some(&plant.agent), "the asset's last window scored", |r| {
+        scores(r).iter().any(|(e, t, _)| e == "pump" && *t >= last_end)
+    });
+    let all = scores(&records);
+    assert!(all.iter().all(|(e, _, _)| e == "pump"), "only the asset is scored by a multivariate model: {:?}", &all[..all.len().min(5)]);
+    let pump: Vec<(i64, f64)> = all.iter().map(|(_, t, s)| (*t, *s)).collect();
+    // Nothing before the warm-up (400 readings of every channel), then every second.
+    let first = pump.iter().map(|p| p.0).min().unwrap();
+    assert_eq!(first, t0 + 400 * 1000, "first scored window closes after the 400th reading");
+    let row_of = |t: i64| ((t - t0) / 1000) as usize;
+    let before: Vec<f64> = pump.iter().filter(|p| row_of(p.0) < drop.start).map(|p| p.1).collect();
+    let during: Vec<f64> = pump.iter().filter(|p| row_of(p.0) >= drop.start + 16).map(|p| p.1).collect();
+    assert!(!before.is_empty() && !during.is_empty());
+    let mut sorted = before.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median_before = sorted[sorted.len() / 2];
+    let min_during = during.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(median_before < 0.5, "normal pump windows score below review: median {median_before}");
+    assert!(min_during >= 0.5, "a closed valve (flow -12 sd) scores in review or above: min {min_during}");
+    assert_no_panic(&plant.agent);
+}
+
+/// Writes `<root>/<group>/<name>.csv` in SKAB's format (`;`, `datetime`, 8 channels, `anomaly`,
+/// `changepoint`).
+fn write_skab(path: &Path, n: usize, drop: std::ops::Range<usize>, seed: u64, labels: bool) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut rng = Rng::new(seed);
+    let mut text = format!("datetime;{}", CHANNELS.join(";"));
+    text.push_str(if labels { ";anomaly;changepoint\n" } else { "\n" });
+    let t0 = 1_583_748_873_000i64;
+    for i in 0..n {
+        let row = pump_row(&mut rng, i, &drop);
+        let t = std::time::UNIX_EPOCH + Duration::from_millis((t0 + i as i64 * 1000) as u64);
+        let ts = humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").trim_end_matches('Z').to_string();
+        text.push_str(&ts);
+        for v in row {
+            text.push_str(&format!(";{v:.6}"));
+        }
+        if labels {
+            let a = u8::from(drop.contains(&i));
+            text.push_str(&format!(";{a}.0;{}.0", u8::from(i == drop.start || i == drop.end)));
+        }
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn eval_skab_reports_f1_far_mar_per_group_on_a_tiny_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("skab");
+    write_skab(&data.join("pumpA/0.csv"), 900, 560..760, 1, true);
+    write_skab(&data.join("pumpA/1.csv"), 900, 600..800, 2, true);
+    write_skab(&data.join("pumpB/0.csv"), 900, 2000..2000, 3, true);
+    write_skab(&data.join("anomaly-free/anomaly-free.csv"), 500, 0..0, 4, false);
+    let config = dir.path().join("skab.toml");
+    let list = CHANNELS.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nid = \"skab-test\"\ndata_dir = {}\n\n[ingest.simulator]\nmachines = 1\n\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n\n[inference]\nmodel_dir = {}\n\n[alerts]\nalert_threshold = 0.5\nraise_after = 1\nclear_after = 1\ncooldown_s = 0\nprint = false\n",
+            q(dir.path().join("state")),
+            q(skab_model())
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("results");
+    let o = vigil(&["eval", "skab", "--data", data.to_str().unwrap(), "-c", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "eval failed: {stdout}{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("{stdout}");
+    assert!(stdout.contains("SKAB: 3 files, 2700 rows"), "{stdout}");
+    assert!(stdout.contains("skipped (no `anomaly` column, training data): anomaly-free/anomaly-free.csv"), "{stdout}");
+    let field = |line: &str, i: usize| -> f64 { line.split_whitespace().rev().nth(6 - i).unwrap().parse().unwrap() };
+    let line = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no `{name}` line")).to_string();
+    // Columns from the right: F1 FAR MAR TP FP FN TN -> index 0..6.
+    let a = line("group pumpA");
+    assert!(field(&a, 0) > 0.8, "pumpA F1: {a}");
+    assert!(field(&a, 1) < 10.0, "pumpA FAR %: {a}");
+    let b = line("group pumpB");
+    assert_eq!(field(&b, 3) + field(&b, 5), 0.0, "pumpB has nothing to find: {b}");
+    assert!(field(&b, 1) < 5.0, "pumpB FAR %: {b}");
+    let overall = line("overall");
+    // Test rows only: 3 files x (900 - 400).
+    let test_rows: f64 = (3..7).map(|i| field(&overall, i)).sum();
+    assert_eq!(test_rows, 1500.0, "{overall}");
+    // Per-row results: one per data row, nothing scored during the 400-row warm-up.
+    let text = std::fs::read_to_string(out.join("pumpA/0.csv")).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 900);
+    assert!(rows[..400].iter().all(|r| r.contains(",none,")), "warm-up rows unscored");
+    assert!(!rows[400].contains(",none,"), "row 400 is scored: {}", rows[400]);
+}
