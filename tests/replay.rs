@@ -11,9 +11,14 @@ use support::*;
 
 /// A replay config: the tests' model; an alert is raised on the first window scoring >= 0.6.
 fn replay_config(dir: &Path) -> std::path::PathBuf {
+    replay_config_scoring(dir, "model")
+}
+
+/// [`replay_config`] with `alerts.score = score`.
+fn replay_config_scoring(dir: &Path, score: &str) -> std::path::PathBuf {
     let path = dir.join("replay.toml");
     let text = format!(
-        "[agent]\nid = \"replay-test\"\ndata_dir = {}\n\n[ingest.simulator]\nmachines = 1\n\n[inference]\nmodel_dir = {}\nmax_batch = 16\n\n[alerts]\nalert_threshold = 0.6\nreview_threshold = 0.4\nraise_after = 1\nclear_after = 2\ncooldown_s = 0\nprint = false\n",
+        "[agent]\nid = \"replay-test\"\ndata_dir = {}\n\n[ingest.simulator]\nmachines = 1\n\n[inference]\nmodel_dir = {}\nmax_batch = 16\n\n[alerts]\nscore = \"{score}\"\nalert_threshold = 0.6\nreview_threshold = 0.4\nraise_after = 1\nclear_after = 2\ncooldown_s = 0\nprint = false\n",
         q(dir.join("state")),
         q(model_dir())
     );
@@ -104,6 +109,43 @@ fn replay_is_deterministic_one_row_per_input_row_and_finds_the_spike() {
     assert!(scores[argmax].2, "alert raised at the spike");
     let raised_rows = scores.iter().filter(|s| s.2).count();
     assert!(raised_rows < n / 10, "{raised_rows} rows under an alert");
+}
+
+#[test]
+fn novelty_score_marks_the_spike_on_one_row_and_stays_quiet_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = replay_config_scoring(dir.path(), "novelty");
+    let input = dir.path().join("plant.csv");
+    let (n, spike) = (900, 700);
+    write_csv(&input, n, spike);
+    let run = |out: &str| {
+        let out = dir.path().join(out);
+        let o = vigil(&[
+            "replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "--entity", "a=plant.a", "--entity", "b=plant.b",
+        ]);
+        assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let text = run("novelty1.csv");
+    assert!(text == run("novelty2.csv"), "two replays of the same input differ");
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let scores: Vec<f64> = rows.iter().map(|r| r[3].parse().unwrap()).collect();
+    assert_eq!(scores.len(), n);
+    // The ranges start at the first scored window: during the signal's first period (288 rows)
+    // its own new highs and lows are new too (the README says so); judged after that.
+    let first = rows.iter().position(|r| r[4] != "none").expect("scored rows");
+    let settled = first + 288;
+    assert!(settled < spike);
+    // The window holding the spike is closed by the next row: that row alone stands out
+    // (the +40 reading lies about 6 ranges beyond everything seen); the 31 further windows that
+    // still hold it score low, because it is no longer new.
+    let onset = scores[spike + 1];
+    assert!(onset > 0.95, "onset {onset}");
+    let others = scores.iter().enumerate().skip(settled).filter(|(i, _)| *i != spike + 1).map(|(_, s)| *s).fold(0.0, f64::max);
+    assert!(others < 0.5, "highest score away from the onset: {others}");
+    let after = scores[spike + 2..=spike + 32].iter().copied().fold(0.0, f64::max);
+    assert!(after < 0.2, "score while the spike is still in the window: {after}");
 }
 
 #[test]

@@ -342,8 +342,14 @@ pub fn replay(
 }
 
 /// `vigil eval nab`: see [`crate::eval::run_nab`]. Prints one line per profile.
-pub fn eval_nab(config: &Config, data: &std::path::Path, out: Option<&std::path::Path>, window: crate::replay::WindowChoice) -> Result<(), String> {
-    let r = crate::eval::run_nab(config, data, out, window).map_err(|e| e.to_string())?;
+pub fn eval_nab(
+    config: &Config,
+    data: &std::path::Path,
+    out: Option<&std::path::Path>,
+    window: crate::replay::WindowChoice,
+    half: Option<crate::eval::Half>,
+) -> Result<(), String> {
+    let r = crate::eval::run_nab(config, data, out, window, half).map_err(|e| e.to_string())?;
     let secs = r.replay_time.as_secs_f64().max(1e-9);
     println!("NAB: {} files, {} rows, {} windows scored, replay {:.2} s ({:.0} rows/s)", r.files, r.rows, r.windows_scored, secs, r.rows as f64 / secs);
     println!("{:<20} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8}", "profile", "score", "threshold", "raw", "null", "perfect", "windows");

@@ -150,6 +150,10 @@ enum EvalBenchmark {
         /// Window geometry (see `replay --window`).
         #[arg(long, default_value = "auto")]
         window: WindowArg,
+        /// Replay and score only the files at even or odd positions of the sorted label list
+        /// (a held-out half for parameters chosen on the other one).
+        #[arg(long)]
+        half: Option<vigil::eval::Half>,
     },
     /// Skoltech Anomaly Benchmark: replay every labelled `<group>/*.csv` as a new asset (the
     /// first 400 rows are its warm-up, the rest is scored), print F1, false-alarm and
@@ -282,8 +286,8 @@ fn main() -> ExitCode {
         Command::Replay { input, out, timestamp_column, entities, separator, window, .. } => {
             vigil::cli::replay(&config, &input, &out, timestamp_column, &entities, separator, window.into())
         }
-        Command::Eval { benchmark: EvalBenchmark::Nab { data, out, window, .. } } => {
-            vigil::cli::eval_nab(&config, &data, out.as_deref(), window.into())
+        Command::Eval { benchmark: EvalBenchmark::Nab { data, out, window, half, .. } } => {
+            vigil::cli::eval_nab(&config, &data, out.as_deref(), window.into(), half)
         }
         Command::Eval { benchmark: EvalBenchmark::Skab { data, out, window, .. } } => {
             vigil::cli::eval_skab(&config, &data, out.as_deref(), window.into())

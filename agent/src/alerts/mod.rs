@@ -38,7 +38,7 @@ use crate::config::{Config, ScoreMode};
 use crate::inference::batcher::ScoredWindow;
 use crate::inference::manifest::{Band, Thresholds};
 use crate::metrics::Metrics;
-use crate::pipeline::{Emit, Emitted, Stage};
+use crate::pipeline::{Emit, Emitted, RawSummary, Stage};
 use crate::reading::now_ms;
 use publish::Publisher;
 
@@ -126,6 +126,86 @@ impl ErrorBaseline {
     }
 }
 
+/// Range score of [`Novelty`]: an excess of this many spans of the entity's range scores 0.5.
+pub const NOVELTY_HALF_EXCESS: f64 = 0.05;
+/// Weight of the model-error component ([`ErrorBaseline`]) in [`Novelty`].
+pub const NOVELTY_ERROR_WEIGHT: f64 = 0.4;
+/// Weight of the moving-average range component in [`Novelty`].
+pub const NOVELTY_MEAN_WEIGHT: f64 = 0.3;
+/// Windows a [`Novelty`] score must beat to stand at full height.
+pub const NOVELTY_SUPPRESS_WINDOWS: usize = 150;
+
+/// The lowest and highest value an entity has shown.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Range {
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Range {
+    /// How far `[min, max]` reaches beyond the range, in spans of the range, mapped to
+    /// `e / (e + NOVELTY_HALF_EXCESS)` in [0, 1); then the range takes `[min, max]` in. The first
+    /// call only sets the range (score 0). Non-finite input scores 0 and changes nothing.
+    fn novelty(range: &mut Option<Range>, min: f64, max: f64) -> f64 {
+        if !(min.is_finite() && max.is_finite()) {
+            return 0.0;
+        }
+        let Some(r) = range else {
+            *range = Some(Range { lo: min, hi: max });
+            return 0.0;
+        };
+        // A flat history: any departure is new, whatever the sensor's unit.
+        let span = (r.hi - r.lo).max(f64::EPSILON * r.hi.abs().max(r.lo.abs()).max(1.0));
+        let excess = (max - r.hi).max(r.lo - min).max(0.0) / span;
+        r.lo = r.lo.min(min);
+        r.hi = r.hi.max(max);
+        if excess > 0.0 { excess / (excess + NOVELTY_HALF_EXCESS) } else { 0.0 }
+    }
+}
+
+/// `alerts.score = "novelty"`: how new a window is to its entity, judged on the newest readings
+/// rather than on the whole window, with a sharp onset and a quiet tail.
+///
+/// The window's raw score is the highest of
+/// * the **range novelty** of its readings: how far they reach beyond every value the entity has
+///   shown (from its first scored window on), in spans of that range (unit-free);
+/// * [`NOVELTY_MEAN_WEIGHT`] × the range novelty of their moving average over half a model
+///   width (a level shift that single readings do not show);
+/// * [`NOVELTY_ERROR_WEIGHT`] × the `entity_relative` model-error score ([`ErrorBaseline`], 64
+///   windows of warm-up).
+///
+/// An asset (multivariate) window has no raw range ([`RawSummary::NONE`]: its channels have
+/// different units), so only its model-error part scores.
+///
+/// An anomaly's readings enter the range once, so each component fires at the onset and not
+/// for the rest of the windows that contain it. **Suppression:** a raw score that does not beat
+/// every raw score of the last [`NOVELTY_SUPPRESS_WINDOWS`] windows counts half, so a burst of
+/// detections scores its first (highest) window above the rest. The constants were chosen on
+/// half of the NAB corpus (README, "Replay and evaluation").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Novelty {
+    pub values: Option<Range>,
+    pub means: Option<Range>,
+    /// Raw scores of the last [`NOVELTY_SUPPRESS_WINDOWS`] windows.
+    pub recent: std::collections::VecDeque<f64>,
+}
+
+impl Novelty {
+    /// Scores one window (`error` goes through `baseline`) and folds it into the history.
+    pub fn score(&mut self, raw: &RawSummary, error: f64, baseline: &mut ErrorBaseline) -> f64 {
+        let value = Range::novelty(&mut self.values, raw.min, raw.max);
+        let mean = Range::novelty(&mut self.means, raw.mean_min, raw.mean_max);
+        let model = baseline.score(error);
+        let x = value.max(NOVELTY_MEAN_WEIGHT * mean).max(NOVELTY_ERROR_WEIGHT * model);
+        let beaten = self.recent.iter().copied().fold(0.0, f64::max);
+        self.recent.push_back(x);
+        if self.recent.len() > NOVELTY_SUPPRESS_WINDOWS {
+            self.recent.pop_front();
+        }
+        if x > beaten { x } else { x / 2.0 }
+    }
+}
+
 /// Per-entity hysteresis state (persisted in `alert_state`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EntityAlertState {
@@ -138,6 +218,9 @@ pub struct EntityAlertState {
     /// `alerts.score = "entity_relative"` history (empty in states written before it existed).
     #[serde(default)]
     pub baseline: ErrorBaseline,
+    /// `alerts.score = "novelty"` history (its model-error part is `baseline`).
+    #[serde(default)]
+    pub novelty: Novelty,
     /// The raised alert, while `raised` (restores the dashboard's open alerts after a restart).
     /// Absent in states written before it existed.
     #[serde(default)]
@@ -231,6 +314,7 @@ impl Evaluator {
         let score = match p.score {
             ScoreMode::Model => w.score,
             ScoreMode::EntityRelative => state.baseline.score(w.error),
+            ScoreMode::Novelty => state.novelty.score(&w.raw, w.error, &mut state.baseline),
         };
         let band = p.thresholds.band(score);
         out.records.push((
@@ -466,6 +550,7 @@ mod tests {
             window_end_ms: t,
             error: score,
             score,
+            raw: RawSummary::NONE,
             model: Arc::new(ModelRef { name: "m".into(), version: "1".into(), sha256: "00".into() }),
             trigger_ingest: Instant::now(),
             trigger_seq: 0,
@@ -541,6 +626,102 @@ mod tests {
         assert_eq!(ev.evaluate(&window(1000, 0.9), &mut out), Some((0.0, Band::Normal)));
         let Body::Score { score, .. } = &out.records[0].1 else { panic!("score record first") };
         assert_eq!(*score, 0.0);
+    }
+
+    fn summary(values: &[f64]) -> RawSummary {
+        RawSummary::of(values.iter().copied(), 2)
+    }
+
+    #[test]
+    fn raw_summary_of_a_window() {
+        let r = summary(&[3.0, 1.0, 5.0, 4.0]);
+        // Moving averages over 2 readings: 2, 3, 4.5.
+        assert_eq!((r.min, r.max, r.mean_min, r.mean_max), (1.0, 5.0, 2.0, 4.5));
+        // Shorter than the span: the mean of all of them.
+        let one = RawSummary::of([7.0].into_iter(), 16);
+        assert_eq!((one.min, one.max, one.mean_min, one.mean_max), (7.0, 7.0, 7.0, 7.0));
+        let empty = RawSummary::of(std::iter::empty::<f64>(), 16);
+        assert!(!empty.min.is_finite() && !empty.mean_max.is_finite());
+    }
+
+    /// Scores `windows` (no model error) with a fresh history.
+    fn novelty_scores(windows: &[&[f64]]) -> Vec<f64> {
+        let (mut n, mut b) = (Novelty::default(), ErrorBaseline::default());
+        windows.iter().map(|w| n.score(&summary(w), 0.0, &mut b)).collect()
+    }
+
+    #[test]
+    fn novelty_fires_once_at_the_onset_and_is_unit_free() {
+        // Range [0, 10] (moving averages [0, 10] too); a reading at 10.5 reaches 0.05 spans
+        // beyond: 0.5. The same reading in the next windows is no longer new; readings inside
+        // the range never score.
+        let windows: Vec<&[f64]> = vec![&[0.0, 10.0, 10.0, 0.0, 0.0], &[5.0, 9.0], &[5.0, 10.5], &[10.5, 5.0], &[2.0, 3.0]];
+        let s = novelty_scores(&windows);
+        assert_eq!(s[0..2], [0.0, 0.0]);
+        assert!((s[2] - 0.5).abs() < 1e-12, "{s:?}");
+        assert_eq!(s[3..], [0.0, 0.0]);
+        // Another unit and offset: identical scores.
+        let scaled: Vec<Vec<f64>> = windows.iter().map(|w| w.iter().map(|v| 1000.0 * v - 273.15).collect()).collect();
+        let t = novelty_scores(&scaled.iter().map(|w| w.as_slice()).collect::<Vec<_>>());
+        assert!(s.iter().zip(&t).all(|(a, b)| (a - b).abs() < 1e-9), "{s:?} vs {t:?}");
+        // A drop below the range scores like a rise above it; a flat history makes any move new.
+        assert!((novelty_scores(&[&[0.0, 10.0, 10.0, 0.0, 0.0], &[-0.5, 1.0]])[1] - 0.5).abs() < 1e-12);
+        assert!(novelty_scores(&[&[4.0, 4.0], &[4.0, 4.001]])[1] > 0.99);
+    }
+
+    #[test]
+    fn novelty_sees_a_level_shift_in_the_moving_average() {
+        // Readings in [0, 10], their moving averages in [5, 7.5]; then 9, 9: inside the readings'
+        // range, but the average 9 is 1.5 / 2.5 = 0.6 spans beyond the averages' range.
+        let s = novelty_scores(&[&[0.0, 10.0, 0.0, 10.0, 5.0, 6.0], &[10.0, 0.0, 10.0, 0.0], &[9.0, 9.0]]);
+        assert_eq!(s[1], 0.0);
+        assert!((s[2] - NOVELTY_MEAN_WEIGHT * 0.6 / (0.6 + NOVELTY_HALF_EXCESS)).abs() < 1e-12, "{s:?}");
+    }
+
+    #[test]
+    fn novelty_suppresses_a_burst_after_its_first_window() {
+        // Range [0, 10]; then 11 (e = 0.1: 2/3), then 12 (e = 1/11, raw 0.645…): lower than the
+        // first, so halved. After NOVELTY_SUPPRESS_WINDOWS quiet windows the same excess counts
+        // in full again.
+        let mut w: Vec<&[f64]> = vec![&[0.0, 10.0], &[11.0], &[12.0]];
+        let quiet = [5.0];
+        w.extend(std::iter::repeat_n(&quiet[..], NOVELTY_SUPPRESS_WINDOWS));
+        w.push(&[13.2]);
+        let s = novelty_scores(&w);
+        let raw = |e: f64| e / (e + NOVELTY_HALF_EXCESS);
+        assert!((s[1] - raw(0.1)).abs() < 1e-12, "{s:?}");
+        assert!((s[2] - raw(1.0 / 11.0) / 2.0).abs() < 1e-12, "{:?}", &s[..3]);
+        assert!((s[w.len() - 1] - raw(1.2 / 12.0)).abs() < 1e-12, "{}", s[w.len() - 1]);
+    }
+
+    #[test]
+    fn novelty_includes_the_weighted_model_error_and_persists() {
+        let mut ev = evaluator();
+        ev.policy.score = ScoreMode::Novelty;
+        let mut out = Evaluation::default();
+        let mut t = 0;
+        let mut win = |ev: &mut Evaluator, error: f64, values: &[f64], out: &mut Evaluation| {
+            t += 1000;
+            let mut w = window(t, 0.0);
+            w.error = error;
+            w.raw = summary(values);
+            ev.evaluate(&w, out).map(|s| s.0)
+        };
+        // Past the error history's warm-up, inside the value range: only the error can score.
+        for i in 0..200 {
+            assert_eq!(win(&mut ev, 1.0 + (i % 2) as f64, &[0.0, 10.0], &mut out), Some(0.0));
+        }
+        let mut b = ev.states["e"].baseline.clone();
+        let expected = NOVELTY_ERROR_WEIGHT * b.score(50.0);
+        let saved = crate::store::to_cbor(&ev.states["e"]);
+        let got = win(&mut ev, 50.0, &[0.0, 10.0], &mut out).unwrap();
+        assert!(expected > 0.3 && (got - expected).abs() < 1e-12, "{got} vs {expected}");
+        // A restored state scores the next window identically.
+        let mut restored = evaluator();
+        restored.policy.score = ScoreMode::Novelty;
+        restored.states.insert(Arc::from("e"), crate::store::from_cbor("alert_state", "e", &saved).unwrap());
+        let again = win(&mut restored, 50.0, &[0.0, 10.0], &mut out).unwrap();
+        assert_eq!(got.to_bits(), again.to_bits());
     }
 
     #[test]

@@ -515,6 +515,7 @@ pub enum ScoreMode {
     #[default]
     Model,
     EntityRelative,
+    Novelty,
 }
 
 /// `[inference]`
@@ -540,8 +541,10 @@ pub struct InferenceConfig {
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// What a window's score is: `model` (the model's reconstruction-error score, as the
-    /// manifest defines it) or `entity_relative` (the error's novelty against the entity's own
-    /// error history: see [`crate::alerts::ErrorBaseline`]). Thresholds apply to this score.
+    /// manifest defines it), `entity_relative` (the error's novelty against the entity's own
+    /// error history: see [`crate::alerts::ErrorBaseline`]) or `novelty` (the newest readings'
+    /// reach beyond the entity's range, combined with `entity_relative`, with a sharp onset:
+    /// see [`crate::alerts::Novelty`]). Thresholds apply to this score.
     #[serde(default)]
     pub score: ScoreMode,
     /// Score at or above which a window is in the review band. Default: the model manifest's.

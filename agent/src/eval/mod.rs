@@ -32,6 +32,13 @@ pub enum EvalError {
     Window(#[from] nab::WindowNotInData),
 }
 
+/// Half of a corpus: the files at even or odd (0-based) positions of the sorted label list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Half {
+    Even,
+    Odd,
+}
+
 /// What `vigil eval nab` measured.
 #[derive(Debug, Clone)]
 pub struct NabReport {
@@ -43,10 +50,11 @@ pub struct NabReport {
     pub scores: Vec<nab::ProfileScore>,
 }
 
-/// Replays every file named in `<data>/labels/combined_windows.json` (from `<data>/data/`),
+/// Replays every file named in `<data>/labels/combined_windows.json` (from `<data>/data/`; with
+/// `half`, only that half of them),
 /// writes `<out>/<category>/vigil_<name>.csv` (`timestamp,anomaly_score`, one row per data row)
 /// when `out` is given, and scores the corpus for NAB's three profiles.
-pub fn run_nab(config: &Config, data: &Path, out: Option<&Path>, window: WindowChoice) -> Result<NabReport, EvalError> {
+pub fn run_nab(config: &Config, data: &Path, out: Option<&Path>, window: WindowChoice, half: Option<Half>) -> Result<NabReport, EvalError> {
     let labels_path = data.join("labels/combined_windows.json");
     let text = std::fs::read_to_string(&labels_path).map_err(|source| EvalError::Io { path: labels_path.clone(), source })?;
     let labels: BTreeMap<String, Vec<(String, String)>> =
@@ -54,7 +62,12 @@ pub fn run_nab(config: &Config, data: &Path, out: Option<&Path>, window: WindowC
     let mut replayer = Replayer::new(config)?;
     let mut files = Vec::with_capacity(labels.len());
     let mut report = NabReport { files: 0, rows: 0, windows_scored: 0, replay_time: Duration::ZERO, scores: Vec::new() };
-    for (name, windows) in &labels {
+    let chosen = labels.iter().enumerate().filter(|(i, _)| match half {
+        None => true,
+        Some(Half::Even) => i % 2 == 0,
+        Some(Half::Odd) => i % 2 == 1,
+    });
+    for (_, (name, windows)) in chosen {
         let mut parsed = Vec::with_capacity(windows.len());
         for (start, end) in windows {
             let ms = |s: &str| {

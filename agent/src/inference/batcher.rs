@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::{mse_ratio_score, window_error, ModelRuntime};
 use crate::metrics::Metrics;
 use super::drift::DriftMonitor;
-use crate::pipeline::{Emit, Stage, WindowJob};
+use crate::pipeline::{Emit, RawSummary, Stage, WindowJob};
 
 /// A scored window, on its way to the alert stage.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct ScoredWindow {
     pub error: f64,
     /// Score in [0, 1).
     pub score: f64,
+    /// The window's raw readings (from [`WindowJob::raw`]).
+    pub raw: RawSummary,
     pub model: Arc<ModelRef>,
     pub trigger_ingest: Instant,
     /// Commit-log seq of the reading that closed the window.
@@ -187,6 +189,7 @@ pub(crate) fn score_batch(
                 window_end_ms: job.window_end_ms,
                 error,
                 score,
+                raw: job.raw,
                 model: scoring.model.clone(),
                 trigger_ingest: job.trigger_ingest,
                 trigger_seq: job.trigger_seq,

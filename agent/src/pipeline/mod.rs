@@ -66,6 +66,48 @@ pub fn partition_of(entity: &str, partitions: usize) -> usize {
     (h % partitions.max(1) as u64) as usize
 }
 
+/// The range of a window's raw (un-normalised) readings and of their moving average over
+/// `width / 2` consecutive readings: what `alerts.score = "novelty"` compares with the entity's
+/// history ([`crate::alerts::Novelty`]). Non-finite (±∞) for a window without readings, and
+/// [`RawSummary::NONE`] for an asset window (its channels have different units: `novelty`
+/// scores it by its model error alone).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawSummary {
+    pub min: f64,
+    pub max: f64,
+    pub mean_min: f64,
+    pub mean_max: f64,
+}
+
+impl RawSummary {
+    /// No readings to compare: the range parts of `novelty` score 0.
+    pub const NONE: RawSummary = RawSummary { min: f64::INFINITY, max: f64::NEG_INFINITY, mean_min: f64::INFINITY, mean_max: f64::NEG_INFINITY };
+
+    /// Of the window's values in event order; the moving average spans `span` readings (all of
+    /// them in a shorter window).
+    pub fn of(values: impl ExactSizeIterator<Item = f64> + Clone, span: usize) -> RawSummary {
+        let n = values.len();
+        let span = span.clamp(1, n.max(1));
+        let mut r = RawSummary::NONE;
+        let (mut sum, mut tail) = (0.0, values.clone());
+        for (i, v) in values.enumerate() {
+            r.min = r.min.min(v);
+            r.max = r.max.max(v);
+            sum += v;
+            if i + 1 > span {
+                // `tail` trails `values` by `span` items, so it has an item here.
+                sum -= tail.next().unwrap_or(0.0);
+            }
+            if i + 1 >= span {
+                let mean = sum / span as f64;
+                r.mean_min = r.mean_min.min(mean);
+                r.mean_max = r.mean_max.max(mean);
+            }
+        }
+        r
+    }
+}
+
 /// Messages from the commit log to a worker.
 pub enum WorkerMsg {
     /// Committed readings for this worker, in commit order, and the highest seq committed so far
@@ -80,6 +122,8 @@ pub struct WindowJob {
     pub window_end_ms: i64,
     /// The normalised model input (`width` values).
     pub input: Vec<f32>,
+    /// The window's raw readings, summarised for `alerts.score = "novelty"`.
+    pub raw: RawSummary,
     /// When the reading that closed the window entered the agent (for latency metrics).
     pub trigger_ingest: Instant,
     /// Commit-log seq of the reading that closed the window (log spans; 0 outside the agent).
@@ -342,7 +386,8 @@ impl Worker {
             }
             let mut input = Vec::with_capacity(s.width);
             normalise_window(&s.normalisation, resampled, ewma, &mut input);
-            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received, trigger_seq, before: Vec::new() };
+            let raw = RawSummary::of(window.points.iter().map(|p| p.1), s.width / 2);
+            let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, raw, trigger_ingest: received, trigger_seq, before: Vec::new() };
             // Inference only disconnects when the agent is shutting down.
             let _ = to_inference.send(Stage::Item(job));
         });
@@ -387,7 +432,8 @@ impl Worker {
             }
             let mut input = Vec::with_capacity(s.width);
             normalise_asset_window(norm, &window, state, &mut input);
-            let job = WindowJob { entity: asset.clone(), window_end_ms: window.end_ms, input, trigger_ingest: received, trigger_seq, before: Vec::new() };
+            let raw = RawSummary::NONE;
+            let job = WindowJob { entity: asset.clone(), window_end_ms: window.end_ms, input, raw, trigger_ingest: received, trigger_seq, before: Vec::new() };
             // Inference only disconnects when the agent is shutting down.
             let _ = to_inference.send(Stage::Item(job));
         });
