@@ -54,6 +54,7 @@ from train_univariate import (  # noqa: E402  (shared conversion and packaging h
     TFLiteRunner,
     _int8_io_quant,
     convert_int8,
+    deterministic_tensorflow,
     hist,
     model_op_summary,
     output_quant_step,
@@ -190,13 +191,7 @@ def main() -> int:
     args = ap.parse_args()
 
     t_start = time.time()
-    import tensorflow as tf
-    import keras
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras.utils.set_random_seed(args.seed)
-    tf.config.experimental.enable_op_determinism()
+    tf, keras = deterministic_tensorflow(args.seed)
     rng = np.random.default_rng(args.seed)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -457,6 +457,19 @@ def _noise(x, a, b, sd, rng):
 
 
 # ----------------------------------------------------------------------------------------------
+def deterministic_tensorflow(seed: int):
+    """Imports TensorFlow and Keras single-threaded, seeded, with op determinism on (also used by
+    train_skab.py); returns (tf, keras)."""
+    import tensorflow as tf
+    import keras
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    return tf, keras
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nab", default=str(REPO_ROOT.parent / "shared" / "data" / "nab"),
@@ -468,13 +481,7 @@ def main() -> int:
     args = ap.parse_args()
 
     t_start = time.time()
-    import tensorflow as tf
-    import keras
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras.utils.set_random_seed(args.seed)
-    tf.config.experimental.enable_op_determinism()
+    tf, keras = deterministic_tensorflow(args.seed)
     rng = np.random.default_rng(args.seed)
 
     nab_dir = Path(args.nab)
