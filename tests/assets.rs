@@ -223,3 +223,30 @@ fn eval_skab_reports_f1_far_mar_per_group_on_a_tiny_corpus() {
     assert!(rows[..400].iter().all(|r| r.contains(",none,")), "warm-up rows unscored");
     assert!(!rows[400].contains(",none,"), "row 400 is scored: {}", rows[400]);
 }
+
+#[test]
+fn assets_that_do_not_fit_the_model_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_config("assets-check", &dir.path().join("data"), &dir.path().join("outbox"))
+        .replace(&q(model_dir()), &q(skab_model()))
+        + "\n[ingest.simulator]\nmachines = 1\n";
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let o = vigil(&["check-config", path.to_str().unwrap()]);
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let eight = (0..8).map(|c| format!("\"p.c{c}\"")).collect::<Vec<_>>().join(", ");
+    let (ok, out) = check("ok.toml", &format!("{base}\n[[pipeline.assets]]\nid = \"p\"\nchannels = [{eight}]\n"));
+    assert!(ok, "{out}");
+    assert!(out.contains("asset p: 8 channels joined on one grid"), "{out}");
+    let (ok, out) = check("none.toml", &base);
+    assert!(!ok && out.contains("is multivariate") && out.contains("no [[pipeline.assets]]"), "{out}");
+    let (ok, out) = check("two.toml", &format!("{base}\n[[pipeline.assets]]\nid = \"p\"\nchannels = [\"a\", \"b\"]\n"));
+    assert!(!ok && out.contains("has 8 channels") && out.contains("asset `p` names 2"), "{out}");
+    // A channel in two assets is a config error with file, line and key.
+    let text = format!("{base}\n[[pipeline.assets]]\nid = \"p\"\nchannels = [{eight}]\n\n[[pipeline.assets]]\nid = \"q\"\nchannels = [\"p.c0\"]\n");
+    let (ok, out) = check("dup.toml", &text);
+    assert!(!ok && out.contains("pipeline.assets[1].channels") && out.contains("`p.c0`"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}

@@ -75,6 +75,15 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
     }
     let _ = writeln!(s, "pipeline: {} workers (partitioned by entity hash), checkpoint every {} ms", p.workers, p.checkpoint_interval_ms);
     let _ = writeln!(s, "  sliding windows: size {} ms, hop {} ms, lateness {} ms, late readings: {:?}", p.window.size_ms, p.window.hop_ms, p.window.allowed_lateness_ms, p.window.late_policy);
+    // A multivariate model needs matching assets: the same check as at start.
+    crate::agent::asset_routing(config, m)?;
+    if m.kind == crate::inference::manifest::ModelKind::Multivariate {
+        for a in &p.assets {
+            let _ = writeln!(s, "  asset {}: {} channels joined on one grid ({})", a.id, a.channels.len(), a.channels.join(", "));
+        }
+    } else if !p.assets.is_empty() {
+        let _ = writeln!(s, "  {} asset(s) configured but the model is univariate: assets are not joined", p.assets.len());
+    }
     let _ = writeln!(s, "inference: {} {} (sha256 {}), width {}, micro-batches of <= {} windows / {} ms", m.name, m.version, m.sha256, runtime.input_width(), config.inference.max_batch, config.inference.max_wait_ms);
     let _ = writeln!(
         s,
