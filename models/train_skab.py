@@ -294,7 +294,29 @@ def main() -> int:
         print(f"golden  {d:50s} error {e:8.4f} score {s_:.3f}", flush=True)
     if not (g_score[10] >= REVIEW and g_score[10] > float(np.quantile(sc_held, 0.9)) + 0.1):
         raise SystemExit(f"sanity: a -6 z flow shift scores {g_score[10]:.3f}, not in review")
+    # A raw stream for the agent's end-to-end check (agent/tests/inference_golden.rs replays it
+    # through the live pipeline code): 440 held-out rows at 1 Hz, the flow rate dropped by 5 on
+    # rows 420..439; the expected score of every row from the warm-up on (row r: the window of
+    # rows r-WINDOW..r-1, normalised by rows 0..WARMUP-1), from the TF Lite interpreter.
+    raw = free_held[:WARMUP + 40].copy()
+    raw[WARMUP + 20:, CHANNELS.index("Volume Flow RateRMS")] -= 5.0
+    raw = np.round(raw, 6)  # as written to the agent's CSV
+    sm, ssc = baseline(raw[:WARMUP])
+    s_ends = np.arange(WARMUP - 1, len(raw) - 1)
+    s_win = windows(normalise(raw, sm, ssc), s_ends)
+    s_scores = score(mse(s_win, run(s_win)), error_scale)
+    stream = {
+        "note": "raw rows at 1 Hz from first_timestamp_ms; row r >= first_scored_row has the score "
+                "of the window of rows r-window..r-1 (asset_warmup_zscore over rows 0..warmup-1)",
+        "channels": CHANNELS,
+        "first_timestamp_ms": 1577836800000,
+        "rows": [[float(v) for v in r] for r in raw],
+        "first_scored_row": WARMUP,
+        "scores": [float(v) for v in s_scores],
+        "score_tolerance": 0.02,
+    }
     golden = {
+        "stream": stream,
         "inputs": [[float(v) for v in row] for row in g_in],
         "outputs": [[float(v) for v in row] for row in g_out],
         "tolerance": float(3 * q_step),

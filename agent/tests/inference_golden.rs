@@ -286,3 +286,47 @@ fn runtime_moves_to_a_dedicated_thread() {
     .unwrap();
     assert_eq!(here, there);
 }
+
+/// A multivariate model's `golden.json` may carry a raw `stream` (rows of its channels at 1 Hz and
+/// the score the Python pipeline computed for each row from the warm-up on). Replaying it through
+/// the agent's live code path (`vigil::replay`: asset join, warm-up baseline, normalisation,
+/// TF Lite, scoring) must give the same scores: no training/serving skew.
+#[test]
+fn raw_streams_replay_to_the_pipelines_scores() {
+    let mut checked = 0;
+    for dir in require_models() {
+        let text = std::fs::read_to_string(dir.join("golden.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let Some(stream) = v.get("stream") else { continue };
+        let channels: Vec<String> = stream["channels"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+        let t0 = stream["first_timestamp_ms"].as_i64().unwrap();
+        let first = stream["first_scored_row"].as_u64().unwrap() as usize;
+        let expected: Vec<f64> = stream["scores"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+        let tolerance = stream["score_tolerance"].as_f64().unwrap();
+        let mut csv = format!("timestamp;{}\n", channels.join(";"));
+        for (i, row) in stream["rows"].as_array().unwrap().iter().enumerate() {
+            let cells: Vec<String> = row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap().to_string()).collect();
+            csv.push_str(&format!("{};{}\n", t0 + i as i64 * 1000, cells.join(";")));
+        }
+        let list = channels.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+        let toml = format!(
+            "[agent]\nid = \"golden\"\ndata_dir = \"/nonexistent\"\n[ingest.simulator]\nmachines = 1\n[[pipeline.assets]]\nid = \"a\"\nchannels = [{list}]\n[inference]\nmodel_dir = {:?}\n",
+            dir.display().to_string()
+        );
+        let config = vigil::config::Config::from_toml(&toml, Path::new("golden.toml"), |_| None).unwrap();
+        let mut replayer = vigil::replay::Replayer::new(&config).unwrap();
+        let opts = vigil::replay::ReplayOptions { separator: b';', ..Default::default() };
+        let mut scores = Vec::new();
+        replayer.replay("stream", csv.as_bytes(), &opts, |r| {
+            scores.push((r.band.is_some(), r.score));
+            Ok(())
+        }).unwrap();
+        assert!(scores[..first].iter().all(|s| !s.0), "{}: rows before the warm-up are unscored", dir.display());
+        assert_eq!(scores.len() - first, expected.len());
+        let worst = scores[first..].iter().zip(&expected).map(|(got, want)| (got.1 - want).abs()).fold(0.0, f64::max);
+        eprintln!("{}: {} streamed rows, max |score diff| {worst:.5} (tolerance {tolerance})", dir.display(), expected.len());
+        assert!(worst <= tolerance, "{}: replayed scores differ from the pipeline's by {worst}", dir.display());
+        checked += 1;
+    }
+    assert!(checked > 0, "no model ships a raw stream");
+}
