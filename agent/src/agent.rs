@@ -350,6 +350,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         commit_interval: Duration::from_millis(config.pipeline.commit_interval_ms),
         control: control_rx,
         redecoder,
+        policy: crate::uplink_policy::UplinkPolicy::new(&config),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let commit_handle = std::thread::Builder::new()

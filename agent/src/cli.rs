@@ -220,10 +220,11 @@ pub fn dlq_replay(config: &Config, only: Option<u64>) -> Result<(), CliError> {
         let mut journal = txn.open_table(store::JOURNAL).doing("replaying the DLQ")?;
         let mut meta = txn.open_table(store::META).doing("replaying the DLQ")?;
         let mut next_seq = store::meta_get(&meta, store::NEXT_SEQ)?.max(1);
-        let mut appender = outbox.appender(&txn).map_err(store::StoreError::from)?;
+        let appender = outbox.appender(&txn).map_err(store::StoreError::from)?;
+        let mut writer = crate::uplink_policy::PolicyWriter::new(crate::uplink_policy::UplinkPolicy::new(config), appender, &txn)?;
         let mut readings = Vec::new();
-        let outcome = replay_dead_letters(&redecoder, only, now_ms(), &mut dlq, &mut journal, &mut appender, &mut next_seq, &mut readings)?;
-        drop(appender);
+        let outcome = replay_dead_letters(&redecoder, only, now_ms(), &mut dlq, &mut journal, &mut writer, &mut next_seq, &mut readings)?;
+        writer.finish()?;
         meta.insert(store::NEXT_SEQ, next_seq).doing("replaying the DLQ")?;
         outcome
     };
@@ -280,16 +281,17 @@ pub fn uplink_inspect(files: &[std::path::PathBuf]) -> Result<(), String> {
 }
 
 /// `vigil uplink status`: the outbox of a stopped agent — per record kind the records waiting
-/// and those dropped by the quota policy, per sink its cursors and oldest undelivered record.
+/// and those dropped by the quota policy, the CBOR bytes ever appended (the uplink volume), per
+/// sink its cursors and oldest undelivered record.
 pub fn uplink_status(config: &Config) -> Result<(), CliError> {
     let db = open(config)?;
     let outbox = cloud_uplink::Outbox::open(db, config.agent.id.clone(), crate::agent::outbox_config(config))
         .map_err(store::StoreError::from)?;
     let stats = outbox.stats().map_err(store::StoreError::from)?;
     println!("outbox: {} B used of {} B quota, next seq {}", stats.used_bytes, stats.quota_bytes, stats.next_seq);
-    println!("{:<10} {:>10} {:>12} {:>10}", "kind", "waiting", "bytes", "dropped");
+    println!("{:<10} {:>10} {:>12} {:>10} {:>14}", "kind", "waiting", "bytes", "dropped", "appended bytes");
     for c in &stats.classes {
-        println!("{:<10} {:>10} {:>12} {:>10}", c.class.as_str(), c.records, c.bytes, c.dropped);
+        println!("{:<10} {:>10} {:>12} {:>10} {:>14}", c.class.as_str(), c.records, c.bytes, c.dropped, c.appended_bytes);
     }
     for s in &stats.sinks {
         let cursors: Vec<String> = s.cursors.iter().map(|(c, seq)| format!("{c}={seq}")).collect();

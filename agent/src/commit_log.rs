@@ -54,6 +54,7 @@ use crate::pipeline::asset::Routing;
 use crate::pipeline::WorkerMsg;
 use crate::reading::Reading;
 use crate::store::{self, DbContext, StoreError};
+use crate::uplink_policy::{PolicyWriter, UplinkPolicy};
 
 /// Window state of the entities one worker changed, complete through commit-log seq `through`.
 pub struct Checkpoint {
@@ -127,6 +128,8 @@ pub struct CommitLog {
     pub control: Receiver<Control>,
     /// Decodes dead letters again for [`Control::ReplayDlq`].
     pub redecoder: Redecoder,
+    /// Which records are appended to the outbox (`[uplink.policy]`).
+    pub policy: UplinkPolicy,
 }
 
 /// What one group commit did.
@@ -326,7 +329,7 @@ impl CommitLog {
             let mut next_dlq = store::meta_get(&meta, store::NEXT_DLQ_ID)?.max(1);
             let first_audit = store::meta_get(&meta, store::NEXT_AUDIT_ID)?.max(1);
             let mut next_audit = first_audit;
-            let mut outbox = self.outbox.appender(&txn)?;
+            let mut outbox = PolicyWriter::new(self.policy, self.outbox.appender(&txn)?, &txn)?;
             type DlqTable<'t> = redb::Table<'t, u64, &'static [u8]>;
             let mut dead_letter = |dlq: &mut DlqTable<'_>, entry: &DlqEntry, outbox: &mut cloud_uplink::Appender<'_>| -> Result<(), StoreError> {
                 let id = next_dlq;
@@ -357,12 +360,12 @@ impl CommitLog {
                             alert_state.insert(entity.as_str(), state.as_slice()).doing("writing alert_state")?;
                         }
                         for (event_time, body) in &o.records {
-                            outbox.append(*event_time, body.clone())?;
+                            outbox.record(*event_time, body)?;
                         }
                     }
                     InternalWrite::DeadLetters(entries) => {
                         for entry in entries {
-                            dead_letter(&mut dlq, entry, &mut outbox)?;
+                            dead_letter(&mut dlq, entry, outbox.outbox())?;
                         }
                     }
                     InternalWrite::Audit(entries) => {
@@ -392,13 +395,13 @@ impl CommitLog {
                     reading.seq = next_seq;
                     next_seq += 1;
                     journal.insert(reading.seq, store::to_cbor(reading).as_slice()).doing("writing the journal")?;
-                    outbox.append(reading.event_time_ms, reading_body(reading))?;
+                    outbox.reading(reading)?;
                 }
                 for entry in &batch.rejects {
-                    dead_letter(&mut dlq, entry, &mut outbox)?;
+                    dead_letter(&mut dlq, entry, outbox.outbox())?;
                 }
             }
-            drop(outbox);
+            outbox.finish()?;
             meta.insert(store::NEXT_SEQ, next_seq).doing("writing meta")?;
             meta.insert(store::NEXT_DLQ_ID, next_dlq).doing("writing meta")?;
             if next_audit != first_audit {
@@ -527,7 +530,7 @@ pub fn replay_dead_letters(
     now: crate::reading::EpochMs,
     dlq: &mut redb::Table<'_, u64, &'static [u8]>,
     journal: &mut redb::Table<'_, u64, &'static [u8]>,
-    outbox: &mut cloud_uplink::Appender<'_>,
+    outbox: &mut PolicyWriter<'_>,
     next_seq: &mut u64,
     replayed: &mut Vec<Reading>,
 ) -> Result<ReplayOutcome, StoreError> {
@@ -548,7 +551,7 @@ pub fn replay_dead_letters(
                     reading.seq = *next_seq;
                     *next_seq += 1;
                     journal.insert(reading.seq, store::to_cbor(&reading).as_slice()).doing("replaying the DLQ")?;
-                    outbox.append(reading.event_time_ms, reading_body(&reading))?;
+                    outbox.reading(&reading)?;
                     outcome.readings += 1;
                     replayed.push(reading);
                 }

@@ -2,7 +2,8 @@
 //!
 //! Modules follow the data's path:
 //! [`ingest`] → [`commit_log`] → [`pipeline`] (windows, features) → [`inference`] →
-//! [`alerts`] → uplink (the `cloud-uplink` crate's outbox and sinks).
+//! [`alerts`] → [`uplink_policy`] (what enters the outbox) → uplink (the `cloud-uplink`
+//! crate's outbox and sinks).
 //! [`agent`] wires them together; [`config`], [`store`], [`dlq`] and [`metrics`] serve them all;
 //! [`api`] serves metrics, health, a JSON API and the dashboard over local HTTP.
 
@@ -24,3 +25,5 @@ pub mod replay;
 pub mod store;
 pub mod tls;
 pub mod uplink;
+pub mod uplink_policy;
+pub mod uplink_volume;

@@ -193,6 +193,20 @@ enum UplinkAction {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Bytes uplinked per hour under each `[uplink.policy]` (readings always / around alerts /
+    /// never, scores on or off), per record kind: runs the configuration's plant simulator in a
+    /// child agent, sped up, once per policy.
+    Volume {
+        /// A configuration with `[ingest.simulator]`.
+        #[arg(long, short, default_value = "config/demo.toml")]
+        config: PathBuf,
+        /// Simulated seconds per policy (results are scaled to one hour).
+        #[arg(long, default_value_t = 3600)]
+        simulated_s: u64,
+        /// Simulator speed-up (simulated seconds per wall-clock second).
+        #[arg(long, default_value_t = 200.0)]
+        speedup: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -223,6 +237,18 @@ fn main() -> ExitCode {
     if let Command::Uplink { action: UplinkAction::Inspect { files } } = &cli.command {
         return match vigil::cli::uplink_inspect(files) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Uplink { action: UplinkAction::Volume { config, simulated_s, speedup } } = &cli.command {
+        return match vigil::uplink_volume::measure(config, *simulated_s, *speedup) {
+            Ok(volumes) => {
+                print!("{}", vigil::uplink_volume::render(&volumes));
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
@@ -260,7 +286,7 @@ fn main() -> ExitCode {
         | Command::Eval { benchmark: EvalBenchmark::Nab { config, .. } }
         | Command::Eval { benchmark: EvalBenchmark::Skab { config, .. } }
         | Command::Uplink { action: UplinkAction::Status { config } } => config.clone(),
-        Command::Uplink { action: UplinkAction::Inspect { .. } } | Command::Bench { .. } => unreachable!("handled above"),
+        Command::Uplink { action: UplinkAction::Inspect { .. } | UplinkAction::Volume { .. } } | Command::Bench { .. } => unreachable!("handled above"),
     };
     let config = match Config::load(&config_path) {
         Ok(c) => c,

@@ -13,6 +13,7 @@
 //! | `alert_state`  | entity id      | CBOR hysteresis state         | commit log (outputs from the alert stage) |
 //! | `alert_ack`    | entity id      | CBOR [`crate::alerts::Acknowledgement`] | commit log (API acknowledgements) |
 //! | `audit`        | audit id       | CBOR [`crate::ingest::modbus::writeback::WriteAudit`] | commit log (Modbus write-back) |
+//! | `held_readings`, `uplink_release` | see [`crate::uplink_policy`]  | commit log (`reading = "around_alerts"`) |
 //! | outbox tables  | see `cloud_uplink::outbox`                     | commit log, sinks     |
 //!
 //! Only the commit log thread opens write transactions on the agent's tables, so every write
@@ -20,7 +21,8 @@
 //!
 //! # Invariants
 //!
-//! - A reading is in `journal` (and in the outbox) before its source is acknowledged.
+//! - A reading is in `journal` (and, as `[uplink.policy]` says, in the outbox or held for
+//!   it) before its source is acknowledged.
 //! - `journal` holds every reading whose effect on window state may not be checkpointed yet:
 //!   it is trimmed only below the smallest `through` seq of all workers' last checkpoints.
 //! - Each `entity_state` row records the ingest seq through which it reflects the journal, so

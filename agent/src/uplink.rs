@@ -161,7 +161,8 @@ fn now_ms() -> i64 {
 }
 
 /// Counters reported in heartbeats: `readings_in`, `dlq`, `late`, `windows_scored`,
-/// `alerts_raised`, and per record kind `outbox_pending_<kind>` and `outbox_dropped_<kind>`.
+/// `alerts_raised`, and per record kind `outbox_pending_<kind>`, `outbox_dropped_<kind>` and
+/// `outbox_appended_bytes_<kind>` (CBOR bytes ever appended: the uplink volume).
 fn heartbeat_counters(outbox: &Outbox, m: &Metrics) -> BTreeMap<String, u64> {
     let mut c = BTreeMap::new();
     c.insert("readings_in".into(), m.readings_in.get());
@@ -173,6 +174,7 @@ fn heartbeat_counters(outbox: &Outbox, m: &Metrics) -> BTreeMap<String, u64> {
         for class in &stats.classes {
             c.insert(format!("outbox_pending_{}", class.class), class.records);
             c.insert(format!("outbox_dropped_{}", class.class), class.dropped);
+            c.insert(format!("outbox_appended_bytes_{}", class.class), class.appended_bytes);
         }
     }
     c

@@ -26,7 +26,7 @@
 //!
 //! | table | key | value | meaning |
 //! |---|---|---|---|
-//! | `meta` | `&str` | `u64` | `next_seq` (next seq to assign, starts at 1); `bytes/<class>` (accounted bytes per class); `dropped/<class>` (records dropped by quota); `layout` (= [`LAYOUT_VERSION`]) |
+//! | `meta` | `&str` | `u64` | `next_seq` (next seq to assign, starts at 1); `bytes/<class>` (accounted bytes per class); `dropped/<class>` (records dropped by quota); `appended/<class>` (CBOR bytes ever appended); `layout` (= [`LAYOUT_VERSION`]) |
 //! | `records/<class>` ×7 | `u64` seq | `&[u8]` | the record's CBOR [`Envelope`], exactly the wire bytes |
 //! | `sinks` | `&str` sink name | `u8` | registered sinks and the [`ClassSet`] bit mask they want |
 //! | `cursors` | `(&str, u8)` (sink, class id) | `u64` | highest seq of that class confirmed by that sink (absent = 0) |
@@ -112,6 +112,18 @@ fn bytes_key(c: RecordClass) -> &'static str {
         RecordClass::Heartbeat => "bytes/heartbeat",
         RecordClass::Aggregate => "bytes/aggregate",
         RecordClass::Session => "bytes/session",
+    }
+}
+
+fn appended_key(c: RecordClass) -> &'static str {
+    match c {
+        RecordClass::Alert => "appended/alert",
+        RecordClass::Score => "appended/score",
+        RecordClass::Dlq => "appended/dlq",
+        RecordClass::Reading => "appended/reading",
+        RecordClass::Heartbeat => "appended/heartbeat",
+        RecordClass::Aggregate => "appended/aggregate",
+        RecordClass::Session => "appended/session",
     }
 }
 
@@ -289,6 +301,9 @@ pub struct ClassStats {
     pub bytes: u64,
     /// Records dropped by the quota policy since the outbox was created.
     pub dropped: u64,
+    /// CBOR bytes of every record of the class appended since the outbox was created (what
+    /// the sinks carry, before a sink's own framing or compression).
+    pub appended_bytes: u64,
 }
 
 /// State of one registered sink.
@@ -566,6 +581,7 @@ impl Outbox {
             .ctx("inserting outbox record")?;
         t.meta_set(NEXT_SEQ, seq + 1)?;
         t.meta_add(bytes_key(class), i128::from(cost))?;
+        t.meta_add(appended_key(class), cbor.len() as i128)?;
         Ok(seq)
     }
 
@@ -983,6 +999,7 @@ impl Outbox {
                 records: table.len().ctx("counting records")?,
                 bytes: get(bytes_key(class))?,
                 dropped: get(dropped_key(class))?,
+                appended_bytes: get(appended_key(class))?,
             });
         }
         let now = now_ms();

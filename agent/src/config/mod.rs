@@ -685,6 +685,69 @@ pub struct UplinkConfig {
     /// `[uplink.heartbeat]`: periodic agent heartbeat records.
     #[serde(default)]
     pub heartbeat: HeartbeatSettings,
+    /// `[uplink.policy]`: which records of each kind are uplinked.
+    #[serde(default)]
+    pub policy: UplinkPolicyConfig,
+}
+
+/// `[uplink.policy]`: which records go into the outbox (and so to every sink), per kind.
+/// Alerts, dead letters and heartbeats always do. Readings are committed locally before they
+/// are acknowledged whatever this says (see [`crate::uplink_policy`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkPolicyConfig {
+    /// Raw readings: `always`, `never` or `around_alerts` (only those of an alerting entity
+    /// from `alert_before_ms` before the alerting window to `alert_after_ms` after its end).
+    #[serde(default)]
+    pub reading: ReadingPolicy,
+    /// Model scores: `always` or `never`.
+    #[serde(default)]
+    pub score: KindPolicy,
+    /// Tumbling-window aggregates: `always` or `never`.
+    #[serde(default)]
+    pub aggregate: KindPolicy,
+    /// Sessions: `always` or `never`.
+    #[serde(default)]
+    pub session: KindPolicy,
+    /// `around_alerts`: readings uplinked from this long (ms of event time) before the start of
+    /// the window that raised the alert.
+    #[serde(default = "defaults::alert_span_ms")]
+    pub alert_before_ms: u64,
+    /// `around_alerts`: readings uplinked until this long (ms) after the end of that window.
+    #[serde(default = "defaults::alert_span_ms")]
+    pub alert_after_ms: u64,
+}
+
+impl Default for UplinkPolicyConfig {
+    fn default() -> Self {
+        UplinkPolicyConfig {
+            reading: ReadingPolicy::default(),
+            score: KindPolicy::default(),
+            aggregate: KindPolicy::default(),
+            session: KindPolicy::default(),
+            alert_before_ms: defaults::alert_span_ms(),
+            alert_after_ms: defaults::alert_span_ms(),
+        }
+    }
+}
+
+/// See [`UplinkPolicyConfig::reading`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadingPolicy {
+    #[default]
+    Always,
+    Never,
+    AroundAlerts,
+}
+
+/// See [`UplinkPolicyConfig`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KindPolicy {
+    #[default]
+    Always,
+    Never,
 }
 
 /// Record kinds, as named in `kinds = [...]` lists.
@@ -996,6 +1059,9 @@ mod defaults {
     }
     pub fn workers() -> usize {
         2
+    }
+    pub fn alert_span_ms() -> u64 {
+        60_000
     }
     pub fn quantiles() -> Vec<f64> {
         vec![0.5, 0.9, 0.99]
