@@ -24,6 +24,36 @@ pub enum CliError {
     Config(String),
 }
 
+/// `vigil model-check DIR`: loads and golden-checks the model in `DIR` with the linked TF Lite
+/// backend; returns one JSON object (`backend`, `tflite`, `arch`, `model`, `version`, the
+/// [`GoldenReport`](crate::inference::GoldenReport) fields, and `scores`: the runtime's score of
+/// every golden window, in order). Comparing `scores` across builds (x86_64 vs ARM under qemu)
+/// is what `cross/check-golden.sh` does.
+pub fn model_check(dir: &std::path::Path) -> Result<String, crate::inference::InferenceError> {
+    use crate::inference::{backend, ModelRuntime};
+    let (mut runtime, report) = ModelRuntime::load_verified(dir)?;
+    let golden = runtime.golden().clone();
+    let mut out = Vec::new();
+    runtime.run_batch(&golden.flat_inputs(), golden.inputs.len(), &mut out)?;
+    let width = runtime.input_width();
+    let scores: Vec<f64> =
+        golden.inputs.iter().zip(out.chunks_exact(width)).map(|(z, r)| runtime.score(z, r)).collect();
+    Ok(serde_json::json!({
+        "backend": backend::NAME,
+        "tflite": backend::version(),
+        "arch": std::env::consts::ARCH,
+        "model": runtime.name(),
+        "version": runtime.version(),
+        "windows": report.windows,
+        "max_abs_diff": report.max_abs_diff,
+        "mean_abs_diff": report.mean_abs_diff,
+        "tolerance": report.tolerance,
+        "max_score_diff": report.max_score_diff,
+        "scores": scores,
+    })
+    .to_string())
+}
+
 /// `vigil check-config`: validates (including loading and verifying the model) and prints the
 /// effective pipeline.
 pub fn check_config(config: &Config) -> Result<(), CliError> {

@@ -29,6 +29,14 @@ enum Command {
         /// The configuration file.
         config: PathBuf,
     },
+    /// Load a model folder, run its golden vectors through the linked TensorFlow Lite backend and
+    /// print one JSON object: backend, TF Lite version, the golden report and every golden window's
+    /// score. Exit 1 when the outputs are off by more than the golden tolerance. Needs no config:
+    /// it is how a fresh install or an ARM build proves its inference (`cross/check-golden.sh`).
+    ModelCheck {
+        /// The model folder (manifest.json, model file, golden.json).
+        model_dir: PathBuf,
+    },
     /// Work with uplinked records.
     Uplink {
         #[command(subcommand)]
@@ -255,6 +263,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::ModelCheck { model_dir } = &cli.command {
+        return match vigil::cli::model_check(model_dir) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Bench { readings, sensors, broker, config, keep, latency_rate, max_inflight, connections, broker_nagle } = &cli.command {
         tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))).with_writer(std::io::stderr).init();
         let opts = vigil::bench::BenchOptions {
@@ -286,7 +306,9 @@ fn main() -> ExitCode {
         | Command::Eval { benchmark: EvalBenchmark::Nab { config, .. } }
         | Command::Eval { benchmark: EvalBenchmark::Skab { config, .. } }
         | Command::Uplink { action: UplinkAction::Status { config } } => config.clone(),
-        Command::Uplink { action: UplinkAction::Inspect { .. } | UplinkAction::Volume { .. } } | Command::Bench { .. } => unreachable!("handled above"),
+        Command::Uplink { action: UplinkAction::Inspect { .. } | UplinkAction::Volume { .. } } | Command::Bench { .. } | Command::ModelCheck { .. } => {
+            unreachable!("handled above")
+        }
     };
     let config = match Config::load(&config_path) {
         Ok(c) => c,
@@ -306,7 +328,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { .. } => vigil::agent::run(config).map(|_| ()).map_err(|e| e.to_string()),
         Command::Uplink { action: UplinkAction::Status { .. } } => vigil::cli::uplink_status(&config).map_err(|e| e.to_string()),
-        Command::Uplink { .. } | Command::Bench { .. } => Ok(()),
+        Command::Uplink { .. } | Command::Bench { .. } | Command::ModelCheck { .. } => Ok(()),
         Command::CheckConfig { .. } => vigil::cli::check_config(&config).map_err(|e| e.to_string()),
         Command::Audit { .. } => vigil::cli::audit_list(&config).map_err(|e| e.to_string()),
         Command::Replay { input, out, timestamp_column, entities, separator, window, .. } => {

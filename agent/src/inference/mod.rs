@@ -1,4 +1,5 @@
-//! Model inference: verified TensorFlow Lite models run through `tflitec`.
+//! Model inference: verified TensorFlow Lite models run through a TF Lite [`backend`]
+//! (`tflitec` by default, the vendored C++ TF Lite for ARM).
 //!
 //! * [`manifest`] — the `models/<name>/<version>/` contract (see `models/MANIFEST-FORMAT.md`):
 //!   `manifest.json` types and validation, sha256 verification of the model file, golden
@@ -8,11 +9,12 @@
 //!   scoring math ([`window_error`], [`mse_ratio_score`]).
 //!
 //! # Native library
-//! `tflitec` links `libtensorflowlite_c.so` (TF Lite 2.6.0, C API) dynamically. Run
+//! With the default `tflite-c` feature, `tflitec` links `libtensorflowlite_c.so` (TF Lite 2.6.0, C API) dynamically. Run
 //! `cross/tflite/provide-runtime.sh` once (and after `cargo clean`): `.cargo/config.toml` points
 //! tflitec's build script at the extracted library and at our C API headers in
 //! `cross/tflite/include`. Release binaries carry RUNPATH `$ORIGIN`: ship the `.so` next to
-//! the `vigil` binary.
+//! the `vigil` binary. With `tflite-vendored` (ARM builds, `cross/build.sh`) TF Lite is linked
+//! statically and nothing needs shipping.
 //!
 //! # Threading contract
 //! Inference is blocking CPU work and must never run on tokio's worker threads. A
@@ -22,6 +24,7 @@
 
 use std::path::PathBuf;
 
+pub mod backend;
 pub mod batcher;
 pub mod drift;
 pub mod manifest;
@@ -81,7 +84,7 @@ pub enum InferenceError {
         path: PathBuf,
         op: &'static str,
         #[source]
-        source: tflitec::Error,
+        source: backend::Error,
     },
 
     /// The model's tensors do not match what the manifest declares.

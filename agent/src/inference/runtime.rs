@@ -1,9 +1,8 @@
 //! [`ModelRuntime`]: one TensorFlow Lite interpreter for one verified model.
 //!
 //! # Threading contract
-//! * `tflitec::Interpreter` is `Send` (tflitec declares it so) but not `Sync`, and its methods
-//!   take `&self` while mutating native state. `tflitec::Model` is `Send + Sync`. Tensors
-//!   (`tflitec::tensor::Tensor`) are neither and never leave this module.
+//! * The interpreter (of either [`backend`](super::backend)) is `Send` but not `Sync`: it
+//!   mutates native state. Tensors never leave the backend module.
 //! * [`ModelRuntime`] is therefore `Send` and `!Sync`, and every method that touches the
 //!   interpreter takes `&mut self`. It may be created on any thread (e.g. while loading
 //!   configuration) and then moved to the dedicated inference thread.
@@ -15,17 +14,14 @@
 //!   of its own and results are deterministic for a given batch.
 //!
 //! # Batching
-//! [`ModelRuntime::run_batch`] runs `n` windows in one `invoke`. The input tensor's batch
-//! dimension is resized (and tensors re-allocated) only when `n` differs from the previous
-//! call, so a caller that mostly uses one batch size pays the allocation once.
+//! [`ModelRuntime::run_batch`] runs `n` windows in one `invoke` (the `tflite-c` backend; the
+//! `tflite-vendored` one invokes per window). The input tensor's batch dimension is resized
+//! (and tensors re-allocated) only when `n` differs from the previous call, so a caller that
+//! mostly uses one batch size pays the allocation once.
 
-use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 
-use tflitec::interpreter::{Interpreter, Options};
-use tflitec::model::Model;
-use tflitec::tensor::{DataType, Shape};
-
+use super::backend::{self, Engine, Failure};
 use super::manifest::{Golden, Manifest, ScoreMethod, ScoreSpec, VerifiedModel};
 use super::InferenceError;
 
@@ -109,92 +105,6 @@ pub struct GoldenReport {
     pub max_score_diff: f64,
 }
 
-/// Owns the model bytes, the `tflitec` model and the interpreter built on them.
-///
-/// `tflitec::Interpreter<'a>` borrows `&'a Model` and `Model<'a>` (from bytes) borrows the
-/// buffer, so the three are kept behind raw heap pointers with a fixed drop order
-/// (interpreter, then model, then buffer). The heap allocations never move and nothing else
-/// can reach them.
-struct Engine {
-    interpreter: ManuallyDrop<Interpreter<'static>>,
-    model: *mut Model<'static>,
-    buffer: *mut [u64],
-}
-
-// SAFETY: `Engine` exclusively owns its heap allocations. `Model` is `Send + Sync` and
-// `Interpreter` is `Send` per tflitec; moving their owner to another thread moves them too.
-// No `Sync`: the interpreter mutates native state through `&self`.
-unsafe impl Send for Engine {}
-
-impl Engine {
-    fn new(bytes: &[u8], path: &Path) -> Result<Self, InferenceError> {
-        let tf = |op: &'static str| {
-            let path = path.to_path_buf();
-            move |source| InferenceError::TfLite { path, op, source }
-        };
-        // Copy into an 8-byte aligned buffer: TF Lite reads constant tensors in place.
-        let mut words = vec![0u64; bytes.len().div_ceil(8)].into_boxed_slice();
-        // SAFETY: the u64 buffer has at least `bytes.len()` initialised bytes; u8 has no
-        // alignment or validity requirements.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                words.as_mut_ptr().cast::<u8>(),
-                bytes.len(),
-            );
-        }
-        let buffer: *mut [u64] = Box::into_raw(words);
-        // SAFETY: `buffer` stays allocated until `Drop`, after the model and interpreter.
-        let model_bytes: &'static [u8] =
-            unsafe { std::slice::from_raw_parts(buffer.cast::<u8>(), bytes.len()) };
-        let model = match Model::from_bytes(model_bytes) {
-            Ok(m) => Box::into_raw(Box::new(m)),
-            Err(e) => {
-                // SAFETY: produced by Box::into_raw above, not shared.
-                drop(unsafe { Box::from_raw(buffer) });
-                return Err(tf("load the model")(e));
-            }
-        };
-        // Not a struct literal: `Options` gains an `is_xnnpack_enabled` field with tflitec's
-        // xnnpack feature, and the default (off) is what we want.
-        #[allow(clippy::field_reassign_with_default)]
-        let options = {
-            let mut o = Options::default();
-            o.thread_count = 1;
-            o
-        };
-        // SAFETY: `model` stays allocated until `Drop`, after the interpreter.
-        let model_ref: &'static Model<'static> = unsafe { &*model };
-        match Interpreter::new(model_ref, Some(options)) {
-            Ok(interpreter) => Ok(Engine {
-                interpreter: ManuallyDrop::new(interpreter),
-                model,
-                buffer,
-            }),
-            Err(e) => {
-                // SAFETY: produced by Box::into_raw above, not shared; model before buffer.
-                unsafe {
-                    drop(Box::from_raw(model));
-                    drop(Box::from_raw(buffer));
-                }
-                Err(tf("create the interpreter")(e))
-            }
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // SAFETY: each pointer came from Box::into_raw in `new` and is released exactly once,
-        // in dependency order.
-        unsafe {
-            ManuallyDrop::drop(&mut self.interpreter);
-            drop(Box::from_raw(self.model));
-            drop(Box::from_raw(self.buffer));
-        }
-    }
-}
-
 /// A TF Lite interpreter (1 thread, no XNNPACK) for one sha256-verified model.
 ///
 /// `Send`, not `Sync`: see the module documentation for the threading contract.
@@ -246,7 +156,7 @@ impl ModelRuntime {
             model_bytes,
             golden,
         } = model;
-        let engine = Engine::new(&model_bytes, &model_path)?;
+        let engine = Engine::new(&model_bytes).map_err(|f| tf_error(&model_path, f))?;
         drop(model_bytes);
         let width = manifest.input_width();
         let mut rt = ModelRuntime {
@@ -264,7 +174,8 @@ impl ModelRuntime {
             version = %rt.manifest.version,
             sha256 = %rt.manifest.sha256,
             width = rt.width,
-            tflite = tflitec_version(),
+            tflite = backend::version(),
+            backend = backend::NAME,
             "model loaded"
         );
         Ok(rt)
@@ -277,14 +188,12 @@ impl ModelRuntime {
         }
     }
 
-    fn tf_err(&self, op: &'static str) -> impl FnOnce(tflitec::Error) -> InferenceError {
-        let path = self.model_path.clone();
-        move |source| InferenceError::TfLite { path, op, source }
+    fn tf_err(&self) -> impl FnOnce(Failure) -> InferenceError + '_ {
+        |f| tf_error(&self.model_path, f)
     }
 
     fn check_tensors(&mut self) -> Result<(), InferenceError> {
-        let interp = &*self.engine.interpreter;
-        let (ni, no) = (interp.input_tensor_count(), interp.output_tensor_count());
+        let (ni, no) = self.engine.tensor_counts();
         if ni != 1 || no != 1 {
             return Err(self.shape_err(format!(
                 "expected 1 input and 1 output tensor, model has {ni} and {no}"
@@ -292,15 +201,12 @@ impl ModelRuntime {
         }
         // Allocate for batch 1 so that the tensors can be inspected.
         self.ensure_batch(1)?;
-        let interp = &*self.engine.interpreter;
-        let input = interp
-            .input(0)
-            .map_err(self.tf_err("read the input tensor"))?;
-        let dims = input.shape().dimensions().clone();
-        if input.data_type() != DataType::Float32 {
+        let input = self.engine.input().map_err(self.tf_err())?;
+        let dims = input.dims;
+        if !input.float32 {
             return Err(self.shape_err(format!(
-                "input tensor is {:?}, manifest says float32",
-                input.data_type()
+                "input tensor is {}, manifest says float32",
+                input.type_name
             )));
         }
         if dims != [1, self.width] {
@@ -309,13 +215,11 @@ impl ModelRuntime {
                 self.width
             )));
         }
-        let output = interp
-            .output(0)
-            .map_err(self.tf_err("read the output tensor"))?;
-        if output.data_type() != DataType::Float32 {
+        let output = self.engine.output().map_err(self.tf_err())?;
+        if !output.float32 {
             return Err(self.shape_err(format!(
-                "output tensor is {:?}, manifest says float32",
-                output.data_type()
+                "output tensor is {}, manifest says float32",
+                output.type_name
             )));
         }
         Ok(())
@@ -326,14 +230,9 @@ impl ModelRuntime {
         if self.batch == n {
             return Ok(());
         }
-        self.batch = 0; // unknown until both steps succeed
-        let interp = &*self.engine.interpreter;
-        interp
-            .resize_input(0, Shape::new(vec![n, self.width]))
-            .map_err(self.tf_err("resize the input tensor"))?;
-        interp
-            .allocate_tensors()
-            .map_err(self.tf_err("allocate tensors"))?;
+        self.batch = 0; // unknown until the resize succeeds
+        let width = self.width;
+        self.engine.set_batch(n, width).map_err(|f| tf_error(&self.model_path, f))?;
         self.batch = n;
         Ok(())
     }
@@ -366,27 +265,15 @@ impl ModelRuntime {
             )));
         }
         self.ensure_batch(n)?;
-        let interp = &*self.engine.interpreter;
-        interp
-            .copy(inputs, 0)
-            .map_err(self.tf_err("copy the input batch"))?;
-        interp.invoke().map_err(self.tf_err("invoke"))?;
-        let output = interp
-            .output(0)
-            .map_err(self.tf_err("read the output tensor"))?;
-        // Checked at load time, but the type decides how `data` is read: keep it local.
-        if output.data_type() != DataType::Float32 {
-            return Err(self.shape_err(format!("output tensor is {:?}", output.data_type())));
-        }
-        let data = output.data::<f32>();
-        if data.len() != expected {
+        let width = self.width;
+        self.engine.run(inputs, n, width, out).map_err(|f| tf_error(&self.model_path, f))?;
+        if out.len() != expected {
+            let got = out.len();
+            out.clear();
             return Err(self.shape_err(format!(
-                "output has {} values for {n} windows, expected {expected} (shape {:?})",
-                data.len(),
-                output.shape().dimensions()
+                "output has {got} float32 values for {n} windows, expected {expected}"
             )));
         }
-        out.extend_from_slice(data);
         Ok(())
     }
 
@@ -502,9 +389,14 @@ impl ModelRuntime {
     }
 }
 
-/// Version string reported by the linked TF Lite C library (e.g. "2.6.0").
-pub fn tflitec_version() -> &'static str {
-    tflitec::tf_lite_version()
+/// Version of the TensorFlow Lite linked in ("2.6.0" through tflitec on x86_64, "1.15" for the
+/// vendored C++ backend).
+pub fn tflite_version() -> &'static str {
+    backend::version()
+}
+
+fn tf_error(path: &Path, f: Failure) -> InferenceError {
+    InferenceError::TfLite { path: path.to_path_buf(), op: f.op, source: f.source }
 }
 
 #[cfg(test)]
@@ -554,7 +446,8 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "tflite-vendored"))]
     fn links_tflite_2_6() {
-        assert_eq!(tflitec_version(), "2.6.0");
+        assert_eq!(tflite_version(), "2.6.0");
     }
 }
