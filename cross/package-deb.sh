@@ -41,7 +41,7 @@ if [[ "$profile" != release ]]; then
     aarch64-*) strip_tool=aarch64-linux-gnu-strip ;;
     armv7-*) strip_tool=arm-linux-gnueabihf-strip ;;
   esac
-  "$strip_tool" --strip-debug "$stage/usr/lib/vigil/vigil"
+  "$strip_tool" --strip-all "$stage/usr/lib/vigil/vigil"
 fi
 ln -s ../lib/vigil/vigil "$stage/usr/bin/vigil"
 needed="$(readelf -d "$stage/usr/lib/vigil/vigil" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')"
@@ -122,6 +122,9 @@ SCRIPT
 chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
 
 deb="target/deb/vigil_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+# xz for release packages; a dev-profile package (CI) is only installed once: fast gzip.
+compress=(-Zxz)
+[[ "$profile" == release ]] || compress=(-Zgzip -z1)
+dpkg-deb --root-owner-group "${compress[@]}" --build "$stage" "$deb" >/dev/null
 rm -rf "$stage"
 echo "package-deb: $deb ($(stat -c %s "$deb") bytes; binary $(stat -c %s "$bin") bytes before packaging)"
