@@ -7,7 +7,7 @@
 #
 # 1. Every shipped model (models/*/*/): `vigil model-check` must pass on both (every output
 #    element within the model's golden tolerance of TensorFlow's) and every golden window's
-#    score must agree within SCORE_TOLERANCE (0.01 on the [0, 1) score; the alert thresholds
+#    score must agree within SCORE_TOLERANCE (0.02 on the [0, 1) score; the alert thresholds
 #    are 0.5 / 0.73).
 # 2. End to end: `vigil replay` (windows, normalisation, micro-batched inference, alert logic)
 #    of a generated 2-sensor CSV (sine waves, a spike and a level shift) with
@@ -17,7 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ref="${1:?usage: check-golden.sh REFERENCE_BIN CANDIDATE_BIN}"
 cand="${2:?usage: check-golden.sh REFERENCE_BIN CANDIDATE_BIN}"
-SCORE_TOLERANCE="${SCORE_TOLERANCE:-0.01}"
+# Measured: aarch64 identical to x86_64; armv7 (no NEON: TF Lite's portable kernels) differs in
+# 7 of 3000 replay rows by at most 0.0079, i.e. one int8 output step at the top-1 error slot.
+SCORE_TOLERANCE="${SCORE_TOLERANCE:-0.02}"
 
 # run_bin BIN ARGS...: natively, or under qemu-user chosen by the ELF's e_machine.
 run_bin() {
@@ -79,10 +81,13 @@ scored = [(r, c) for r, c in zip(ref, cand) if float(r["score"] or 0) > 0 or flo
 diffs = [abs(float(r["score"] or "nan") - float(c["score"] or "nan")) for r, c in scored]
 worst = max(diffs) if diffs else float("nan")
 alerts = lambda rows: sum(1 for x in rows if x.get("alert") not in ("", "0", None))
+differ = sum(1 for d in diffs if d > 1e-6)
+bands = sum(1 for r, c in zip(ref, cand) if r["band"] != c["band"])
 # A replay that scores nothing would compare nothing: demand scored windows on both sides.
 ok = len(scored) > 1000 and all(d <= tol for d in diffs)
 print(f"check-golden: {'ok  ' if ok else 'FAIL'} replay of 3000 rows x 2 sensors: {len(scored)} scored rows, "
-      f"max |score diff| {worst:.3g} (tolerance {tol}); alert rows: reference {alerts(ref)}, candidate {alerts(cand)}")
+      f"{differ} differ, max |score diff| {worst:.3g} (tolerance {tol}); band mismatches {bands}; "
+      f"alert rows: reference {alerts(ref)}, candidate {alerts(cand)}")
 sys.exit(0 if ok else 1)
 PY
 exit "$fail"

@@ -34,19 +34,17 @@ step "cross: aarch64 unit tests of vigil-agent under qemu-aarch64"
 cargo test -p vigil-agent --lib --target "$aarch64" "${feat[@]}" || rc=1
 lap "aarch64 build + unit tests"
 
+# golden TRIPLE: build the target's `vigil` and check it scores like the x86_64 reference.
+golden() {
+  cargo build -p vigil-agent --bin vigil --target "$1" "${feat[@]}" \
+    && bash cross/check-golden.sh "$reference" "target/$1/debug/vigil"
+}
+
 step "cross: aarch64 vigil scores like x86_64 (cross/check-golden.sh)"
-if cargo build -p vigil-agent --bin vigil --target "$aarch64" "${feat[@]}"; then
-  bash cross/check-golden.sh "$reference" "target/$aarch64/debug/vigil" || rc=1
-else
-  rc=1
-fi
+golden "$aarch64" || rc=1
 lap "aarch64 binary + golden"
 
 step "cross: armv7 build and smoke run under qemu-arm (cross/check-golden.sh)"
-if cargo build -p vigil-agent --bin vigil --target "$armv7" "${feat[@]}"; then
-  bash cross/check-golden.sh "$reference" "target/$armv7/debug/vigil" || rc=1
-else
-  rc=1
-fi
+golden "$armv7" || rc=1
 lap "armv7 build + smoke"
 exit "$rc"

@@ -31,7 +31,8 @@ pub struct Engine {
 impl Engine {
     pub fn new(bytes: &[u8]) -> Result<Self, Failure> {
         // build_from_buffer keeps the Vec (a heap allocation that never moves) for the
-        // model's lifetime; TF Lite reads constant tensors in place.
+        // model's lifetime; TF Lite reads constant tensors in place, which glibc's 16-byte
+        // aligned allocations allow.
         let model = FlatBufferModel::build_from_buffer(bytes.to_vec()).map_err(fail("load the model"))?;
         let builder = InterpreterBuilder::new(model, BuiltinOpResolver::default())
             .map_err(fail("create the interpreter"))?;
