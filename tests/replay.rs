@@ -149,6 +149,35 @@ fn novelty_score_marks_the_spike_on_one_row_and_stays_quiet_after_it() {
 }
 
 #[test]
+fn the_config_maps_columns_to_entities_and_the_command_line_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = replay_config(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[replay]\nentities = [\"b=plant.b\"]\n");
+    std::fs::write(&config, &text).unwrap();
+    let input = dir.path().join("plant.csv");
+    write_csv(&input, 300, usize::MAX);
+    let header = |extra: &[&str]| {
+        let out = dir.path().join("out.csv");
+        let mut args = vec!["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = vigil(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(&out).unwrap().lines().next().unwrap().to_string()
+    };
+    // Only the mapped column is replayed; `--entity` replaces the config's list.
+    assert_eq!(header(&[]), "timestamp,b,score,band,alert");
+    assert_eq!(header(&["--entity", "a=plant.a"]), "timestamp,a,score,band,alert");
+    // A malformed pair is a config error naming the key.
+    std::fs::write(&config, text.replace("\"b=plant.b\"", "\"b\"")).unwrap();
+    let out = dir.path().join("bad.csv");
+    let o = vigil(&["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("replay.entities[0]") && stderr.contains("expected COLUMN=ENTITY"), "{stderr}");
+}
+
+#[test]
 fn a_bad_row_is_reported_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = replay_config(dir.path());

@@ -343,11 +343,12 @@ pub fn replay(
     window: crate::replay::WindowChoice,
 ) -> Result<(), String> {
     use std::io::Write;
-    let mut columns = Vec::with_capacity(entities.len());
-    for e in entities {
-        let (column, entity) = e.split_once('=').ok_or_else(|| format!("--entity {e}: expected COLUMN=ENTITY"))?;
-        columns.push((column.to_string(), entity.to_string()));
-    }
+    // The command line's pairs replace `replay.entities` (already validated at load).
+    let columns = if entities.is_empty() {
+        config.replay.entities.iter().map(|e| crate::replay::column_entity(e)).collect::<Result<Vec<_>, _>>()?
+    } else {
+        entities.iter().map(|e| crate::replay::column_entity(e).map_err(|m| format!("--entity {m}"))).collect::<Result<Vec<_>, _>>()?
+    };
     if !separator.is_ascii() {
         return Err(format!("--separator {separator}: must be one ASCII character"));
     }

@@ -99,7 +99,8 @@ enum Command {
         /// The timestamp column (default: the first column).
         #[arg(long)]
         timestamp_column: Option<String>,
-        /// `COLUMN=ENTITY`: replay COLUMN as entity ENTITY (repeatable). Default: every
+        /// `COLUMN=ENTITY`: replay COLUMN as entity ENTITY (repeatable; replaces the config's
+        /// `replay.entities`). Default: `replay.entities`, or if that is empty every
         /// non-timestamp column, as an entity named like the column.
         #[arg(long = "entity", value_name = "COLUMN=ENTITY")]
         entities: Vec<String>,

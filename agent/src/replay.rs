@@ -442,6 +442,16 @@ pub fn write_row(out: &mut impl Write, row: &ReplayRow) -> std::io::Result<()> {
     writeln!(out, ",{:.6},{},{}", row.score, row.band.map_or("none", band_name), u8::from(row.alert))
 }
 
+/// Parses a `COLUMN=ENTITY` pair (`--entity`, `replay.entities`).
+pub fn column_entity(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((column, entity)) if !column.trim().is_empty() && !entity.trim().is_empty() => {
+            Ok((column.trim().to_string(), entity.trim().to_string()))
+        }
+        _ => Err(format!("`{pair}`: expected COLUMN=ENTITY")),
+    }
+}
+
 /// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fff…][Z]` (UTC; NAB and SKAB timestamps) or integer epoch
 /// milliseconds.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
@@ -457,6 +467,14 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_entity_pairs() {
+        assert_eq!(column_entity("value=plant.a"), Ok(("value".into(), "plant.a".into())));
+        assert_eq!(column_entity(" a = b=c "), Ok(("a".into(), "b=c".into())));
+        assert!(column_entity("value").unwrap_err().contains("expected COLUMN=ENTITY"));
+        assert!(column_entity("=x").is_err() && column_entity("x=").is_err());
+    }
 
     #[test]
     fn timestamps_of_nab_and_skab() {

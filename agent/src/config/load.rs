@@ -152,6 +152,9 @@ impl Config {
                 }
             }
         }
+        for (i, pair) in self.replay.entities.iter().enumerate() {
+            crate::replay::column_entity(pair).map_err(|e| (format!("replay.entities[{i}]"), e))?;
+        }
         for (i, sub) in self.ingest.mqtt.iter().enumerate() {
             if self.mqtt.is_none() {
                 return fail(&format!("ingest.mqtt[{i}]"), "an MQTT subscription needs a [mqtt] broker table".into());

@@ -53,6 +53,20 @@ pub struct Config {
     /// The local HTTP server: metrics, health, JSON API, dashboard.
     #[serde(default)]
     pub api: ApiConfig,
+    /// How `vigil replay` maps a recorded file's columns to entities.
+    #[serde(default)]
+    pub replay: ReplayConfig,
+}
+
+/// `[replay]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// `COLUMN=ENTITY` pairs: `vigil replay` reads CSV column `COLUMN` as entity `ENTITY` (and
+    /// only the listed columns). Empty: every value column, entity id = column name. The
+    /// command line's `--entity` pairs replace this list.
+    #[serde(default)]
+    pub entities: Vec<String>,
 }
 
 /// `[agent]`
