@@ -178,6 +178,14 @@ min_interval_s = 3600
 "#
     );
     let cfg = config(dir.path(), "modbus-tcp", &modbus);
+    // plc.temp is a constant register: its windows score ~0.001, and the spike below scored
+    // 0.17-0.36 in runs on a loaded 2-core machine (the model saturates at the z-score clip, and
+    // which polls land in which of the 32 slots varies with load) - below the shared 0.4 alert
+    // threshold in some runs. Thresholds that sit between the two keep the test about Modbus.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("review_threshold = 0.3\n", "review_threshold = 0.05\n").replace("alert_threshold = 0.4\n", "alert_threshold = 0.1\n");
+    assert!(text.contains("alert_threshold = 0.1\n"), "the shared config's thresholds moved: {text}");
+    std::fs::write(&cfg, text).unwrap();
     let outbox = dir.path().join("outbox");
 
     // The plan: registers 0-9 in one request (coalesced), register 40 in another (a gap of 30
@@ -225,10 +233,14 @@ min_interval_s = 3600
         scores(r).iter().filter(|s| s.0 == "plc.temp").count() >= 3
     });
     assert_eq!(mbpoll_read(MbLink::Tcp(port), 1, MbTable::Coil, STACK_LIGHT_COIL, 1).unwrap(), vec![0], "stack light off before the alert");
-    // A spike: 90.0 for the few polls until the agent has read it, then back to 50.0.
+    // A spike: 90.0 until the agent has read it in four polls, then back to 50.0. Counting the
+    // polls (rather than reverting on the first one read) keeps the anomaly the same size however
+    // loaded the machine is: a one-poll blip in a 32-reading window scored only ~0.33 (review).
     let anomaly_ms = now_ms();
     mbpoll_write_registers(port, 1, 9, &[900]).unwrap();
-    wait_for_outbox(&outbox, Duration::from_secs(20), Some(&agent), "the spike read", |r| values_of(r, "plc.temp").iter().any(|(_, v)| *v == 90.0));
+    wait_for_outbox(&outbox, Duration::from_secs(20), Some(&agent), "the spike read in four polls", |r| {
+        values_of(r, "plc.temp").iter().filter(|(_, v)| *v == 90.0).count() >= 4
+    });
     mbpoll_write_registers(port, 1, 9, &[500]).unwrap();
     let r = wait_for_outbox(&outbox, Duration::from_secs(20), Some(&agent), "scores after the spike", |r| scores(r).iter().any(|s| s.0 == "plc.temp" && s.1 > anomaly_ms + 4000));
     let sc: Vec<String> = scores(&r).iter().filter(|s| s.0 == "plc.temp" && s.1 > anomaly_ms - 2000).map(|s| format!("{:.3}", s.2)).collect();
