@@ -40,12 +40,13 @@ use crate::commit_log::CommitLog;
 use crate::config::{Config, WhenFull};
 use crate::inference::batcher::{self, BatchLimits};
 use crate::inference::manifest::{Manifest, ModelKind, Thresholds};
-use crate::inference::{InferenceError, ModelRuntime};
+use crate::inference::lifecycle::{self, Command, Deployment, DeploymentRecord, LifecycleCollector, LifecycleError, Loader, PipelineShape, Rules, Slot};
+use crate::inference::ModelRuntime;
 use crate::ingest::modbus::{self, writeback::{AuditLog, WriteBackPublisher}};
 use crate::ingest::{self, mqtt, serial, simulator_source, INGEST_QUEUE};
 use crate::api::live::LiveView;
 use crate::api::{self, ApiState};
-use crate::metrics::{HealthKind, Metrics, ModelCollector, OutboxCollector, ProcessCollector, Registry};
+use crate::metrics::{HealthKind, Metrics, OutboxCollector, ProcessCollector, Registry};
 use crate::pipeline::window::{EntityWindows, Geometry};
 use crate::pipeline::asset::{AssetWindows, Routing};
 use crate::pipeline::{partition_of, Worker, WorkerSettings};
@@ -58,7 +59,7 @@ pub enum AgentError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("model {path}: {source}")]
-    Model { path: String, source: InferenceError },
+    Model { path: String, source: LifecycleError },
     #[error("model {model} {reason} (pipeline.assets)")]
     Assets { model: String, reason: String },
     #[error("MQTT: {0}")]
@@ -77,17 +78,11 @@ pub enum AgentError {
     ApiListen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
-/// Loads the configured model, verifying golden vectors when configured.
+/// Loads the configured model (`inference.model_dir`), verifying golden vectors when
+/// configured.
 pub fn load_model(config: &Config) -> Result<ModelRuntime, AgentError> {
     let dir = &config.inference.model_dir;
-    let err = |source| AgentError::Model { path: dir.display().to_string(), source };
-    if config.inference.verify_golden {
-        let (runtime, report) = ModelRuntime::load_verified(dir).map_err(err)?;
-        tracing::info!(model = runtime.name(), version = runtime.version(), max_abs_diff = report.max_abs_diff, "model loaded; golden vectors verified");
-        Ok(runtime)
-    } else {
-        ModelRuntime::load(dir).map_err(err)
-    }
+    lifecycle::load_model(dir, config.inference.verify_golden, None).map_err(|source| AgentError::Model { path: dir.display().to_string(), source })
 }
 
 /// The asset routing for the loaded model: `pipeline.assets` with a multivariate model (every
@@ -112,11 +107,40 @@ pub fn asset_routing(config: &Config, manifest: &Manifest) -> Result<Routing, Ag
 
 /// Effective thresholds: config overrides the manifest.
 pub fn thresholds(config: &Config, runtime: &ModelRuntime) -> Thresholds {
-    let m = runtime.manifest().thresholds;
-    Thresholds {
-        review: config.alerts.review_threshold.unwrap_or(m.review),
-        alert: config.alerts.alert_threshold.unwrap_or(m.alert),
-    }
+    lifecycle::effective_thresholds(&config.alerts, runtime.manifest())
+}
+
+/// The models the agent starts with: the persisted deployment's (when `models.registry` is
+/// set and they still load), else `inference.model_dir` alone.
+fn startup_models(config: &Config, db: &redb::Database) -> Result<(ModelRuntime, Option<(ModelRuntime, crate::config::DeployMode)>, DeploymentRecord), AgentError> {
+    let Some(registry) = &config.models.registry else {
+        return Ok((load_model(config)?, None, DeploymentRecord::default()));
+    };
+    let verify = config.inference.verify_golden;
+    let Some(record) = lifecycle::restore(db)? else {
+        // First start with a registry: what is in it now is the baseline, not a deployment.
+        let record = DeploymentRecord { seen: Loader::baseline(registry), ..Default::default() };
+        return Ok((load_model(config)?, None, record));
+    };
+    let active = match &record.active {
+        Some(dir) if *dir != config.inference.model_dir => match lifecycle::load_model(dir, verify, None) {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::warn!(error = %e, "the deployed active model does not load; starting with inference.model_dir");
+                load_model(config)?
+            }
+        },
+        _ => load_model(config)?,
+    };
+    let shape = PipelineShape::of(active.manifest());
+    let candidate = record.candidate.as_ref().and_then(|(dir, mode)| match lifecycle::load_model(dir, verify, Some(&shape)) {
+        Ok(rt) => Some((rt, *mode)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the deployed {} candidate does not load; running without it", mode.as_str());
+            None
+        }
+    });
+    Ok((active, candidate, record))
 }
 
 /// Outbox settings from the config.
@@ -143,7 +167,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     crate::bench::spawn_metrics_snapshot(metrics.clone());
     let db = store::open(&config.agent.data_dir)?;
     let outbox = Arc::new(Outbox::open(db.clone(), config.agent.id.clone(), outbox_config(&config)).map_err(StoreError::from)?);
-    let runtime = load_model(&config)?;
+    let (runtime, candidate, deployment_record) = startup_models(&config, &db)?;
     let manifest = runtime.manifest().clone();
     let api_listener = match config.api.enabled {
         true => {
@@ -161,7 +185,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         tracing::info!("the model manifest has no feature distributions: no drift monitoring");
     }
     let mut health = HealthReporter::new(config.agent.id.clone(), metrics.clone(), live.clone(), None);
-    let policy = Policy::new(&config, thresholds(&config, &runtime));
+    let policy = Policy::new(&config);
 
     let workers_n = config.pipeline.workers;
     let (ingest_tx, ingest_rx) = bounded(INGEST_QUEUE);
@@ -231,6 +255,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         multivariate,
     };
     let mut threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
     let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new().name(format!("vigil-{name}")).spawn(f).map_err(AgentError::Spawn)
     };
@@ -255,15 +280,31 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     }
     drop(jobs_tx);
 
-    let limits = BatchLimits { max_batch: config.inference.max_batch, max_wait: Duration::from_millis(config.inference.max_wait_ms) };
-    {
-        let metrics = metrics.clone();
-        let drift = drift.clone();
-        threads.push(("inference", spawn("inference", Box::new(move || batcher::run(runtime, limits, jobs_rx, scored_tx, metrics, drift)))?));
+    // Model lifecycle: the inference thread owns the deployment; the loader thread verifies
+    // new versions (registry scans, API uploads) and hands them over.
+    let (commands_tx, commands_rx) = unbounded::<Command>();
+    let (uploads_tx, uploads_rx) = unbounded();
+    let active_slot = Slot::new(runtime, &config.alerts, drift.clone());
+    let lifecycle = Deployment::lifecycle(Rules::from_config(&config), commands_tx.clone(), uploads_tx.clone(), config.models.registry.clone(), config.models.deploy, &active_slot);
+    let candidate_slot = candidate.map(|(rt, mode)| (Slot::new(rt, &config.alerts, None), mode));
+    if let Some(registry) = config.models.registry.clone() {
+        let loader = Loader {
+            registry: Some(registry),
+            scan_interval: Duration::from_millis(config.models.scan_interval_ms),
+            deploy: config.models.deploy,
+            verify_golden: config.inference.verify_golden,
+            alerts: config.alerts.clone(),
+            shape: PipelineShape::of(&manifest),
+            seen: deployment_record.seen.clone(),
+            uploads: uploads_rx,
+            uploads_tx,
+            commands: commands_tx,
+            stop: stop.clone(),
+        };
+        threads.push(("model-loader", spawn("model-loader", Box::new(move || loader.run()))?));
     }
 
     // MQTT client (ingest and alert publishing share one connection).
-    let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (drained_tx, drained_rx) = tokio::sync::watch::channel(false);
     let mut publishers: Vec<Box<dyn Publisher>> = Vec::new();
@@ -322,10 +363,18 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         threads.push(("modbus", running.thread));
     }
 
+    // After the MQTT setup: the inference thread's health reporter publishes on it.
+    let limits = BatchLimits { max_batch: config.inference.max_batch, max_wait: Duration::from_millis(config.inference.max_wait_ms) };
+    {
+        let deployment = Deployment::new(active_slot, candidate_slot, deployment_record, lifecycle.clone(), internal_tx.clone(), Some(health.clone()));
+        let metrics = metrics.clone();
+        threads.push(("inference", spawn("inference", Box::new(move || batcher::run(deployment, limits, jobs_rx, commands_rx, scored_tx, metrics)))?));
+    }
+
     let evaluator = Evaluator { agent: config.agent.id.clone(), policy, states: alert_states };
     {
-        let (metrics, internal_tx, live) = (metrics.clone(), internal_tx.clone(), live.clone());
-        threads.push(("alerts", spawn("alerts", Box::new(move || alerts::run(evaluator, scored_rx, internal_tx, publishers, metrics, live)))?));
+        let (metrics, internal_tx, live, lifecycle) = (metrics.clone(), internal_tx.clone(), live.clone(), lifecycle.clone());
+        threads.push(("alerts", spawn("alerts", Box::new(move || alerts::run(evaluator, scored_rx, internal_tx, publishers, metrics, live, Some(lifecycle))))?));
     }
     drop(internal_tx);
 
@@ -378,11 +427,10 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     };
     let api_task = match (api_listener, live) {
         (Some(listener), Some(live)) => {
-            let model = cloud_uplink::ModelRef { name: manifest.name.clone(), version: manifest.version.clone(), sha256: manifest.sha256.clone() };
             let mut registry = Registry::default();
             registry.register(metrics.clone());
             registry.register(Arc::new(OutboxCollector(outbox.clone())));
-            registry.register(Arc::new(ModelCollector { model: model.clone(), review: policy.thresholds.review, alert: policy.thresholds.alert }));
+            registry.register(Arc::new(LifecycleCollector(lifecycle.clone())));
             if let Some(monitor) = &drift {
                 registry.register(Arc::new(DriftCollector { monitor: monitor.clone(), min_windows: config.alerts.drift_min_windows }));
             }
@@ -395,7 +443,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                 db: db.clone(),
                 outbox: outbox.clone(),
                 token: config.api.token.clone(),
-                model,
+                lifecycle: lifecycle.clone(),
                 // Readiness waits for the MQTT ingest connection when there is one to wait for.
                 sources_optional: config.api.sources_optional || config.mqtt.is_none() || config.ingest.mqtt.is_empty(),
                 mqtt_ingest: config.mqtt.is_some() && !config.ingest.mqtt.is_empty(),

@@ -81,6 +81,9 @@ pub enum InternalWrite {
     DeadLetters(Vec<DlqEntry>),
     /// Modbus write-back decisions for the `audit` table.
     Audit(Vec<crate::ingest::modbus::writeback::WriteAudit>),
+    /// A model lifecycle change (inference stage): the new CBOR deployment state for
+    /// `model_deployment` and its `model_event` records, committed together.
+    Deployment { state: Vec<u8>, records: Vec<(i64, Body)> },
 }
 
 /// Requests from outside the pipeline (the HTTP API), answered after the commit.
@@ -293,6 +296,7 @@ impl CommitLog {
                             InternalWrite::Outputs(o) => o.records.len(),
                             InternalWrite::DeadLetters(d) => d.len(),
                             InternalWrite::Audit(a) => a.len(),
+                            InternalWrite::Deployment { records, .. } => records.len(),
                         }).sum();
                         tracing::debug!(ms = took.as_millis() as u64, readings = group.readings, internal_rows = rows, journal_trimmed, "slow group commit");
                     }
@@ -326,6 +330,7 @@ impl CommitLog {
             let mut alert_state = txn.open_table(store::ALERT_STATE).doing("opening alert_state")?;
             let mut audit = txn.open_table(store::AUDIT).doing("opening the audit log")?;
             let mut acks = txn.open_table(store::ALERT_ACK).doing("opening alert_ack")?;
+            let mut deployment = txn.open_table(store::MODEL_DEPLOYMENT).doing("opening model_deployment")?;
             let mut next_dlq = store::meta_get(&meta, store::NEXT_DLQ_ID)?.max(1);
             let first_audit = store::meta_get(&meta, store::NEXT_AUDIT_ID)?.max(1);
             let mut next_audit = first_audit;
@@ -372,6 +377,12 @@ impl CommitLog {
                         for entry in entries {
                             audit.insert(next_audit, store::to_cbor(entry).as_slice()).doing("writing the audit log")?;
                             next_audit += 1;
+                        }
+                    }
+                    InternalWrite::Deployment { state, records } => {
+                        deployment.insert(store::DEPLOYMENT_KEY, state.as_slice()).doing("writing model_deployment")?;
+                        for (event_time, body) in records {
+                            outbox.record(*event_time, body)?;
                         }
                     }
                 }

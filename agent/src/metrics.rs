@@ -274,15 +274,18 @@ pub enum HealthKind {
     SequenceGap,
     /// The model's inputs or scores drifted from its training distribution.
     ModelDrift,
+    /// A model version was refused at load or a candidate was demoted (rolled back).
+    ModelLifecycle,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 3] = [HealthKind::BrokerDrops, HealthKind::SequenceGap, HealthKind::ModelDrift];
+    pub const ALL: [HealthKind; 4] = [HealthKind::BrokerDrops, HealthKind::SequenceGap, HealthKind::ModelDrift, HealthKind::ModelLifecycle];
     pub fn as_str(self) -> &'static str {
         match self {
             HealthKind::BrokerDrops => "broker_drops",
             HealthKind::SequenceGap => "sequence_gap",
             HealthKind::ModelDrift => "model_drift",
+            HealthKind::ModelLifecycle => "model_lifecycle",
         }
     }
 }
@@ -628,24 +631,6 @@ impl Collector for ProcessCollector {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = out;
-    }
-}
-
-/// `vigil_model_info{name,version,sha256} 1` and `vigil_model_threshold{band}` of the loaded
-/// model (thresholds after config overrides).
-pub struct ModelCollector {
-    pub model: cloud_uplink::ModelRef,
-    pub review: f64,
-    pub alert: f64,
-}
-
-impl Collector for ModelCollector {
-    fn collect(&self, out: &mut Exposition) {
-        out.family("vigil_model_info", Kind::Gauge, "The loaded model (always 1).");
-        out.sample("vigil_model_info", &[("name", &self.model.name), ("version", &self.model.version), ("sha256", &self.model.sha256)], 1.0);
-        out.family("vigil_model_threshold", Kind::Gauge, "Score thresholds in effect, per band.");
-        out.sample("vigil_model_threshold", &[("band", "review")], self.review);
-        out.sample("vigil_model_threshold", &[("band", "alert")], self.alert);
     }
 }
 

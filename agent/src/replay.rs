@@ -37,10 +37,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 
-use crate::agent::{load_model, thresholds, AgentError};
+use crate::agent::{load_model, AgentError};
 use crate::alerts::{band_name, Evaluation, Evaluator, Policy};
 use crate::config::{Config, LatePolicy};
-use crate::inference::batcher::{score_batch, Scoring, ScoredWindow};
+use crate::inference::batcher::{score_batch, Scratch, ScoredWindow};
+use crate::inference::lifecycle::Slot;
 use crate::inference::manifest::{Band, ModelKind};
 use crate::inference::ModelRuntime;
 use crate::metrics::Metrics;
@@ -115,7 +116,7 @@ pub struct ReplaySummary {
 
 /// A loaded model plus the alert policy: replays any number of files (each from fresh state).
 pub struct Replayer {
-    runtime: ModelRuntime,
+    slot: Slot,
     config: Config,
     policy: Policy,
 }
@@ -145,12 +146,13 @@ impl Replayer {
     /// Loads and verifies the configured model.
     pub fn new(config: &Config) -> Result<Replayer, ReplayError> {
         let runtime = load_model(config)?;
-        let policy = Policy::new(config, thresholds(config, &runtime));
-        Ok(Replayer { runtime, config: config.clone(), policy })
+        let policy = Policy::new(config);
+        let slot = Slot::new(runtime, &config.alerts, None);
+        Ok(Replayer { slot, config: config.clone(), policy })
     }
 
     pub fn runtime(&self) -> &ModelRuntime {
-        &self.runtime
+        &self.slot.runtime
     }
 
     /// Replays the CSV in `input` (named `path` in errors); calls `emit` once per input row,
@@ -181,8 +183,8 @@ impl Replayer {
             Some(c) => find(c)?,
             None => 0,
         };
-        let routing = crate::agent::asset_routing(&self.config, self.runtime.manifest())?;
-        let multivariate = self.runtime.manifest().kind == ModelKind::Multivariate;
+        let routing = crate::agent::asset_routing(&self.config, self.slot.runtime.manifest())?;
+        let multivariate = self.slot.runtime.manifest().kind == ModelKind::Multivariate;
         let columns: Vec<(usize, Arc<str>)> = if opts.columns.is_empty() && multivariate {
             // The configured assets' channels, by column name.
             let mut cols = Vec::new();
@@ -228,8 +230,8 @@ impl Replayer {
             rows.push(ReplayRow { timestamp: ts.to_string(), event_time_ms: t, values, score: 0.0, band: None, alert: false });
         }
 
-        let width = self.runtime.input_width();
-        let slots = self.runtime.manifest().input.window;
+        let width = self.slot.runtime.input_width();
+        let slots = self.slot.runtime.manifest().input.window;
         // What a row's score is read from: its columns' entities, or their assets.
         let score_keys: Vec<Arc<str>> = columns
             .iter()
@@ -262,7 +264,7 @@ impl Replayer {
             index: 0,
             settings: WorkerSettings {
                 geometry,
-                normalisation: self.runtime.manifest().normalisation.clone(),
+                normalisation: self.slot.runtime.manifest().normalisation.clone(),
                 width,
                 checkpoint_interval: Duration::from_secs(3600),
                 checkpoint_max_entities: usize::MAX,
@@ -281,15 +283,12 @@ impl Replayer {
             live: None,
         };
         let mut evaluator = Evaluator { agent: self.config.agent.id.clone(), policy: self.policy, states: HashMap::new() };
-        let scoring = Scoring::new(&self.runtime, None);
         let max_batch = self.config.inference.max_batch.max(1);
         let mut driver = Driver {
-            runtime: &mut self.runtime,
-            scoring,
+            slot: &mut self.slot,
             metrics: metrics.clone(),
             batch: Vec::with_capacity(max_batch),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
+            scratch: Scratch::default(),
             latest: HashMap::new(),
             pending_latest: HashMap::new(),
             pending_rows: Vec::new(),
@@ -338,12 +337,10 @@ impl Replayer {
 
 /// The replay's inference and alert stages, run inline.
 struct Driver<'a> {
-    runtime: &'a mut ModelRuntime,
-    scoring: Scoring,
+    slot: &'a mut Slot,
     metrics: Arc<Metrics>,
     batch: Vec<WindowJob>,
-    inputs: Vec<f32>,
-    outputs: Vec<f32>,
+    scratch: Scratch,
     /// Per entity: the latest scored window's result.
     latest: HashMap<Arc<str>, Latest>,
     /// Per entity: index of its latest window in `batch` (not scored yet).
@@ -356,7 +353,11 @@ impl Driver<'_> {
     fn take_jobs(&mut self, jobs: &Receiver<Stage<WindowJob>>) {
         while let Ok(message) = jobs.try_recv() {
             // `Worker::apply` sends only windows; checkpoints come from `Worker::run`.
+            // Windows before the model's warm-up are not scored (the live stage drops them too).
             if let Stage::Item(job) = message {
+                if !self.slot.scoring.warm(&job) {
+                    continue;
+                }
                 self.pending_latest.insert(job.entity.clone(), self.batch.len());
                 self.batch.push(job);
             }
@@ -377,7 +378,7 @@ impl Driver<'_> {
             let n = self.batch.len();
             let (tx, rx) = unbounded();
             // The receiver lives until the end of this function: the send cannot fail.
-            score_batch(self.runtime, &mut self.batch, &mut self.inputs, &mut self.outputs, &self.scoring, &tx, &self.metrics);
+            score_batch(self.slot, &mut self.batch, &mut self.scratch, &tx, &self.metrics);
             let scored: Vec<ScoredWindow> = match rx.try_recv() {
                 Ok(Stage::Item(scored)) => scored,
                 // An interpreter error: the batch is logged and left unscored, like live.

@@ -46,6 +46,11 @@ pub const FEATURES: TableDefinition<&str, &[u8]> = TableDefinition::new("feature
 pub const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub const ALERT_ACK: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_ack");
+/// Model deployment state (`crate::inference::lifecycle::DeploymentRecord`), key
+/// [`DEPLOYMENT_KEY`].
+pub const MODEL_DEPLOYMENT: TableDefinition<&str, &[u8]> = TableDefinition::new("model_deployment");
+/// The one row of [`MODEL_DEPLOYMENT`].
+pub const DEPLOYMENT_KEY: &str = "current";
 
 /// `meta` key: the next ingest seq to assign (seqs start at 1).
 pub const NEXT_SEQ: &str = "next_ingest_seq";
@@ -104,6 +109,7 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
         txn.open_table(ALERT_STATE).doing("creating tables")?;
         txn.open_table(AUDIT).doing("creating tables")?;
         txn.open_table(ALERT_ACK).doing("creating tables")?;
+        txn.open_table(MODEL_DEPLOYMENT).doing("creating tables")?;
     }
     txn.commit().doing("creating tables")?;
     Ok(Arc::new(db))

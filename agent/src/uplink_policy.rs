@@ -122,6 +122,8 @@ impl<'t> PolicyWriter<'t> {
                 }
                 self.policy.score
             }
+            // A candidate's scores travel like the scores they are compared with.
+            Body::ShadowScore { .. } => self.policy.score,
             Body::Aggregate { .. } => self.policy.aggregate,
             Body::Session { .. } => self.policy.session,
             Body::Alert { entity, state: AlertState::Raised, .. } => {

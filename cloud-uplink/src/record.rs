@@ -83,11 +83,12 @@ impl Envelope {
         match &self.body {
             Body::Reading { entity, .. }
             | Body::Score { entity, .. }
+            | Body::ShadowScore { entity, .. }
             | Body::Alert { entity, .. }
             | Body::Aggregate { entity, .. }
             | Body::Session { entity, .. } => entity,
             Body::Dlq { source, .. } => source,
-            Body::Heartbeat { .. } | Body::Unknown => &self.agent_id,
+            Body::Heartbeat { .. } | Body::ModelEvent { .. } | Body::Unknown => &self.agent_id,
         }
     }
 }
@@ -211,6 +212,39 @@ pub enum Body {
         #[serde(default)]
         alerts: Vec<SessionAlert>,
     },
+    /// A score of a model that did not decide for this window: the candidate in `shadow`
+    /// deployment, or the active model on a `canary` entity (the candidate decided). Never
+    /// alerts; central teams compare it with the `score` of the same window. Drains with the
+    /// score class (same Kafka topic, same S3 `kind=score` partition).
+    ShadowScore {
+        /// Entity scored.
+        entity: String,
+        /// End of the scored event-time window, ms since the Unix epoch.
+        window_end_ms: i64,
+        /// The model's score for the window (same scale as `score`).
+        score: f64,
+        /// Model reconstruction / prediction error behind the score.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<f64>,
+        /// Band the score would have fallen in.
+        band: String,
+        /// Model that produced the score.
+        model: ModelRef,
+        /// Deployment mode of the candidate at the time (`shadow`, `canary`).
+        mode: String,
+    },
+    /// A model lifecycle event: a version deployed, promoted, demoted (rolled back) or refused.
+    /// Drains with the alert class.
+    ModelEvent {
+        /// `deployed`, `promoted`, `demoted`, `refused` (may gain values).
+        event: String,
+        /// The model version concerned (for `refused`, what its manifest claims, if readable).
+        model: ModelRef,
+        /// Deployment mode (`active`, `shadow`, `canary`) the event concerns.
+        mode: String,
+        /// Human-readable reason (the verification error, the rollback rule that fired).
+        message: String,
+    },
     /// A record kind this decoder does not know (written by a newer agent).
     /// Never written by this crate: [`crate::outbox::Outbox::append`] rejects it.
     #[serde(other)]
@@ -222,8 +256,8 @@ impl Body {
     pub fn class(&self) -> Option<RecordClass> {
         match self {
             Body::Reading { .. } => Some(RecordClass::Reading),
-            Body::Score { .. } => Some(RecordClass::Score),
-            Body::Alert { .. } => Some(RecordClass::Alert),
+            Body::Score { .. } | Body::ShadowScore { .. } => Some(RecordClass::Score),
+            Body::Alert { .. } | Body::ModelEvent { .. } => Some(RecordClass::Alert),
             Body::Dlq { .. } => Some(RecordClass::Dlq),
             Body::Heartbeat { .. } => Some(RecordClass::Heartbeat),
             Body::Aggregate { .. } => Some(RecordClass::Aggregate),

@@ -36,7 +36,7 @@ use crate::api::live::{LiveView, ScoreView};
 use crate::commit_log::{InternalWrite, Outputs};
 use crate::config::{Config, ScoreMode};
 use crate::inference::batcher::ScoredWindow;
-use crate::inference::manifest::{Band, Thresholds};
+use crate::inference::manifest::Band;
 use crate::metrics::Metrics;
 use crate::pipeline::{Emit, Emitted, RawSummary, Stage};
 use crate::reading::now_ms;
@@ -54,18 +54,17 @@ pub fn band_name(band: Band) -> &'static str {
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub score: ScoreMode,
-    pub thresholds: Thresholds,
     pub raise_after: u32,
     pub clear_after: u32,
     pub cooldown_ms: i64,
 }
 
 impl Policy {
-    /// From `[alerts]`, with the effective thresholds (config over manifest).
-    pub fn new(config: &Config, thresholds: Thresholds) -> Policy {
+    /// From `[alerts]`. The thresholds belong to the model that scored a window (config over
+    /// its manifest) and travel with it ([`ScoredWindow::thresholds`]).
+    pub fn new(config: &Config) -> Policy {
         Policy {
             score: config.alerts.score,
-            thresholds,
             raise_after: config.alerts.raise_after,
             clear_after: config.alerts.clear_after,
             cooldown_ms: config.alerts.cooldown_s as i64 * 1000,
@@ -231,6 +230,10 @@ pub struct EntityAlertState {
     /// Sessions open (or closed by the worker but not yet released), by start.
     #[serde(default)]
     pub sessions: Vec<SessionScores>,
+    /// sha256 of the model whose errors `baseline` holds: a new active model (another error
+    /// scale) starts a new history. Empty in states written before it existed.
+    #[serde(default)]
+    pub baseline_model: String,
 }
 
 /// Most prefix maxima kept per session (the latest: they are the larger ones). A session
@@ -313,10 +316,23 @@ impl Evaluator {
         state.last_window_end_ms = w.window_end_ms;
         let score = match p.score {
             ScoreMode::Model => w.score,
-            ScoreMode::EntityRelative => state.baseline.score(w.error),
-            ScoreMode::Novelty => state.novelty.score(&w.raw, w.error, &mut state.baseline),
+            ScoreMode::EntityRelative | ScoreMode::Novelty => {
+                // The error history belongs to one model: a new active model (another error
+                // scale) starts a new one.
+                if state.baseline_model != w.model.sha256 {
+                    if !state.baseline_model.is_empty() {
+                        state.baseline = ErrorBaseline::default();
+                    }
+                    state.baseline_model = w.model.sha256.clone();
+                }
+                match p.score {
+                    ScoreMode::Novelty => state.novelty.score(&w.raw, w.error, &mut state.baseline),
+                    _ => state.baseline.score(w.error),
+                }
+            }
         };
-        let band = p.thresholds.band(score);
+        let thresholds = w.thresholds;
+        let band = thresholds.band(score);
         out.records.push((
             w.window_end_ms,
             Body::Score {
@@ -347,7 +363,7 @@ impl Evaluator {
                 state.raised = true;
                 let m = message(
                     "raised",
-                    format!("anomaly on {}: score {:.3} >= {:.3} for {} windows", w.entity, score, p.thresholds.alert, state.consecutive_alert),
+                    format!("anomaly on {}: score {:.3} >= {:.3} for {} windows", w.entity, score, thresholds.alert, state.consecutive_alert),
                 );
                 state.open = Some(RaisedAlert { window_end_ms: w.window_end_ms, score, message: m.message.clone(), raised_ms: out.now_ms });
                 transition = Some((AlertState::Raised, m));
@@ -447,6 +463,49 @@ impl Evaluator {
     }
 }
 
+/// The peer (non-deciding) scores of the windows the alert stage evaluated: `shadow_score`
+/// records, and the comparison of candidate and active model (each scored as `alerts.score`
+/// says, banded with its own thresholds). A peer never raises an alert. Its histories
+/// (`entity_relative`, `novelty`) live in memory only: after a restart they start again.
+#[derive(Default)]
+pub struct PeerScores {
+    /// Per entity: the peer model's error history and novelty ranges.
+    histories: HashMap<Arc<str>, (ErrorBaseline, Novelty)>,
+}
+
+impl PeerScores {
+    /// Adds the `shadow_score` record of `w`'s peer to `out`; returns the window's
+    /// `(active, candidate)` comparison pair and the candidate's sha256.
+    #[allow(clippy::type_complexity)]
+    pub fn evaluate(&mut self, mode: ScoreMode, w: &ScoredWindow, decided: (f64, Band), out: &mut Evaluation) -> Option<(((f64, bool, u8), (f64, bool, u8)), String)> {
+        let peer = w.peer.as_ref()?;
+        let score = match mode {
+            ScoreMode::Model => peer.score,
+            ScoreMode::EntityRelative => self.histories.entry(w.entity.clone()).or_default().0.score(peer.error),
+            ScoreMode::Novelty => {
+                let (baseline, novelty) = self.histories.entry(w.entity.clone()).or_default();
+                novelty.score(&w.raw, peer.error, baseline)
+            }
+        };
+        let band = peer.thresholds.band(score);
+        out.records.push((
+            w.window_end_ms,
+            Body::ShadowScore {
+                entity: w.entity.to_string(),
+                window_end_ms: w.window_end_ms,
+                score,
+                error: Some(peer.error),
+                band: band_name(band).to_string(),
+                model: (*peer.model).clone(),
+                mode: peer.mode.to_string(),
+            },
+        ));
+        let this = (score, band == Band::Alert, band as u8);
+        let decider = (decided.0, decided.1 == Band::Alert, decided.1 as u8);
+        Some(if peer.is_candidate { ((decider, this), peer.model.sha256.clone()) } else { ((this, decider), w.model.sha256.clone()) })
+    }
+}
+
 /// The alert stage thread: runs until inference disconnects.
 pub fn run(
     mut evaluator: Evaluator,
@@ -455,7 +514,9 @@ pub fn run(
     publishers: Vec<Box<dyn Publisher>>,
     metrics: Arc<Metrics>,
     live: Option<Arc<LiveView>>,
+    lifecycle: Option<Arc<crate::inference::lifecycle::Lifecycle>>,
 ) {
+    let mut peers = PeerScores::default();
     while let Ok(message) = scored.recv() {
         let now = now_ms();
         let mut out = Evaluation { now_ms: now, ..Evaluation::default() };
@@ -480,6 +541,9 @@ pub fn run(
             }
         };
         let mut views = Vec::with_capacity(if live.is_some() { batch.len() } else { 0 });
+        // Comparison pairs per candidate (sha256): one candidate at a time, but a batch scored
+        // before a swap may still be in flight.
+        let mut pairs: Vec<(String, Vec<_>)> = Vec::new();
         for w in batch.iter_mut() {
             // What the workers emitted before this window, then the window.
             for e in std::mem::take(&mut w.before) {
@@ -492,6 +556,12 @@ pub fn run(
             // Disabled at the default `info` level: costs a callsite check per window.
             let _span = tracing::debug_span!("window", entity = %w.entity, window_end_ms = w.window_end_ms, seq = w.trigger_seq).entered();
             if let Some((score, band)) = evaluator.evaluate(w, &mut out) {
+                if let Some((pair, candidate)) = peers.evaluate(evaluator.policy.score, w, (score, band), &mut out) {
+                    match pairs.iter_mut().find(|(c, _)| *c == candidate) {
+                        Some((_, v)) => v.push(pair),
+                        None => pairs.push((candidate, vec![pair])),
+                    }
+                }
                 changed.push(w.entity.clone());
                 metrics.scores_by_band[band as usize].inc();
                 if live.is_some() {
@@ -500,6 +570,11 @@ pub fn run(
             }
             metrics.score_latency.record(w.trigger_ingest.elapsed());
             metrics.event_to_score.record(Duration::from_millis(now.saturating_sub(w.window_end_ms).max(0) as u64));
+        }
+        // The live view first: whoever sees a published alert (a person, a script acknowledging
+        // it through the API) finds it open there.
+        if let Some(live) = &live {
+            live.scored(views, &out.messages, now);
         }
         for m in &out.messages {
             let window = batch.iter().find(|w| *w.entity == *m.entity && w.window_end_ms == m.window_end_ms);
@@ -521,8 +596,13 @@ pub fn run(
                 metrics.event_to_alert.record(Duration::from_millis(now_ms().saturating_sub(m.window_end_ms).max(0) as u64));
             }
         }
-        if let Some(live) = &live {
-            live.scored(views, &out.messages, now);
+        if let Some(lifecycle) = &lifecycle {
+            for (candidate, pairs) in pairs {
+                if let Some(reason) = lifecycle.compare(&pairs, &candidate) {
+                    let demote = crate::inference::lifecycle::Command::Demote { reason, sha256: Some(candidate), reply: None };
+                    let _ = lifecycle.commands.send(demote);
+                }
+            }
         }
         if out.records.is_empty() && changed.is_empty() {
             continue;
@@ -542,6 +622,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inference::manifest::Thresholds;
     use std::time::Instant;
 
     fn window(t: i64, score: f64) -> ScoredWindow {
@@ -552,6 +633,8 @@ mod tests {
             score,
             raw: RawSummary::NONE,
             model: Arc::new(ModelRef { name: "m".into(), version: "1".into(), sha256: "00".into() }),
+            thresholds: Thresholds { review: 0.5, alert: 0.8 },
+            peer: None,
             trigger_ingest: Instant::now(),
             trigger_seq: 0,
             before: Vec::new(),
@@ -561,7 +644,7 @@ mod tests {
     fn evaluator() -> Evaluator {
         Evaluator {
             agent: "a".into(),
-            policy: Policy { score: ScoreMode::Model, thresholds: Thresholds { review: 0.5, alert: 0.8 }, raise_after: 2, clear_after: 2, cooldown_ms: 10_000 },
+            policy: Policy { score: ScoreMode::Model, raise_after: 2, clear_after: 2, cooldown_ms: 10_000 },
             states: HashMap::new(),
         }
     }

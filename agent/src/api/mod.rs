@@ -33,6 +33,10 @@
 //! | GET    | `/api/dlq`           | dead letters: counts per reason, the latest entries         |
 //! | POST   | `/api/dlq/replay`    | decode dead letters again with the running config and commit what decodes (`{"id": N}` for one; token) |
 //! | GET    | `/api/uplink`        | outbox depth and per-sink delivery                          |
+//! | GET    | `/api/models`        | deployed models, candidate vs active comparison, lifecycle events, registry versions |
+//! | POST   | `/api/models`        | upload a version `{"manifest": {..}, "model_hex": "..", "golden": {..}}` into the registry and deploy it (`?mode=active|shadow|canary`, default `models.deploy`; token) |
+//! | POST   | `/api/models/promote`| make the candidate the active model (token)                 |
+//! | POST   | `/api/models/demote` | demote the candidate (token)                                 |
 //! | GET    | `/api/events`        | server-sent events: `state` (as `/api/state`) on change and every second |
 
 pub mod dashboard;
@@ -69,7 +73,8 @@ pub struct ApiState {
     pub db: Arc<Database>,
     pub outbox: Arc<Outbox>,
     pub token: Option<Secret>,
-    pub model: cloud_uplink::ModelRef,
+    /// Deployed models, their comparison and lifecycle requests.
+    pub lifecycle: Arc<crate::inference::lifecycle::Lifecycle>,
     /// Readiness without a connected source (`api.sources_optional`, or the simulator).
     pub sources_optional: bool,
     /// An MQTT ingest connection is configured (readiness waits for it).
@@ -96,6 +101,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/dlq", get(dlq))
         .route("/api/dlq/replay", post(dlq_replay))
         .route("/api/uplink", get(uplink))
+        .route("/api/models", get(models).post(model_upload))
+        .route("/api/models/promote", post(model_promote))
+        .route("/api/models/demote", post(model_demote))
         .route("/api/events", get(events))
         .with_state(state)
 }
@@ -242,6 +250,80 @@ async fn ack(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: axum::bod
         // Cleared (or raised again) meanwhile; the stored acknowledgement names the old raise.
         not_open()
     }
+}
+
+/// Longest wait for a model to be verified and swapped in (`POST /api/models`).
+const MODEL_DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Serialize)]
+struct ModelsView {
+    #[serde(flatten)]
+    deployment: crate::inference::lifecycle::DeploymentView,
+    /// Registry folders (`name/version`), when `models.registry` is set.
+    registry: Vec<String>,
+}
+
+async fn models(State(s): State<Arc<ApiState>>) -> Response {
+    let registry = s.lifecycle.registry.as_deref().map(crate::inference::lifecycle::registry_versions).unwrap_or_default();
+    Json(ModelsView { deployment: s.lifecycle.view(), registry: registry.into_iter().map(|(k, _)| k).collect() }).into_response()
+}
+
+#[derive(Deserialize)]
+struct DeployQuery {
+    mode: Option<crate::config::DeployMode>,
+}
+
+/// Waits for the inference thread's (or the loader's) answer to a lifecycle request.
+async fn lifecycle_answer(answer: tokio::sync::oneshot::Receiver<Result<crate::inference::lifecycle::DeploymentView, String>>) -> Response {
+    match tokio::time::timeout(MODEL_DEPLOY_TIMEOUT, answer).await {
+        Ok(Ok(Ok(view))) => (StatusCode::OK, Json(view)).into_response(),
+        Ok(Ok(Err(refused))) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{refused}\n")).into_response(),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping: nothing was changed\n").into_response(),
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "no answer in time; the change may still happen\n").into_response(),
+    }
+}
+
+async fn model_upload(State(s): State<Arc<ApiState>>, Query(q): Query<DeployQuery>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(refused) = authorize(&headers, s.token.as_ref()) {
+        return refused.into_response();
+    }
+    let Some(registry) = s.lifecycle.registry.clone() else {
+        return (StatusCode::CONFLICT, "models.registry is not configured: uploads need a registry\n").into_response();
+    };
+    let upload: crate::inference::lifecycle::UploadBody = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("expected {{\"manifest\": {{..}}, \"model_hex\": \"..\", \"golden\": {{..}}}}: {e}\n")).into_response(),
+    };
+    let staged = match tokio::task::spawn_blocking(move || crate::inference::lifecycle::stage_upload(&registry, &upload)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let mode = q.mode.unwrap_or(s.lifecycle.deploy);
+    if s.lifecycle.uploads.send(crate::inference::lifecycle::Upload { staged, mode, reply }).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping: nothing was changed\n").into_response();
+    }
+    lifecycle_answer(answer).await
+}
+
+async fn model_promote(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&headers, s.token.as_ref()) {
+        return refused.into_response();
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let _ = s.lifecycle.commands.send(crate::inference::lifecycle::Command::Promote { reply: Some(reply) });
+    lifecycle_answer(answer).await
+}
+
+async fn model_demote(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&headers, s.token.as_ref()) {
+        return refused.into_response();
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let reason = "demoted through the API".to_string();
+    let _ = s.lifecycle.commands.send(crate::inference::lifecycle::Command::Demote { reason, sha256: None, reply: Some(reply) });
+    lifecycle_answer(answer).await
 }
 
 /// Sends `control` to the commit log and waits for its answer on `answer`.
@@ -421,7 +503,10 @@ fn state_view(s: &ApiState) -> StateView {
         agent: s.agent_id.clone(),
         now_ms: crate::reading::now_ms(),
         started_ms: s.started_ms,
-        model: s.model.clone(),
+        model: {
+            let a = s.lifecycle.view().active;
+            cloud_uplink::ModelRef { name: a.name, version: a.version, sha256: a.sha256 }
+        },
         drift: s.drift.as_ref().map(|d| d.readings()).unwrap_or_default(),
         ready: readiness(s),
         counts: Counts {

@@ -94,6 +94,9 @@ impl Config {
         };
         resolve(&mut self.agent.data_dir);
         resolve(&mut self.inference.model_dir);
+        if let Some(p) = self.models.registry.as_mut() {
+            resolve(p);
+        }
         for d in &mut self.ingest.modbus.devices {
             if let Some(p) = d.serial_port.as_mut() {
                 resolve(p);
@@ -138,6 +141,19 @@ impl Config {
             || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             return fail("agent.id", format!("`{id}` must be non-empty and use only letters, digits, `-`, `_`, `.`"));
+        }
+        let m = &self.models;
+        if !(0.0..=1.0).contains(&m.canary_fraction) {
+            return fail("models.canary_fraction", format!("{} must be between 0 and 1", m.canary_fraction));
+        }
+        if !(m.latency_budget_us >= 0.0 && m.latency_budget_us.is_finite()) {
+            return fail("models.latency_budget_us", format!("{} must be a finite number >= 0", m.latency_budget_us));
+        }
+        if !(0.0..=1.0).contains(&m.alert_rate_tolerance) {
+            return fail("models.alert_rate_tolerance", format!("{} must be between 0 and 1", m.alert_rate_tolerance));
+        }
+        if m.scan_interval_ms == 0 {
+            return fail("models.scan_interval_ms", "must be > 0".into());
         }
         if let Some(mqtt) = &self.mqtt {
             if mqtt.receive_maximum == 0 {

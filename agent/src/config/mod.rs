@@ -44,6 +44,9 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// The model and micro-batching.
     pub inference: InferenceConfig,
+    /// Model lifecycle: the on-disk registry, deployment modes and automatic rollback.
+    #[serde(default)]
+    pub models: ModelsConfig,
     /// Score bands, hysteresis and where alerts go.
     #[serde(default)]
     pub alerts: AlertsConfig,
@@ -550,6 +553,83 @@ pub struct InferenceConfig {
     pub verify_golden: bool,
 }
 
+/// `[models]`: the model registry and deployments (see [`crate::inference::lifecycle`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Registry folder: versions side by side as `<registry>/<name>/<version>/` (manifest,
+    /// model file, golden vectors). Watched: a version folder that appears (copy it under a
+    /// name starting with `.` and rename it into place) is verified and deployed in
+    /// `models.deploy` mode; `POST /api/models` uploads into it. Absent: no registry, the agent
+    /// runs `inference.model_dir` only. Relative to the config file's directory.
+    #[serde(default)]
+    pub registry: Option<PathBuf>,
+    /// How often the registry folder is scanned, in milliseconds. A new folder is loaded once
+    /// two scans in a row saw it unchanged.
+    #[serde(default = "defaults::scan_interval_ms")]
+    pub scan_interval_ms: u64,
+    /// Mode of a version found in the registry: `active` (replaces the running model between
+    /// two batches), `shadow` (scores every window beside the active model, never alerts) or
+    /// `canary` (decides for `canary_fraction` of the entities).
+    #[serde(default)]
+    pub deploy: DeployMode,
+    /// Fraction of entities (0..=1) a `canary` candidate decides for, chosen by a stable hash
+    /// of the entity id and the candidate's sha256 (the same entities across restarts).
+    #[serde(default = "defaults::canary_fraction")]
+    pub canary_fraction: f64,
+    /// Windows a candidate must have scored before the latency and alert-rate rollback rules
+    /// are checked (a candidate that errors is demoted at once).
+    #[serde(default = "defaults::rollback_min_windows")]
+    pub rollback_min_windows: u64,
+    /// Rollback when the candidate's mean inference time per window exceeds this many
+    /// microseconds (0 = no latency rule).
+    #[serde(default)]
+    pub latency_budget_us: f64,
+    /// Rollback when the candidate's alert-band rate differs from the active model's on the
+    /// same windows by more than this (absolute difference of fractions, e.g. 0.05 = five
+    /// percentage points; 1 = no alert-rate rule).
+    #[serde(default = "defaults::alert_rate_tolerance")]
+    pub alert_rate_tolerance: f64,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            registry: None,
+            scan_interval_ms: defaults::scan_interval_ms(),
+            deploy: DeployMode::default(),
+            canary_fraction: defaults::canary_fraction(),
+            rollback_min_windows: defaults::rollback_min_windows(),
+            latency_budget_us: 0.0,
+            alert_rate_tolerance: defaults::alert_rate_tolerance(),
+        }
+    }
+}
+
+/// How a model version takes part in scoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployMode {
+    /// Decides every window (replaces the active model).
+    Active,
+    /// Scores every window beside the active model; its scores are uplinked and compared,
+    /// never alert.
+    #[default]
+    Shadow,
+    /// Decides for a fraction of the entities (`models.canary_fraction`).
+    Canary,
+}
+
+impl DeployMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployMode::Active => "active",
+            DeployMode::Shadow => "shadow",
+            DeployMode::Canary => "canary",
+        }
+    }
+}
+
 /// `[alerts]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -996,6 +1076,18 @@ pub struct DirectorySinkConfig {
 }
 
 mod defaults {
+    pub fn scan_interval_ms() -> u64 {
+        1000
+    }
+    pub fn canary_fraction() -> f64 {
+        0.1
+    }
+    pub fn rollback_min_windows() -> u64 {
+        200
+    }
+    pub fn alert_rate_tolerance() -> f64 {
+        0.05
+    }
     pub fn log() -> String {
         "info".into()
     }

@@ -7,6 +7,9 @@
 //! * [`runtime`] — [`ModelRuntime`], one TF Lite interpreter (1 thread, no XNNPACK) for one
 //!   verified model, with batched invocation and golden-vector self-check; plus the pure
 //!   scoring math ([`window_error`], [`mse_ratio_score`]).
+//! * [`batcher`] — the inference thread: micro-batches, each model's normalisation and scores.
+//! * [`lifecycle`] — the model registry, deployments (`active` / `shadow` / `canary`), their
+//!   comparison and automatic rollback; the loader thread that verifies new versions.
 //!
 //! # Native library
 //! With the default `tflite-c` feature, `tflitec` links `libtensorflowlite_c.so` (TF Lite 2.6.0, C API) dynamically. Run
@@ -27,6 +30,7 @@ use std::path::PathBuf;
 pub mod backend;
 pub mod batcher;
 pub mod drift;
+pub mod lifecycle;
 pub mod manifest;
 pub mod runtime;
 

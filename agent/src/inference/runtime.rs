@@ -215,7 +215,15 @@ impl ModelRuntime {
                 self.width
             )));
         }
-        let output = self.engine.output().map_err(self.tf_err())?;
+        // A model whose layers do not take `width` values per window allocates no output for
+        // this input shape (TF Lite then reports "must call invoke()").
+        let output = self.engine.output().map_err(|f| {
+            self.shape_err(format!(
+                "no output tensor for an input of shape [1, {}] ({}): the model does not take the manifest's input width",
+                self.width,
+                tf_error(&self.model_path, f)
+            ))
+        })?;
         if !output.float32 {
             return Err(self.shape_err(format!(
                 "output tensor is {}, manifest says float32",

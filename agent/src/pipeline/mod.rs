@@ -6,10 +6,12 @@
 //!
 //! 1. admits the reading into the entity's [`window::EntityWindows`] (late readings are counted
 //!    and dropped, dead-lettered or kept, per `pipeline.window.late_policy`);
-//! 2. closes every window the entity's watermark has passed, computing its [`features`] and, once
-//!    the entity is past the model's warm-up, the model input: the window resampled onto the
-//!    model's width and normalised as the model's manifest says;
-//! 3. sends each such window to inference as a [`WindowJob`];
+//! 2. closes every window the entity's watermark has passed, computing its [`features`] and the
+//!    window resampled onto the model's input width;
+//! 3. sends each such window with the entity's normalisation statistics to inference as a
+//!    [`WindowJob`]. Normalisation and the warm-up gate belong to each model (its manifest) and
+//!    are applied in the inference stage, so models with different normalisations (a shadow or
+//!    canary candidate beside the active model) score the same windows;
 //! 4. feeds the reading to the entity's tumbling windows ([`aggregate`]) and activity sessions
 //!    ([`session`]) and sends what they produce as [`Stage::Emit`] down the same path, in
 //!    order with the windows: the alert stage folds scores into sessions and commits the
@@ -49,7 +51,7 @@ use crate::dlq::{DlqEntry, DlqReason};
 use crate::api::live::AppliedReading;
 use crate::metrics::Metrics;
 use crate::reading::{Quality, Reading};
-use features::{normalise_window, resample};
+use features::{resample, Ewma};
 use aggregate::AggregateSettings;
 use session::{SessionEvent, SessionSettings};
 use asset::{normalise_asset_window, AssetWindows, Routing};
@@ -108,6 +110,19 @@ impl RawSummary {
     }
 }
 
+/// A window's model input.
+#[derive(Debug, Clone)]
+pub enum WindowInput {
+    /// An entity window: its raw values resampled onto the model's input width and the entity's
+    /// normalisation statistics after the reading that closed it. Each deployed model normalises
+    /// them as its manifest says and scores only past its own warm-up (`stats.count`).
+    Entity { values: Vec<f64>, stats: Ewma },
+    /// An asset window, already normalised and past the warm-up by the worker (asset
+    /// normalisation needs the asset's state; every deployed multivariate model shares the
+    /// pipeline's normalisation, see [`crate::inference::lifecycle`]).
+    Normalised(Vec<f32>),
+}
+
 /// Messages from the commit log to a worker.
 pub enum WorkerMsg {
     /// Committed readings for this worker, in commit order, and the highest seq committed so far
@@ -120,8 +135,8 @@ pub enum WorkerMsg {
 pub struct WindowJob {
     pub entity: Arc<str>,
     pub window_end_ms: i64,
-    /// The normalised model input (`width` values).
-    pub input: Vec<f32>,
+    /// What the models get (see [`WindowInput`]).
+    pub input: WindowInput,
     /// The window's raw readings, summarised for `alerts.score = "novelty"`.
     pub raw: RawSummary,
     /// When the reading that closed the window entered the agent (for latency metrics).
@@ -378,14 +393,13 @@ impl Worker {
         let scored = !s.multivariate;
         state.close_ready(&s.geometry, alpha, |window, ewma| {
             metrics.windows_emitted.inc();
-            if !scored || ewma.count < s.normalisation.warmup {
+            if !scored {
                 return;
             }
             if resample(&window.points, window.end_ms, s.geometry.size_ms, s.width, resampled).is_none() {
                 return;
             }
-            let mut input = Vec::with_capacity(s.width);
-            normalise_window(&s.normalisation, resampled, ewma, &mut input);
+            let input = WindowInput::Entity { values: resampled.clone(), stats: *ewma };
             let raw = RawSummary::of(window.points.iter().map(|p| p.1), s.width / 2);
             let job = WindowJob { entity: key.clone(), window_end_ms: window.end_ms, input, raw, trigger_ingest: received, trigger_seq, before: Vec::new() };
             // Inference only disconnects when the agent is shutting down.
@@ -430,8 +444,9 @@ impl Worker {
             if !state.warmed_up(norm.warmup) {
                 return;
             }
-            let mut input = Vec::with_capacity(s.width);
-            normalise_asset_window(norm, &window, state, &mut input);
+            let mut normalised = Vec::with_capacity(s.width);
+            normalise_asset_window(norm, &window, state, &mut normalised);
+            let input = WindowInput::Normalised(normalised);
             let raw = RawSummary::NONE;
             let job = WindowJob { entity: asset.clone(), window_end_ms: window.end_ms, input, raw, trigger_ingest: received, trigger_seq, before: Vec::new() };
             // Inference only disconnects when the agent is shutting down.
