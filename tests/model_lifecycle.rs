@@ -26,6 +26,12 @@ use cloud_uplink::{Body, Envelope};
 use support::*;
 use vigil_test_harness::{http_get, http_request, Mosquitto, MosquittoOptions};
 
+/// A broker that queues whatever the tests publish faster than the agent takes it (the
+/// default queue of 1000 messages drops the rest).
+fn broker_options() -> MosquittoOptions<'static> {
+    MosquittoOptions { max_queued_messages: Some(1_000_000), ..Default::default() }
+}
+
 fn shipped(version: &str) -> PathBuf {
     repo_root().join("models/univariate-ae").join(version)
 }
@@ -131,7 +137,7 @@ fn stop(plant: &mut PlantAgent) {
 
 #[test]
 fn swap_under_load_switches_the_model_version_at_one_point() {
-    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let broker = Mosquitto::start(broker_options()).unwrap();
     let port = broker.plain_port();
     let registry = tempfile::tempdir().unwrap();
     let mut plant = start(&broker, "swap", registry.path(), "deploy = \"shadow\"");
@@ -217,7 +223,7 @@ fn swap_under_load_switches_the_model_version_at_one_point() {
 
 #[test]
 fn shadow_scores_every_window_and_never_alerts() {
-    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let broker = Mosquitto::start(broker_options()).unwrap();
     let registry = tempfile::tempdir().unwrap();
     let mut plant = start(&broker, "shadow", registry.path(), "deploy = \"shadow\"\nalert_rate_tolerance = 1.0");
     let api = api_addr(&plant.agent);
@@ -291,7 +297,7 @@ fn shadow_scores_every_window_and_never_alerts() {
 
 #[test]
 fn canary_cohort_matches_the_fraction_and_survives_a_restart() {
-    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let broker = Mosquitto::start(broker_options()).unwrap();
     let registry = tempfile::tempdir().unwrap();
     let fraction = 0.25;
     let settings = format!("deploy = \"canary\"\ncanary_fraction = {fraction}\nalert_rate_tolerance = 1.0");
@@ -365,7 +371,7 @@ fn canary_cohort_matches_the_fraction_and_survives_a_restart() {
 
 #[test]
 fn broken_candidates_are_refused_or_rolled_back_and_the_active_model_keeps_scoring() {
-    let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
+    let broker = Mosquitto::start(broker_options()).unwrap();
     let registry = tempfile::tempdir().unwrap();
     // 0.001 µs per window: no model meets this budget (see the module docs).
     let settings = "deploy = \"shadow\"\nrollback_min_windows = 20\nlatency_budget_us = 0.001\nalert_rate_tolerance = 1.0";
