@@ -2,7 +2,8 @@
 //! raw readings reach the outbox exactly for the spans around raised alerts — every reading of
 //! an alerting entity from `alert_before_ms` before the alerting window to `alert_after_ms`
 //! after it, including readings that arrived before anyone knew an alert would follow — and no
-//! other reading does. Scores, alerts and aggregates are still uplinked.
+//! other reading does. Scores, alerts and aggregates are still uplinked. Restarted with
+//! `reading = "always"`, the agent uplinks the readings it still held.
 
 mod support;
 
@@ -20,7 +21,7 @@ const AFTER_MS: i64 = 12_000;
 fn raw_readings_are_uplinked_around_every_alert_and_nowhere_else() {
     let broker = Mosquitto::start(Default::default()).unwrap();
     let id = "policy";
-    let pa = PlantAgent::start_with(&broker, id, |c| {
+    let mut pa = PlantAgent::start_with(&broker, id, |c| {
         c + &format!(
             "\n[pipeline.aggregate]\nsizes_ms = [60000]\n\n[uplink.policy]\nreading = \"around_alerts\"\nalert_before_ms = {BEFORE_MS}\nalert_after_ms = {AFTER_MS}\n"
         )
@@ -81,4 +82,22 @@ fn raw_readings_are_uplinked_around_every_alert_and_nowhere_else() {
         }
     }
     assert!(records.iter().any(|e| matches!(e.body, Body::Aggregate { .. })), "aggregates are still uplinked");
+
+    // Restarted with `reading = "always"`: the readings still held (those later windows may
+    // still have needed) are uplinked at start-up instead of being forgotten.
+    pa.agent.terminate().unwrap();
+    pa.agent.wait_timeout(Duration::from_secs(30)).expect("agent stops on SIGTERM");
+    let text = std::fs::read_to_string(&pa.config).unwrap().replace("reading = \"around_alerts\"", "reading = \"always\"");
+    std::fs::write(&pa.config, text).unwrap();
+    pa.agent = spawn_agent(&pa.config);
+    let still_held = |series: &[(i64, f64)]| {
+        let cutoff = last_window_end(series.last().unwrap().0) - SIZE_MS - BEFORE_MS;
+        series.iter().filter(move |(t, _)| *t >= cutoff).map(|&(t, _)| t).collect::<Vec<i64>>()
+    };
+    wait_for_outbox(&pa.outbox, Duration::from_secs(60), Some(&pa.agent), "the held readings after the restart", |r| {
+        let got: BTreeSet<(String, i64)> = readings(r).into_iter().map(|(e, t, _)| (e, t)).collect();
+        entities.iter().all(|(e, s)| still_held(s).iter().all(|t| got.contains(&(e.to_string(), *t))))
+    });
+    assert!(pa.agent.lines().iter().any(|l| l.contains("settled readings held by an earlier around_alerts run")));
+    assert_no_panic(&pa.agent);
 }

@@ -167,6 +167,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     crate::bench::spawn_metrics_snapshot(metrics.clone());
     let db = store::open(&config.agent.data_dir)?;
     let outbox = Arc::new(Outbox::open(db.clone(), config.agent.id.clone(), outbox_config(&config)).map_err(StoreError::from)?);
+    crate::uplink_policy::settle_held(&db, &outbox, crate::uplink_policy::UplinkPolicy::new(&config))?;
     let (runtime, candidate, deployment_record) = startup_models(&config, &db)?;
     let manifest = runtime.manifest().clone();
     let api_listener = match config.api.enabled {

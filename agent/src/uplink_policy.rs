@@ -17,11 +17,14 @@
 //!   decisions ride on committed scores and alerts, not on clocks, so a backlog or a restart
 //!   cannot drop a reading an alert needs.
 //! - Readings of an entity that is never scored (still in model warm-up) stay held until it is.
+//! - When the agent starts with another reading policy, readings still held from an
+//!   `around_alerts` run are settled first ([`settle_held`]): appended under `always`, deleted
+//!   under `never`.
 
 use std::collections::HashMap;
 
 use cloud_uplink::{AlertState, Appender, Body};
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 
 use crate::config::{Config, KindPolicy, ReadingPolicy};
 use crate::reading::Reading;
@@ -170,4 +173,35 @@ impl<'t> PolicyWriter<'t> {
         }
         Ok(())
     }
+}
+
+/// At start-up: readings held by an earlier `around_alerts` run, when the policy is no longer
+/// `around_alerts`, are appended to the outbox (`always`) or deleted (`never`), in one
+/// transaction. Returns how many there were.
+pub fn settle_held(db: &Database, outbox: &cloud_uplink::Outbox, policy: UplinkPolicy) -> Result<u64, StoreError> {
+    if policy.reading == ReadingPolicy::AroundAlerts {
+        return Ok(0);
+    }
+    let mut txn = db.begin_write().doing("settling held readings")?;
+    txn.set_durability(Durability::Immediate).doing("settling held readings")?;
+    let settled = {
+        let mut held = txn.open_table(HELD_READINGS).doing("settling held readings")?;
+        let n = held.len().doing("settling held readings")?;
+        if n > 0 && policy.reading == ReadingPolicy::Always {
+            let mut appender = outbox.appender(&txn)?;
+            for row in held.iter().doing("settling held readings")? {
+                let (k, v) = row.doing("settling held readings")?;
+                let r: Reading = store::from_cbor("held_readings", k.value().2, v.value())?;
+                appender.append(r.event_time_ms, crate::commit_log::reading_body(&r))?;
+            }
+        }
+        held.retain(|_, _| false).doing("settling held readings")?;
+        txn.open_table(UPLINK_RELEASE).doing("settling held readings")?.retain(|_, _| false).doing("settling held readings")?;
+        n
+    };
+    txn.commit().doing("settling held readings")?;
+    if settled > 0 {
+        tracing::info!(readings = settled, policy = ?policy.reading, "settled readings held by an earlier around_alerts run");
+    }
+    Ok(settled)
 }
