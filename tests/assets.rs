@@ -248,5 +248,9 @@ fn assets_that_do_not_fit_the_model_are_refused_with_a_clear_error() {
     let text = format!("{base}\n[[pipeline.assets]]\nid = \"p\"\nchannels = [{eight}]\n\n[[pipeline.assets]]\nid = \"q\"\nchannels = [\"p.c0\"]\n");
     let (ok, out) = check("dup.toml", &text);
     assert!(!ok && out.contains("pipeline.assets[1].channels") && out.contains("`p.c0`"), "{out}");
+    // Raw readings around alerts follow entity alerts; this model alerts on assets.
+    let text = format!("{base}\n[[pipeline.assets]]\nid = \"p\"\nchannels = [{eight}]\n\n[uplink.policy]\nreading = \"around_alerts\"\n");
+    let (ok, out) = check("around.toml", &text);
+    assert!(!ok && out.contains("around_alerts") && out.contains("multivariate"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
 }

@@ -94,6 +94,11 @@ pub fn asset_routing(config: &Config, manifest: &Manifest) -> Result<Routing, Ag
     }
     let want = manifest.input.channels.len();
     let err = |reason: String| AgentError::Assets { model: format!("{} {}", manifest.name, manifest.version), reason };
+    if config.uplink.policy.reading == crate::config::ReadingPolicy::AroundAlerts {
+        // Its alerts name assets, while held readings wait under their own entity ids: they
+        // would never be released. Refused rather than silently withheld.
+        return Err(err("scores assets, and uplink.policy.reading = \"around_alerts\" follows the alerts of single entities: not supported with a multivariate model yet".into()));
+    }
     if config.pipeline.assets.is_empty() {
         return Err(err(format!("is multivariate (channels {:?}) but no [[pipeline.assets]] is configured", manifest.input.channels)));
     }

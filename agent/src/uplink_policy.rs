@@ -17,6 +17,8 @@
 //!   decisions ride on committed scores and alerts, not on clocks, so a backlog or a restart
 //!   cannot drop a reading an alert needs.
 //! - Readings of an entity that is never scored (still in model warm-up) stay held until it is.
+//!   A multivariate model scores assets, not entities: the agent refuses `around_alerts` with
+//!   one ([`crate::agent::asset_routing`]).
 //! - When the agent starts with another reading policy, readings still held from an
 //!   `around_alerts` run are settled first ([`settle_held`]): appended under `always`, deleted
 //!   under `never`.
