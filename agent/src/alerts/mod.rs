@@ -57,6 +57,8 @@ pub struct Policy {
     pub raise_after: u32,
     pub clear_after: u32,
     pub cooldown_ms: i64,
+    /// `alerts.novelty_horizon`: windows the [`Novelty`] ranges remember (0: all).
+    pub novelty_horizon: u32,
 }
 
 impl Policy {
@@ -68,6 +70,7 @@ impl Policy {
             raise_after: config.alerts.raise_after,
             clear_after: config.alerts.clear_after,
             cooldown_ms: config.alerts.cooldown_s as i64 * 1000,
+            novelty_horizon: config.alerts.novelty_horizon,
         }
     }
 }
@@ -134,31 +137,75 @@ pub const NOVELTY_MEAN_WEIGHT: f64 = 0.3;
 /// Windows a [`Novelty`] score must beat to stand at full height.
 pub const NOVELTY_SUPPRESS_WINDOWS: usize = 150;
 
-/// The lowest and highest value an entity has shown.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Blocks a [`Range`] keeps: `alerts.novelty_horizon` is cut into this many blocks of windows.
+/// More blocks forget more smoothly (the horizon varies by one block) at 16 bytes each per
+/// range; two ranges per entity, for ~10 000 entities.
+pub const NOVELTY_BLOCKS: usize = 8;
+
+/// The lowest and highest value an entity has shown in the last `alerts.novelty_horizon`
+/// windows (between 7/8 of the horizon and all of it, block by block).
+///
+/// Bounded memory whatever the horizon: the min/max of at most [`NOVELTY_BLOCKS`] blocks of
+/// `⌈horizon / NOVELTY_BLOCKS⌉` windows each, oldest first. A window is judged against the union
+/// of the blocks and then folded into the newest; when the newest is full a new one starts
+/// and, past [`NOVELTY_BLOCKS`], the oldest drops out. Horizon 0 keeps one block for ever (every
+/// value the entity has ever shown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Range {
+    /// Union of `blocks`: what the next window is judged against.
     pub lo: f64,
     pub hi: f64,
+    /// `(lo, hi)` per block, oldest first; the last one is being filled. Empty in states
+    /// written before the range forgot: `lo..hi` then counts as one full block of its own.
+    #[serde(default)]
+    pub blocks: std::collections::VecDeque<(f64, f64)>,
+    /// Windows folded into the newest block.
+    #[serde(default)]
+    pub filled: u32,
 }
 
 impl Range {
     /// How far `[min, max]` reaches beyond the range, in spans of the range, mapped to
-    /// `e / (e + NOVELTY_HALF_EXCESS)` in [0, 1); then the range takes `[min, max]` in. The first
-    /// call only sets the range (score 0). Non-finite input scores 0 and changes nothing.
-    fn novelty(range: &mut Option<Range>, min: f64, max: f64) -> f64 {
+    /// `e / (e + NOVELTY_HALF_EXCESS)` in [0, 1); then the range takes `[min, max]` in (and
+    /// forgets its oldest block if `horizon` windows are full). The first call only sets the
+    /// range (score 0). Non-finite input scores 0 and changes nothing.
+    fn novelty(range: &mut Option<Range>, min: f64, max: f64, horizon: u32) -> f64 {
         if !(min.is_finite() && max.is_finite()) {
             return 0.0;
         }
         let Some(r) = range else {
-            *range = Some(Range { lo: min, hi: max });
+            *range = Some(Range { lo: min, hi: max, blocks: [(min, max)].into(), filled: 1 });
             return 0.0;
         };
         // A flat history: any departure is new, whatever the sensor's unit.
         let span = (r.hi - r.lo).max(f64::EPSILON * r.hi.abs().max(r.lo.abs()).max(1.0));
         let excess = (max - r.hi).max(r.lo - min).max(0.0) / span;
-        r.lo = r.lo.min(min);
-        r.hi = r.hi.max(max);
+        r.remember(min, max, horizon);
         if excess > 0.0 { excess / (excess + NOVELTY_HALF_EXCESS) } else { 0.0 }
+    }
+
+    /// Folds one window's `[min, max]` into the newest block (see the type's docs).
+    fn remember(&mut self, min: f64, max: f64, horizon: u32) {
+        let block_windows = if horizon == 0 { u32::MAX } else { horizon.div_ceil(NOVELTY_BLOCKS as u32) };
+        if self.blocks.is_empty() {
+            // A state written before forgetting: its all-time range is one full block.
+            self.blocks.push_back((self.lo, self.hi));
+            self.filled = block_windows;
+        }
+        match self.blocks.back_mut() {
+            Some(newest) if self.filled < block_windows => {
+                *newest = (newest.0.min(min), newest.1.max(max));
+                self.filled += 1;
+            }
+            _ => {
+                self.blocks.push_back((min, max));
+                self.filled = 1;
+                while self.blocks.len() > NOVELTY_BLOCKS {
+                    self.blocks.pop_front();
+                }
+            }
+        }
+        (self.lo, self.hi) = self.blocks.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), b| (lo.min(b.0), hi.max(b.1)));
     }
 }
 
@@ -167,7 +214,8 @@ impl Range {
 ///
 /// The window's raw score is the highest of
 /// * the **range novelty** of its readings: how far they reach beyond every value the entity has
-///   shown (from its first scored window on), in spans of that range (unit-free);
+///   shown in the last `alerts.novelty_horizon` windows ([`Range`]; from its first scored window
+///   on), in spans of that range (unit-free);
 /// * [`NOVELTY_MEAN_WEIGHT`] × the range novelty of their moving average over half a model
 ///   width (a level shift that single readings do not show);
 /// * [`NOVELTY_ERROR_WEIGHT`] × the `entity_relative` model-error score ([`ErrorBaseline`], 64
@@ -177,7 +225,10 @@ impl Range {
 /// different units), so only its model-error part scores.
 ///
 /// An anomaly's readings enter the range once, so each component fires at the onset and not
-/// for the rest of the windows that contain it. **Suppression:** a raw score that does not beat
+/// for the rest of the windows that contain it. The range forgets: after one wide excursion (a
+/// maintenance spike, a sensor swap) the entity is sensitive again once the excursion's block
+/// has left the horizon; memory per entity stays two [`Range`]s of [`NOVELTY_BLOCKS`] blocks
+/// plus the suppression history, whatever the horizon. **Suppression:** a raw score that does not beat
 /// every raw score of the last [`NOVELTY_SUPPRESS_WINDOWS`] windows counts half, so a burst of
 /// detections scores its first (highest) window above the rest. The constants were chosen on
 /// half of the NAB corpus (README, "Replay and evaluation").
@@ -190,10 +241,11 @@ pub struct Novelty {
 }
 
 impl Novelty {
-    /// Scores one window (`error` goes through `baseline`) and folds it into the history.
-    pub fn score(&mut self, raw: &RawSummary, error: f64, baseline: &mut ErrorBaseline) -> f64 {
-        let value = Range::novelty(&mut self.values, raw.min, raw.max);
-        let mean = Range::novelty(&mut self.means, raw.mean_min, raw.mean_max);
+    /// Scores one window (`error` goes through `baseline`) and folds it into the history, whose
+    /// ranges remember `horizon` windows (`alerts.novelty_horizon`; 0: all).
+    pub fn score(&mut self, raw: &RawSummary, error: f64, baseline: &mut ErrorBaseline, horizon: u32) -> f64 {
+        let value = Range::novelty(&mut self.values, raw.min, raw.max, horizon);
+        let mean = Range::novelty(&mut self.means, raw.mean_min, raw.mean_max, horizon);
         let model = baseline.score(error);
         let x = value.max(NOVELTY_MEAN_WEIGHT * mean).max(NOVELTY_ERROR_WEIGHT * model);
         let beaten = self.recent.iter().copied().fold(0.0, f64::max);
@@ -326,7 +378,7 @@ impl Evaluator {
                     state.baseline_model = w.model.sha256.clone();
                 }
                 match p.score {
-                    ScoreMode::Novelty => state.novelty.score(&w.raw, w.error, &mut state.baseline),
+                    ScoreMode::Novelty => state.novelty.score(&w.raw, w.error, &mut state.baseline, p.novelty_horizon),
                     _ => state.baseline.score(w.error),
                 }
             }
@@ -477,14 +529,14 @@ impl PeerScores {
     /// Adds the `shadow_score` record of `w`'s peer to `out`; returns the window's
     /// `(active, candidate)` comparison pair and the candidate's sha256.
     #[allow(clippy::type_complexity)]
-    pub fn evaluate(&mut self, mode: ScoreMode, w: &ScoredWindow, decided: (f64, Band), out: &mut Evaluation) -> Option<(((f64, bool, u8), (f64, bool, u8)), String)> {
+    pub fn evaluate(&mut self, policy: &Policy, w: &ScoredWindow, decided: (f64, Band), out: &mut Evaluation) -> Option<(((f64, bool, u8), (f64, bool, u8)), String)> {
         let peer = w.peer.as_ref()?;
-        let score = match mode {
+        let score = match policy.score {
             ScoreMode::Model => peer.score,
             ScoreMode::EntityRelative => self.histories.entry(w.entity.clone()).or_default().0.score(peer.error),
             ScoreMode::Novelty => {
                 let (baseline, novelty) = self.histories.entry(w.entity.clone()).or_default();
-                novelty.score(&w.raw, peer.error, baseline)
+                novelty.score(&w.raw, peer.error, baseline, policy.novelty_horizon)
             }
         };
         let band = peer.thresholds.band(score);
@@ -556,7 +608,7 @@ pub fn run(
             // Disabled at the default `info` level: costs a callsite check per window.
             let _span = tracing::debug_span!("window", entity = %w.entity, window_end_ms = w.window_end_ms, seq = w.trigger_seq).entered();
             if let Some((score, band)) = evaluator.evaluate(w, &mut out) {
-                if let Some((pair, candidate)) = peers.evaluate(evaluator.policy.score, w, (score, band), &mut out) {
+                if let Some((pair, candidate)) = peers.evaluate(&evaluator.policy, w, (score, band), &mut out) {
                     match pairs.iter_mut().find(|(c, _)| *c == candidate) {
                         Some((_, v)) => v.push(pair),
                         None => pairs.push((candidate, vec![pair])),
@@ -644,7 +696,7 @@ mod tests {
     fn evaluator() -> Evaluator {
         Evaluator {
             agent: "a".into(),
-            policy: Policy { score: ScoreMode::Model, raise_after: 2, clear_after: 2, cooldown_ms: 10_000 },
+            policy: Policy { score: ScoreMode::Model, raise_after: 2, clear_after: 2, cooldown_ms: 10_000, novelty_horizon: 0 },
             states: HashMap::new(),
         }
     }
@@ -727,10 +779,10 @@ mod tests {
         assert!(!empty.min.is_finite() && !empty.mean_max.is_finite());
     }
 
-    /// Scores `windows` (no model error) with a fresh history.
+    /// Scores `windows` (no model error) with a fresh history that never forgets.
     fn novelty_scores(windows: &[&[f64]]) -> Vec<f64> {
         let (mut n, mut b) = (Novelty::default(), ErrorBaseline::default());
-        windows.iter().map(|w| n.score(&summary(w), 0.0, &mut b)).collect()
+        windows.iter().map(|w| n.score(&summary(w), 0.0, &mut b, 0)).collect()
     }
 
     #[test]
@@ -775,6 +827,112 @@ mod tests {
         assert!((s[1] - raw(0.1)).abs() < 1e-12, "{s:?}");
         assert!((s[2] - raw(1.0 / 11.0) / 2.0).abs() < 1e-12, "{:?}", &s[..3]);
         assert!((s[w.len() - 1] - raw(1.2 / 12.0)).abs() < 1e-12, "{}", s[w.len() - 1]);
+    }
+
+    /// Probes `range` with one window `[v, v]` without changing it.
+    fn probe(range: &Option<Range>, v: f64, horizon: u32) -> f64 {
+        Range::novelty(&mut range.clone(), v, v, horizon)
+    }
+
+    #[test]
+    fn novelty_range_forgets_an_excursion_after_its_horizon() {
+        // Horizon 80: blocks of 10 windows. Ten windows in [0, 10], then one excursion to 100
+        // (it starts a block), then quiet windows in [0, 10]. A probe at 10.5 (0.05 spans above
+        // [0, 10]: 0.5) is inside the excursion's range while the excursion is remembered, and
+        // new again once its block has left the horizon: after 70 to 80 windows.
+        for horizon in [80, 0] {
+            let mut r = None;
+            for _ in 0..10 {
+                Range::novelty(&mut r, 0.0, 10.0, horizon);
+            }
+            assert!(Range::novelty(&mut r, 0.0, 100.0, horizon) > 0.99);
+            for k in 0..1000 {
+                let p = probe(&r, 10.5, horizon);
+                let memory = r.as_ref().map_or(0, |r| r.blocks.len());
+                assert!(memory <= NOVELTY_BLOCKS, "{memory} blocks");
+                if horizon == 0 || k < 70 {
+                    assert_eq!(p, 0.0, "horizon {horizon}, {k} windows after the excursion");
+                } else if k >= 80 {
+                    assert!((p - 0.5).abs() < 1e-12, "{k} windows after the excursion: {p}");
+                }
+                Range::novelty(&mut r, 0.0, 10.0, horizon);
+            }
+            // Forgetting never loses the recent values: the quiet range is still known.
+            assert_eq!(probe(&r, 5.0, horizon), 0.0);
+        }
+        // Through the whole score: the entity alerts on the same small rise again.
+        let (mut n, mut b) = (Novelty::default(), ErrorBaseline::default());
+        let mut score = |values: &[f64]| n.score(&summary(values), 0.0, &mut b, 80);
+        score(&[0.0, 10.0]);
+        score(&[0.0, 100.0]);
+        for _ in 0..NOVELTY_SUPPRESS_WINDOWS.max(80) {
+            score(&[5.0, 5.0]);
+        }
+        assert!(score(&[5.0, 10.5]) > 0.4);
+    }
+
+    #[test]
+    fn novelty_state_written_before_forgetting_loads_and_forgets() {
+        // `alert_state` as written before the ranges had blocks (fields that already had serde
+        // defaults omitted).
+        #[derive(Serialize)]
+        struct OldRange {
+            lo: f64,
+            hi: f64,
+        }
+        #[derive(Serialize)]
+        struct OldNovelty {
+            values: Option<OldRange>,
+            means: Option<OldRange>,
+            recent: std::collections::VecDeque<f64>,
+        }
+        #[derive(Serialize)]
+        struct OldState {
+            last_window_end_ms: i64,
+            consecutive_alert: u32,
+            consecutive_below: u32,
+            raised: bool,
+            cooldown_until_ms: i64,
+            last_review_ms: Option<i64>,
+            baseline: ErrorBaseline,
+            novelty: OldNovelty,
+        }
+        let old = OldState {
+            last_window_end_ms: 5000,
+            consecutive_alert: 0,
+            consecutive_below: 0,
+            raised: false,
+            cooldown_until_ms: 0,
+            last_review_ms: None,
+            baseline: ErrorBaseline::default(),
+            novelty: OldNovelty {
+                values: Some(OldRange { lo: 0.0, hi: 100.0 }),
+                means: Some(OldRange { lo: 0.0, hi: 100.0 }),
+                recent: std::collections::VecDeque::new(),
+            },
+        };
+        let loaded: EntityAlertState = crate::store::from_cbor("alert_state", "e", &crate::store::to_cbor(&old)).unwrap();
+        let values = loaded.novelty.values.clone();
+        assert_eq!(values, Some(Range { lo: 0.0, hi: 100.0, blocks: Default::default(), filled: 0 }));
+        // Its all-time range counts as one full block: remembered for the next windows, gone
+        // after the horizon.
+        assert_eq!(probe(&values, 50.0, 80), 0.0);
+        let mut r = values;
+        for _ in 0..80 {
+            Range::novelty(&mut r, 0.0, 10.0, 80);
+        }
+        assert!((probe(&r, 10.5, 80) - 0.5).abs() < 1e-12, "{r:?}");
+        // And a state written now round-trips with its blocks.
+        let mut ev = evaluator();
+        ev.policy.score = ScoreMode::Novelty;
+        ev.policy.novelty_horizon = 80;
+        ev.states.insert(Arc::from("e"), loaded);
+        let mut w = window(6000, 0.0);
+        w.raw = summary(&[1.0, 2.0]);
+        assert_eq!(ev.evaluate(&w, &mut Evaluation::default()).map(|s| s.0), Some(0.0));
+        let again: EntityAlertState = crate::store::from_cbor("alert_state", "e", &crate::store::to_cbor(&ev.states["e"])).unwrap();
+        assert_eq!(again, ev.states["e"]);
+        assert_eq!(again.novelty.values.map(|r| r.blocks.len()), Some(2));
     }
 
     #[test]

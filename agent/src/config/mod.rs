@@ -657,6 +657,14 @@ pub struct AlertsConfig {
     /// Also the minimum spacing of review events per entity.
     #[serde(default = "defaults::cooldown_s")]
     pub cooldown_s: u64,
+    /// How many windows back `alerts.score = "novelty"` remembers an entity's values (its
+    /// range is the union of [`crate::alerts::NOVELTY_BLOCKS`] blocks of `novelty_horizon / 8`
+    /// windows; the oldest block drops out when a new one starts), so one wide excursion does
+    /// not blunt the entity for good. 0 remembers every value ever shown. Default 8000: the
+    /// shortest of 1000–16 000 that cost nothing on the even half of NAB (README, "Replay and
+    /// evaluation"); in time it is `novelty_horizon × pipeline.window.hop_ms`.
+    #[serde(default = "defaults::novelty_horizon")]
+    pub novelty_horizon: u32,
     /// MQTT topic for alert raise/clear messages (JSON). `{agent}` and `{entity}` are replaced.
     #[serde(default = "defaults::alert_topic")]
     pub topic: String,
@@ -749,6 +757,7 @@ impl Default for AlertsConfig {
             raise_after: defaults::raise_after(),
             clear_after: defaults::clear_after(),
             cooldown_s: defaults::cooldown_s(),
+            novelty_horizon: defaults::novelty_horizon(),
             topic: defaults::alert_topic(),
             review_topic: defaults::review_topic(),
             print: true,
@@ -1213,6 +1222,9 @@ mod defaults {
     }
     pub fn cooldown_s() -> u64 {
         60
+    }
+    pub fn novelty_horizon() -> u32 {
+        8000
     }
     pub fn alert_topic() -> String {
         "vigil/{agent}/alerts".into()
