@@ -37,6 +37,7 @@ use crate::inference::drift::{DriftCollector, DriftMonitor};
 use crate::alerts::publish::{MqttPublisher, Publisher, StdoutPublisher};
 use crate::alerts::{self, EntityAlertState, Evaluator, Policy};
 use crate::commit_log::CommitLog;
+use crate::config::reload::ReloadOutcome;
 use crate::config::{Config, WhenFull};
 use crate::inference::batcher::{self, BatchLimits};
 use crate::inference::manifest::{Manifest, ModelKind, Thresholds};
@@ -372,15 +373,17 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     // After the MQTT setup: the inference thread's health reporter publishes on it.
     let limits = BatchLimits { max_batch: config.inference.max_batch, max_wait: Duration::from_millis(config.inference.max_wait_ms) };
     {
-        let deployment = Deployment::new(active_slot, candidate_slot, deployment_record, lifecycle.clone(), internal_tx.clone(), Some(health.clone()));
+        let deployment = Deployment::new(active_slot, candidate_slot, deployment_record, config.alerts.clone(), lifecycle.clone(), internal_tx.clone(), Some(health.clone()));
         let metrics = metrics.clone();
         threads.push(("inference", spawn("inference", Box::new(move || batcher::run(deployment, limits, jobs_rx, commands_rx, scored_tx, metrics)))?));
     }
 
+    // A config reload's new alert policy, for the alert stage.
+    let (policy_tx, policy_rx) = unbounded::<Policy>();
     let evaluator = Evaluator { agent: config.agent.id.clone(), policy, states: alert_states };
     {
         let (metrics, internal_tx, live, lifecycle) = (metrics.clone(), internal_tx.clone(), live.clone(), lifecycle.clone());
-        threads.push(("alerts", spawn("alerts", Box::new(move || alerts::run(evaluator, scored_rx, internal_tx, publishers, metrics, live, Some(lifecycle))))?));
+        threads.push(("alerts", spawn("alerts", Box::new(move || alerts::run(evaluator, scored_rx, internal_tx, publishers, metrics, live, Some(lifecycle), policy_rx)))?));
     }
     drop(internal_tx);
 
@@ -423,13 +426,16 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         .thread_name("vigil-io")
         .build()
         .map_err(AgentError::Spawn)?;
-    let uplink = Uplink::start(&rt, &config, outbox.clone(), metrics.clone())?;
+    let mut uplink = Some(Uplink::start(&rt, &config, outbox.clone(), metrics.clone())?);
+    // Config reloads (SIGHUP, POST /api/config/reload): see `crate::config::reload`.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
+    let mut running = config.clone();
 
     // Registered before the API answers (a supervisor or test may stop the agent as soon as it
     // does), and once: a signal between two loop iterations below must not be lost.
-    let mut shutdown = {
+    let (mut shutdown, mut hangup) = {
         let _context = rt.enter();
-        ShutdownSignal::install()
+        (ShutdownSignal::install(), hangup())
     };
     let api_task = match (api_listener, live) {
         (Some(listener), Some(live)) => {
@@ -456,6 +462,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                 started_ms: crate::reading::now_ms(),
                 drift: drift.clone(),
                 commit_log: control_tx,
+                reload: reload_tx,
             });
             Some(rt.spawn(api::serve(listener, state)))
         }
@@ -484,6 +491,13 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                         check_drift(d, &health, config.alerts.drift_psi, config.alerts.drift_min_windows);
                     }
                 }
+                _ = hangup.recv() => {
+                    let _ = reload(&rt, &mut running, &mut uplink, &outbox, &metrics, &policy_tx, &lifecycle).await;
+                }
+                Some(request) = reload_rx.recv() => {
+                    let result = reload(&rt, &mut running, &mut uplink, &outbox, &metrics, &policy_tx, &lifecycle).await;
+                    let _ = request.reply.send(result);
+                }
             }
         }
     });
@@ -497,11 +511,65 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     for (name, handle) in threads {
         handle.join().map_err(|_| AgentError::Panicked(name))?;
     }
-    rt.block_on(uplink.stop());
+    if let Some(uplink) = uplink {
+        rt.block_on(uplink.stop());
+    }
     log_status(&metrics);
     result?;
     tracing::info!("stopped");
     Ok(metrics)
+}
+
+/// A config reload request from the API; the answer says what changed or why nothing did.
+pub struct ReloadRequest {
+    pub reply: tokio::sync::oneshot::Sender<Result<ReloadOutcome, String>>,
+}
+
+/// Reloads the config file (see [`crate::config::reload`] for what applies): the sinks restart
+/// with the new settings, the alert stage and the inference thread get the new policy and
+/// bands. On any error nothing changes (or, if the new sinks do not start, the previous ones
+/// run again) and the error is returned.
+async fn reload(
+    rt: &tokio::runtime::Runtime,
+    running: &mut Config,
+    uplink: &mut Option<Uplink>,
+    outbox: &Arc<Outbox>,
+    metrics: &Arc<Metrics>,
+    policy: &crossbeam_channel::Sender<Policy>,
+    lifecycle: &Arc<crate::inference::lifecycle::Lifecycle>,
+) -> Result<ReloadOutcome, String> {
+    let result: Result<ReloadOutcome, String> = async {
+        let Some(path) = running.source.clone() else {
+            return Err("the agent was not started from a config file".into());
+        };
+        let new = tokio::task::spawn_blocking(move || Config::load(&path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let (next, outcome) = crate::config::reload::plan(running, new);
+        if let Some(u) = uplink.take() {
+            u.stop().await;
+        }
+        match Uplink::start(rt, &next, outbox.clone(), metrics.clone()) {
+            Ok(u) => *uplink = Some(u),
+            Err(e) => {
+                match Uplink::start(rt, running, outbox.clone(), metrics.clone()) {
+                    Ok(u) => *uplink = Some(u),
+                    Err(again) => tracing::error!(error = %again, "cannot start the previous sinks again; records stay in the outbox until a restart"),
+                }
+                return Err(format!("the new sink settings do not start ({e}); the previous sinks run again"));
+            }
+        }
+        // Both stages outlive this loop; a send fails only while the agent stops.
+        let _ = policy.send(Policy::new(&next));
+        let _ = lifecycle.commands.send(crate::inference::lifecycle::Command::Reconfigure { alerts: Box::new(next.alerts.clone()) });
+        *running = next;
+        Ok(outcome)
+    }
+    .await;
+    match &result {
+        Ok(o) if o.restart_needed.is_empty() => tracing::info!("config reloaded: applied {:?}", o.applied),
+        Ok(o) => tracing::warn!("config reloaded: applied {:?}; these keys changed but need a restart and keep their running values: {:?}", o.applied, o.restart_needed),
+        Err(e) => tracing::warn!("config reload rejected, the running config stays: {e}"),
+    }
+    result
 }
 
 /// Returns memory that bursts (a broker replaying a backlog, a recovery) left free inside the
@@ -549,37 +617,74 @@ fn log_status(m: &Metrics) {
     }
 }
 
-/// SIGTERM (unix) or Ctrl-C. SIGTERM is registered when this is created, so one that arrives
-/// while nobody awaits [`ShutdownSignal::recv`] is still seen by the next call.
-struct ShutdownSignal {
+/// A unix signal, registered when this is created, so one that arrives while nobody awaits
+/// [`UnixSignal::recv`] is still seen by the next call. Never fires where it cannot be
+/// registered (or off unix).
+struct UnixSignal {
     #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl UnixSignal {
+    /// Must run inside the runtime's context. `name` and `instead` (what the operator can do
+    /// instead) go into the warning when the signal cannot be registered.
+    #[cfg_attr(not(unix), allow(unused_variables))]
+    fn install(#[cfg(unix)] kind: tokio::signal::unix::SignalKind, name: &str, instead: &str) -> UnixSignal {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(kind);
+            if let Err(e) = &signal {
+                tracing::warn!(error = %e, "cannot listen for {name}; {instead}");
+            }
+            UnixSignal { signal: signal.ok() }
+        }
+        #[cfg(not(unix))]
+        UnixSignal {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+/// SIGTERM (unix) or Ctrl-C.
+struct ShutdownSignal {
+    term: UnixSignal,
 }
 
 impl ShutdownSignal {
     /// Must run inside the runtime's context.
     fn install() -> ShutdownSignal {
-        #[cfg(unix)]
-        {
-            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-            if let Err(e) = &term {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
-            }
-            ShutdownSignal { term: term.ok() }
+        ShutdownSignal {
+            term: UnixSignal::install(
+                #[cfg(unix)]
+                tokio::signal::unix::SignalKind::terminate(),
+                "SIGTERM",
+                "stop with Ctrl-C",
+            ),
         }
-        #[cfg(not(unix))]
-        ShutdownSignal {}
     }
 
     async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some(term) = &mut self.term {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
         }
-        let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// SIGHUP: reload the config (unix only).
+fn hangup() -> UnixSignal {
+    UnixSignal::install(
+        #[cfg(unix)]
+        tokio::signal::unix::SignalKind::hangup(),
+        "SIGHUP",
+        "reload the config with POST /api/config/reload",
+    )
 }

@@ -567,9 +567,14 @@ pub fn run(
     metrics: Arc<Metrics>,
     live: Option<Arc<LiveView>>,
     lifecycle: Option<Arc<crate::inference::lifecycle::Lifecycle>>,
+    policy: Receiver<Policy>,
 ) {
     let mut peers = PeerScores::default();
     while let Ok(message) = scored.recv() {
+        // A config reload's new policy applies from the next batch on.
+        while let Ok(p) = policy.try_recv() {
+            evaluator.policy = p;
+        }
         let now = now_ms();
         let mut out = Evaluation { now_ms: now, ..Evaluation::default() };
         let mut changed: Vec<Arc<str>> = Vec::new();

@@ -37,6 +37,7 @@
 //! | POST   | `/api/models`        | upload a version `{"manifest": {..}, "model_hex": "..", "golden": {..}}` into the registry and deploy it (`?mode=active|shadow|canary`, default `models.deploy`; token) |
 //! | POST   | `/api/models/promote`| make the candidate the active model (token)                 |
 //! | POST   | `/api/models/demote` | demote the candidate (token)                                 |
+//! | POST   | `/api/config/reload` | reload the config file (as SIGHUP; token): `{"applied": [keys], "restart_needed": [keys]}`, or `422` with `file:line: key` and nothing changed |
 //! | GET    | `/api/events`        | server-sent events: `state` (as `/api/state`) on change and every second |
 
 pub mod dashboard;
@@ -84,6 +85,8 @@ pub struct ApiState {
     pub drift: Option<Arc<crate::inference::drift::DriftMonitor>>,
     /// Requests to the commit log (the single writer), e.g. a DLQ replay.
     pub commit_log: crossbeam_channel::Sender<crate::commit_log::Control>,
+    /// Config reload requests to the agent's main loop.
+    pub reload: tokio::sync::mpsc::Sender<crate::agent::ReloadRequest>,
 }
 
 /// Builds the router.
@@ -104,6 +107,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/models", get(models).post(model_upload))
         .route("/api/models/promote", post(model_promote))
         .route("/api/models/demote", post(model_demote))
+        .route("/api/config/reload", post(config_reload))
         .route("/api/events", get(events))
         .with_state(state)
 }
@@ -324,6 +328,22 @@ async fn model_demote(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Res
     let reason = "demoted through the API".to_string();
     let _ = s.lifecycle.commands.send(crate::inference::lifecycle::Command::Demote { reason, sha256: None, reply: Some(reply) });
     lifecycle_answer(answer).await
+}
+
+async fn config_reload(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&headers, s.token.as_ref()) {
+        return refused.into_response();
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if s.reload.send(crate::agent::ReloadRequest { reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping: nothing was changed\n").into_response();
+    }
+    match tokio::time::timeout(MODEL_DEPLOY_TIMEOUT, answer).await {
+        Ok(Ok(Ok(outcome))) => (StatusCode::OK, Json(outcome)).into_response(),
+        Ok(Ok(Err(rejected))) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{rejected}\n")).into_response(),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping: nothing was changed\n").into_response(),
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "no answer in time; the reload may still happen\n").into_response(),
+    }
 }
 
 /// Sends `control` to the commit log and waits for its answer on `answer`.

@@ -40,7 +40,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&raw, path, |name| std::env::var(name).ok())
+        let mut config = Config::from_toml(&raw, path, |name| std::env::var(name).ok())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// [`Config::load`] on text already read; `path` is used for messages and relative paths.

@@ -11,6 +11,7 @@
 //! and `Display` never print the value.
 
 mod load;
+pub mod reload;
 pub mod modbus;
 pub mod secrets;
 
@@ -59,6 +60,9 @@ pub struct Config {
     /// How `vigil replay` maps a recorded file's columns to entities.
     #[serde(default)]
     pub replay: ReplayConfig,
+    /// The file this config was loaded from (set by [`Config::load`]; what a reload reads).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[replay]`

@@ -225,6 +225,8 @@ pub enum Command {
     Promote { reply: Option<Reply> },
     /// Demote the candidate (only if it is still the one with this sha256, when given).
     Demote { reason: String, sha256: Option<String>, reply: Option<Reply> },
+    /// New `[alerts]` settings (config reload): every deployed model's bands again.
+    Reconfigure { alerts: Box<AlertsConfig> },
 }
 
 /// The answer to an API request: the deployment after the change, or why nothing changed.
@@ -435,6 +437,8 @@ fn model_view(slot: &Slot, mode: DeployMode) -> ModelView {
 pub struct Deployment {
     pub active: Slot,
     pub candidate: Option<(Slot, DeployMode)>,
+    /// The `[alerts]` settings the bands come from (replaced by a config reload).
+    alerts: AlertsConfig,
     record: DeploymentRecord,
     lifecycle: Arc<Lifecycle>,
     to_commit_log: Sender<InternalWrite>,
@@ -448,13 +452,14 @@ impl Deployment {
         active: Slot,
         candidate: Option<(Slot, DeployMode)>,
         mut record: DeploymentRecord,
+        alerts: AlertsConfig,
         lifecycle: Arc<Lifecycle>,
         to_commit_log: Sender<InternalWrite>,
         health: Option<HealthReporter>,
     ) -> Deployment {
         record.active = Some(active.dir.clone());
         record.candidate = candidate.as_ref().map(|(s, m)| (s.dir.clone(), *m));
-        let mut d = Deployment { active, candidate, record, lifecycle, to_commit_log, health };
+        let mut d = Deployment { active, candidate, alerts, record, lifecycle, to_commit_log, health };
         d.refresh_view(true);
         d.persist(Vec::new());
         d
@@ -530,10 +535,12 @@ impl Deployment {
     /// Applies one lifecycle command (between batches).
     pub fn apply(&mut self, command: Command) {
         match command {
-            Command::Install { slot, mode, seen, reply } => {
+            Command::Install { mut slot, mode, seen, reply } => {
                 if let Some((k, v)) = seen {
                     self.record.seen.insert(k, v);
                 }
+                // The bands of the settings in force now (a reload may have come after loading).
+                slot.scoring.thresholds = effective_thresholds(&self.alerts, slot.runtime.manifest());
                 let model = slot.model().clone();
                 let message = format!("{} from {}", mode.as_str(), slot.dir.display());
                 match mode {
@@ -551,6 +558,13 @@ impl Deployment {
                 self.refresh_view(mode != DeployMode::Active || self.candidate.is_none());
                 self.event("deployed", model, mode, message);
                 answer(reply, Ok(self.lifecycle.view()));
+            }
+            Command::Reconfigure { alerts } => {
+                self.alerts = *alerts;
+                for slot in std::iter::once(&mut self.active).chain(self.candidate.as_mut().map(|(s, _)| s)) {
+                    slot.scoring.thresholds = effective_thresholds(&self.alerts, slot.runtime.manifest());
+                }
+                self.refresh_view(false);
             }
             Command::Refused { model, dir, error, seen } => {
                 if let Some((k, v)) = seen {
