@@ -50,7 +50,8 @@ ok = len(ref["scores"]) == len(cand["scores"]) and max(diffs) <= tol
 print(f"check-golden: {'ok  ' if ok else 'FAIL'} {model}: {len(diffs)} golden windows, "
       f"max |score diff| {max(diffs):.3g} (tolerance {tol}); outputs vs TensorFlow: "
       f"{ref['arch']} max {ref['max_abs_diff']:.4g}, {cand['arch']} ({cand['backend'].split(' ')[0]} "
-      f"TF Lite {cand['tflite']}) max {cand['max_abs_diff']:.4g}, golden tolerance {cand['tolerance']:.4g}")
+      f"TF Lite {cand['tflite']}) max {cand['max_abs_diff']:.4g}, golden tolerance {cand['tolerance']:.4g}; "
+      f"inference {ref.get('us_per_window', float('nan')):.3g} vs {cand.get('us_per_window', float('nan')):.3g} us/window")
 sys.exit(0 if ok else 1)
 PY
 done

@@ -52,7 +52,7 @@ if grep -qx libtensorflowlite_c.so <<<"$needed"; then
   install -m 0644 "$lib" "$stage/usr/lib/vigil/libtensorflowlite_c.so"
 fi
 install -m 0644 cross/deb/vigil.toml "$stage/etc/vigil/vigil.toml"
-cp -r models/univariate-ae "$stage/usr/share/vigil/models/"
+for m in models/*/; do [[ -n "$(ls "$m"*/manifest.json 2>/dev/null)" ]] && cp -r "$m" "$stage/usr/share/vigil/models/"; done
 install -m 0644 cross/deb/vigil.service "$stage/lib/systemd/system/vigil.service"
 install -m 0644 README.md "$stage/usr/share/doc/vigil/README.md"
 install -m 0644 config/vigil.toml "$stage/usr/share/doc/vigil/vigil.toml"

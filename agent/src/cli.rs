@@ -26,8 +26,9 @@ pub enum CliError {
 
 /// `vigil model-check DIR`: loads and golden-checks the model in `DIR` with the linked TF Lite
 /// backend; returns one JSON object (`backend`, `tflite`, `arch`, `model`, `version`, the
-/// [`GoldenReport`](crate::inference::GoldenReport) fields, and `scores`: the runtime's score of
-/// every golden window, in order). Comparing `scores` across builds (x86_64 vs ARM under qemu)
+/// [`GoldenReport`](crate::inference::GoldenReport) fields, `us_per_window`: the best of 20 runs
+/// of the golden batch divided by its windows, and `scores`: the runtime's score of every golden
+/// window, in order). Comparing `scores` across builds (x86_64 vs ARM under qemu)
 /// is what `cross/check-golden.sh` does.
 pub fn model_check(dir: &std::path::Path) -> Result<String, crate::inference::InferenceError> {
     use crate::inference::{backend, ModelRuntime};
@@ -36,6 +37,16 @@ pub fn model_check(dir: &std::path::Path) -> Result<String, crate::inference::In
     let mut out = Vec::new();
     runtime.run_batch(&golden.flat_inputs(), golden.inputs.len(), &mut out)?;
     let width = runtime.input_width();
+    // Inference cost: the golden batch run again (after the warm-up above), best of 20 runs,
+    // per window. A figure for comparing builds (native vs qemu, backends), not a benchmark.
+    let mut best = std::time::Duration::MAX;
+    let mut scratch = Vec::new();
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        runtime.run_batch(&golden.flat_inputs(), golden.inputs.len(), &mut scratch)?;
+        best = best.min(t.elapsed());
+    }
+    let us_per_window = best.as_secs_f64() * 1e6 / golden.inputs.len().max(1) as f64;
     let scores: Vec<f64> =
         golden.inputs.iter().zip(out.chunks_exact(width)).map(|(z, r)| runtime.score(z, r)).collect();
     Ok(serde_json::json!({
@@ -49,6 +60,7 @@ pub fn model_check(dir: &std::path::Path) -> Result<String, crate::inference::In
         "mean_abs_diff": report.mean_abs_diff,
         "tolerance": report.tolerance,
         "max_score_diff": report.max_score_diff,
+        "us_per_window": us_per_window,
         "scores": scores,
     })
     .to_string())
