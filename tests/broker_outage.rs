@@ -26,6 +26,10 @@ fn agent_reconnects_after_a_broker_restart() {
         readings(r).len() >= before.len()
     });
 
+    // The agent acknowledges a message once it is committed; a PUBACK still in flight when the
+    // broker stops would make the broker redeliver it (an at-least-once duplicate by design, not
+    // what this test is about). Stop the broker only after it has every acknowledgement.
+    wait_for_pubacks(&broker, 0, &format!("vigil-{id}"), before.len());
     let lost_from = agent.line_count();
     broker.stop().unwrap();
     agent

@@ -181,20 +181,30 @@ pub fn vigil(args: &[&str]) -> Output {
 /// Blocks until the broker logged `n` SUBACKs to `client_id` (counting from log line `from`):
 /// the agent's subscriptions exist, so what is published from now on reaches it.
 pub fn wait_for_subacks(broker: &Mosquitto, from: usize, client_id: &str, n: usize) {
-    let needle = format!("Sending SUBACK to {client_id}");
+    wait_for_broker_lines(broker, from, &format!("Sending SUBACK to {client_id}"), n);
+}
+
+/// Blocks until the broker logged `n` PUBACKs from `client_id` (counting from log line `from`):
+/// the agent has acknowledged that many QoS 1 deliveries, so the broker will not redeliver them.
+pub fn wait_for_pubacks(broker: &Mosquitto, from: usize, client_id: &str, n: usize) {
+    wait_for_broker_lines(broker, from, &format!("Received PUBACK from {client_id} "), n);
+}
+
+/// Blocks until `n` broker log lines from line `from` on contain `needle` (20 s at most).
+fn wait_for_broker_lines(broker: &Mosquitto, from: usize, needle: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = 0;
     while seen < n {
         let lines = broker.log_lines();
-        seen = lines[from.min(lines.len())..].iter().filter(|l| l.contains(&needle)).count();
+        seen = lines[from.min(lines.len())..].iter().filter(|l| l.contains(needle)).count();
         if seen >= n {
             break;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {n} SUBACKs to {client_id} (saw {seen})");
-        // Wake on the next SUBACK line (or time out).
+        assert!(!left.is_zero(), "timed out waiting for {n} broker log lines with {needle:?} (saw {seen})");
+        // Wake on the next matching line (or time out).
         let count = broker.log_line_count();
-        let _ = broker.wait_for_log_after(count, |l| l.contains(&needle), left.min(Duration::from_secs(1)));
+        let _ = broker.wait_for_log_after(count, |l| l.contains(needle), left.min(Duration::from_secs(1)));
     }
 }
 
