@@ -28,7 +28,7 @@ fn valid_config_prints_the_effective_pipeline() {
     let config = dir.path().join("ok.toml");
     let text = format!(
         "{}\n{}\n{}\n[[ingest.serial]]\nport = \"/dev/ttyUSB7\"\nbaud = 57600\nentity = \"line1.n{{node}}.c{{channel}}\"\n",
-        base_config("ok", &dir.path().join("data"), &dir.path().join("outbox")),
+        base_config("ok", &dir.path().join("data"), &dir.path().join("outbox")).replacen("cooldown_s = 60\n", "cooldown_s = 60\nscore = \"novelty\"\nnovelty_horizon = 600\n", 1),
         mqtt_plain(18830),
         FLOW_SUBSCRIPTIONS
     );
@@ -50,6 +50,7 @@ fn valid_config_prints_the_effective_pipeline() {
         format!("inference: {name} {version} (sha256 {sha})"),
         format!("sliding windows: size {SIZE_MS} ms, hop {HOP_MS} ms"),
         "alerts: review >= 0.3, alert >= 0.4, raise after 1".into(),
+        format!("score novelty: against the values of the last 600 windows ({} s at the configured hop)", 600 * HOP_MS / 1000),
         "publish to `vigil/{agent}/alerts`".into(),
         format!("directory sink: {}", dir.path().join("outbox").display()),
     ] {

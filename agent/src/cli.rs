@@ -134,6 +134,12 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
     );
     let a = &config.alerts;
     let _ = writeln!(s, "alerts: review >= {}, alert >= {}, raise after {}, clear after {}, cooldown {} s", t.review, t.alert, a.raise_after, a.clear_after, a.cooldown_s);
+    if a.score == crate::config::ScoreMode::Novelty {
+        let _ = match a.novelty_horizon {
+            0 => writeln!(s, "  score novelty: against every value an entity has shown"),
+            n => writeln!(s, "  score novelty: against the values of the last {n} windows ({} s at the configured hop)", n as u64 * p.window.hop_ms / 1000),
+        };
+    }
     if config.mqtt.is_some() {
         let _ = writeln!(s, "  publish to `{}`, review events to `{}`", a.topic, a.review_topic);
     }

@@ -198,11 +198,12 @@ impl Range {
                 self.filled += 1;
             }
             _ => {
-                self.blocks.push_back((min, max));
-                self.filled = 1;
-                while self.blocks.len() > NOVELTY_BLOCKS {
+                // Drop first: the deque never holds (nor allocates for) more than NOVELTY_BLOCKS.
+                while self.blocks.len() >= NOVELTY_BLOCKS {
                     self.blocks.pop_front();
                 }
+                self.blocks.push_back((min, max));
+                self.filled = 1;
             }
         }
         (self.lo, self.hi) = self.blocks.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), b| (lo.min(b.0), hi.max(b.1)));
@@ -228,8 +229,9 @@ impl Range {
 /// for the rest of the windows that contain it. The range forgets: after one wide excursion (a
 /// maintenance spike, a sensor swap) the entity is sensitive again once the excursion's block
 /// has left the horizon; memory per entity stays two [`Range`]s of [`NOVELTY_BLOCKS`] blocks
-/// plus the suppression history, whatever the horizon. **Suppression:** a raw score that does not beat
-/// every raw score of the last [`NOVELTY_SUPPRESS_WINDOWS`] windows counts half, so a burst of
+/// plus the suppression history, whatever the horizon.
+///
+/// **Suppression:** a raw score that does not beat every raw score of the last [`NOVELTY_SUPPRESS_WINDOWS`] windows counts half, so a burst of
 /// detections scores its first (highest) window above the rest. The constants were chosen on
 /// half of the NAB corpus (README, "Replay and evaluation").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -853,8 +855,8 @@ mod tests {
             assert!(Range::novelty(&mut r, 0.0, 100.0, horizon) > 0.99);
             for k in 0..1000 {
                 let p = probe(&r, 10.5, horizon);
-                let memory = r.as_ref().map_or(0, |r| r.blocks.len());
-                assert!(memory <= NOVELTY_BLOCKS, "{memory} blocks");
+                let memory = r.as_ref().map_or((0, 0), |r| (r.blocks.len(), r.blocks.capacity()));
+                assert!(memory.0 <= NOVELTY_BLOCKS && memory.1 <= NOVELTY_BLOCKS, "{memory:?} blocks (length, capacity)");
                 if horizon == 0 || k < 70 {
                     assert_eq!(p, 0.0, "horizon {horizon}, {k} windows after the excursion");
                 } else if k >= 80 {
