@@ -5,7 +5,7 @@
 //!   ([`Config::load`]); a file that does not load is rejected with `file:line: key` and the
 //!   running config stays, untouched.
 //! * **What applies at once:** the keys in [`RELOADABLE`] — score bands and hysteresis
-//!   (`[alerts]` score, thresholds, raise/clear/cooldown; the inference thread re-derives every
+//!   (`[alerts]` score, thresholds, raise/clear/cooldown, novelty horizon; the inference thread re-derives every
 //!   deployed model's bands between two batches, the alert stage takes the policy before its
 //!   next batch), and every sink: `[uplink.directory]`, `[uplink.kafka]`, `[uplink.s3]`,
 //!   `[uplink.heartbeat]`, `[[alerts.webhook]]` and `[[alerts.route]]`. The sinks are stopped and
@@ -23,13 +23,14 @@ use serde::Serialize;
 use super::Config;
 
 /// Dotted key prefixes applied by a reload without a restart.
-pub const RELOADABLE: [&str; 12] = [
+pub const RELOADABLE: [&str; 13] = [
     "alerts.score",
     "alerts.review_threshold",
     "alerts.alert_threshold",
     "alerts.raise_after",
     "alerts.clear_after",
     "alerts.cooldown_s",
+    "alerts.novelty_horizon",
     "alerts.webhook",
     "alerts.route",
     "uplink.directory",
@@ -84,6 +85,8 @@ pub fn plan(running: &Config, new: Config) -> (Config, ReloadOutcome) {
     a.raise_after = new.alerts.raise_after;
     a.clear_after = new.alerts.clear_after;
     a.cooldown_s = new.alerts.cooldown_s;
+    // The ranges take a new block size at their next block (crate::alerts::Range).
+    a.novelty_horizon = new.alerts.novelty_horizon;
     a.webhook = new.alerts.webhook;
     a.route = new.alerts.route;
     let u = &mut next.uplink;
@@ -108,15 +111,16 @@ mod tests {
     #[test]
     fn reloadable_keys_apply_the_rest_waits_for_a_restart() {
         let running = config("[pipeline]\nworkers = 2\n");
-        let new = config("raise_after = 5\n[pipeline]\nworkers = 3\n[uplink.directory]\npath = \"out\"\n");
+        let new = config("raise_after = 5\nnovelty_horizon = 100\n[pipeline]\nworkers = 3\n[uplink.directory]\npath = \"out\"\n");
         let (next, outcome) = plan(&running, new);
-        assert_eq!(outcome.applied, vec!["alerts.raise_after", "uplink.directory"]);
+        assert_eq!(outcome.applied, vec!["alerts.novelty_horizon", "alerts.raise_after", "uplink.directory"]);
+        assert_eq!(next.alerts.novelty_horizon, 100);
         assert_eq!(outcome.restart_needed, vec!["pipeline.workers"]);
         assert_eq!(next.alerts.raise_after, 5);
         assert_eq!(next.uplink.directory.as_ref().map(|d| d.path.clone()), Some("/x/out".into()));
         // Not applied: named again by the next reload.
         assert_eq!(next.pipeline.workers, 2);
-        let (_, again) = plan(&next, config("raise_after = 5\n[pipeline]\nworkers = 3\n[uplink.directory]\npath = \"out\"\n"));
+        let (_, again) = plan(&next, config("raise_after = 5\nnovelty_horizon = 100\n[pipeline]\nworkers = 3\n[uplink.directory]\npath = \"out\"\n"));
         assert_eq!(again, ReloadOutcome { applied: vec![], restart_needed: vec!["pipeline.workers".into()] });
     }
 }
