@@ -10,25 +10,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 use vigil_test_harness::{http_get, Mosquitto, MosquittoOptions, Subscriber, SubscriberOptions};
-
-/// Scrapes `/metrics` until `done(samples)` holds (bounded poll; the values come from the
-/// broker's periodic `$SYS` reports).
-fn wait_for_metrics(api: std::net::SocketAddr, what: &str, mut done: impl FnMut(&[PromSample]) -> bool) -> Vec<PromSample> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let page = http_get(api, "/metrics").unwrap().text();
-        let samples = parse_prometheus(&page);
-        if done(&samples) {
-            return samples;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n--- page ---\n{page}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn broker_drops_and_sequence_gaps_raise_health_alerts() {

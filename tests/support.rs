@@ -714,6 +714,21 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).expect("parser output")
 }
 
+/// Scrapes `/metrics` until `done(samples)` holds (bounded poll, 60 s: counters and gauges
+/// have no event to await from outside); returns the samples. Panics with the page on timeout.
+pub fn wait_for_metrics(api: std::net::SocketAddr, what: &str, mut done: impl FnMut(&[PromSample]) -> bool) -> Vec<PromSample> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = vigil_test_harness::http_get(api, "/metrics").unwrap().text();
+        let samples = parse_prometheus(&page);
+        if done(&samples) {
+            return samples;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n--- page ---\n{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The value of sample `name` with exactly these labels (others ignored), if present.
 pub fn prom_value(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples

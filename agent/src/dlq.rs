@@ -197,7 +197,7 @@ impl Redecoder {
     /// Decodes `entry` again as if it arrived at `now`.
     pub fn redecode(&self, entry: &DlqEntry, now: EpochMs) -> Redecoded {
         let batch = match entry.source {
-            SourceKind::Mqtt if entry.reason != DlqReason::Late => decode_publish(&self.routes, &entry.topic, &entry.raw, now),
+            SourceKind::Mqtt if entry.reason != DlqReason::Late => decode_publish(&self.routes, &mut Default::default(), &entry.topic, &entry.raw, now).0,
             SourceKind::Serial => match crate::ingest::serial::replay(&self.serial, &self.validation, entry) {
                 Some(batch) => batch,
                 None => return Redecoded::NotReplayable,

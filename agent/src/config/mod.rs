@@ -290,6 +290,10 @@ pub enum PayloadFormat {
     JsonArray,
     Cbor,
     Number,
+    /// Sparkplug B (protobuf) on `spBv1.0/#`: stateful (aliases, sequence numbers, online
+    /// state), see `ingest::sparkplug`; the entity id comes from group/node/device/metric and
+    /// `entity` / `fields` are not used.
+    SparkplugB,
 }
 
 /// `[ingest.mqtt.fields]`: where to find each part of a reading in an object payload.

@@ -7,7 +7,8 @@
 //!
 //! Formats ([`PayloadFormat`]): `json` (one object), `json_array` (array of objects; a single
 //! object is accepted too), `cbor` (one map or an array of maps, same field names) and `number`
-//! (a bare decimal number; event time = receive time).
+//! (a bare decimal number; event time = receive time). `sparkplug_b` needs state across
+//! messages and is decoded by [`super::sparkplug`].
 
 use crate::config::{FieldNames, PayloadFormat, TimeUnit, ValidationConfig};
 use crate::dlq::{DlqEntry, DlqReason};
@@ -132,6 +133,9 @@ impl Decoder {
                         format!("expected a JSON object, found {}", json_kind(&other)),
                     )),
                 }
+            }
+            PayloadFormat::SparkplugB => {
+                Err(reject(DlqReason::Undecodable, "sparkplug_b payloads are decoded by ingest::sparkplug, not per message"))
             }
             PayloadFormat::Cbor => {
                 let value: ciborium::Value = ciborium::de::from_reader(raw)

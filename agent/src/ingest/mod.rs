@@ -6,7 +6,7 @@
 //! bounded: when the agent falls behind, sources block, which is the backpressure a broker
 //! sees as unacknowledged messages.
 //!
-//! Sources: [`mqtt`] (rumqttc), [`serial`] (firmware-bridge sensor nodes on a serial port),
+//! Sources: [`mqtt`] (rumqttc; Sparkplug B payloads via [`sparkplug`]), [`serial`] (firmware-bridge sensor nodes on a serial port),
 //! [`modbus`] (tokio-modbus, TCP and RTU polling),
 //! [`simulator_source`] (the built-in plant simulator).
 
@@ -16,6 +16,7 @@ pub mod mqtt;
 pub mod sequence;
 pub mod serial;
 pub mod simulator;
+pub mod sparkplug;
 pub mod simulator_source;
 pub mod topic;
 

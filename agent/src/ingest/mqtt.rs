@@ -41,9 +41,10 @@ use tokio::sync::watch;
 
 use super::decode::Decoder;
 use super::sequence::{SeqEvent, SequenceTracker};
+use super::sparkplug::{Effects, SparkplugState};
 use super::topic::{render, TopicTemplate};
 use super::IngestBatch;
-use crate::config::{MqttConfig, MqttSubscription, ValidationConfig};
+use crate::config::{MqttConfig, MqttSubscription, PayloadFormat, ValidationConfig};
 use crate::dlq::{DlqEntry, DlqReason};
 use crate::alerts::health::HealthReporter;
 use crate::metrics::{HealthKind, Metrics};
@@ -130,19 +131,25 @@ pub fn client(options: MqttOptions) -> (AsyncClient, EventLoop) {
     AsyncClient::new(options, REQUEST_QUEUE)
 }
 
-/// Decodes one PUBLISH with the first route whose template matches its topic.
-pub fn decode_publish(routes: &[Route], topic: &str, payload: &[u8], now: i64) -> IngestBatch {
+/// Decodes one PUBLISH with the first route whose template matches its topic. Sparkplug B
+/// routes go through `sparkplug` (aliases, sequence numbers, online state), whose other
+/// effects (rebirth requests, presence changes) are returned beside the batch.
+pub fn decode_publish(routes: &[Route], sparkplug: &mut SparkplugState, topic: &str, payload: &[u8], now: i64) -> (IngestBatch, Effects) {
     for route in routes {
         if let Some(bound) = route.template.bind(topic) {
-            let entity = match &route.entity {
-                Some(t) => render(t, &bound),
-                None => topic.to_string(),
+            let (decoded, effects) = if route.decoder.format == PayloadFormat::SparkplugB {
+                sparkplug.decode(&route.decoder.validation, topic, payload, now)
+            } else {
+                let entity = match &route.entity {
+                    Some(t) => render(t, &bound),
+                    None => topic.to_string(),
+                };
+                (route.decoder.decode(topic, payload, &entity, now), Effects::default())
             };
-            let decoded = route.decoder.decode(topic, payload, &entity, now);
-            return IngestBatch { readings: decoded.readings, rejects: decoded.rejects, on_commit: None };
+            return (IngestBatch { readings: decoded.readings, rejects: decoded.rejects, on_commit: None }, effects);
         }
     }
-    IngestBatch {
+    let batch =     IngestBatch {
         readings: Vec::new(),
         rejects: vec![DlqEntry {
             source: SourceKind::Mqtt,
@@ -153,7 +160,8 @@ pub fn decode_publish(routes: &[Route], topic: &str, payload: &[u8], now: i64) -
             received_ms: now,
         }],
         on_commit: None,
-    }
+    };
+    (batch, Effects::default())
 }
 
 /// Everything the agent sends over the MQTT connection besides subscriptions: acks (from the
@@ -224,6 +232,15 @@ impl Outbound {
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
         let mut b = self.backlog();
         if !b.publishes.is_empty() || !self.try_publish(&topic, &payload) {
+            b.publishes.push_back((topic, payload));
+        }
+    }
+
+    /// Publishes a command with QoS 0 (Sparkplug NCMD); when the client's request channel is
+    /// full it waits in line like an alert, with QoS 1.
+    pub fn command(&self, topic: String, payload: Vec<u8>) {
+        let mut b = self.backlog();
+        if !b.publishes.is_empty() || self.client.try_publish(topic.as_str(), QoS::AtMostOnce, false, payload.clone()).is_err() {
             b.publishes.push_back((topic, payload));
         }
     }
@@ -316,6 +333,22 @@ impl Watch {
     }
 }
 
+/// Acts on what a Sparkplug B message changed: counts a sequence gap, publishes rebirth
+/// requests (QoS 0, as the specification asks of NCMD) and re-exports the online state.
+fn sparkplug_effects(metrics: &Metrics, outbound: &Outbound, state: &SparkplugState, effects: Effects) {
+    if effects.gap > 0 {
+        metrics.sparkplug_seq_gaps.add(effects.gap);
+    }
+    for c in effects.commands {
+        tracing::info!(topic = %c.topic, "Sparkplug B: requesting a rebirth");
+        metrics.sparkplug_rebirth_requests.inc();
+        outbound.command(c.topic, c.payload);
+    }
+    if effects.presence_changed {
+        metrics.sparkplug_presence.set(state.presence());
+    }
+}
+
 /// Reconnect backoff bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -338,6 +371,7 @@ pub async fn run(
     watch: Option<Watch>,
 ) {
     let mut sequences = SequenceTracker::default();
+    let mut sparkplug = SparkplugState::default();
     let Shutdown { mut stop, mut drained } = shutdown;
     let filters: Vec<String> = routes.iter().map(|r| r.template.filter()).collect();
     let client = outbound.client().clone();
@@ -395,7 +429,8 @@ pub async fn run(
                 }
                 metrics.mqtt_messages.inc();
                 let Some(tx) = ingest.as_ref() else { continue };
-                let mut batch = decode_publish(&routes, &topic, &publish.payload, now_ms());
+                let (mut batch, effects) = decode_publish(&routes, &mut sparkplug, &topic, &publish.payload, now_ms());
+                sparkplug_effects(&metrics, &outbound, &sparkplug, effects);
                 if let Some(w) = &watch {
                     w.sequences(&metrics, &mut sequences, &batch.readings);
                 }
