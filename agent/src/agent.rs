@@ -409,6 +409,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         control: control_rx,
         redecoder,
         policy: crate::uplink_policy::UplinkPolicy::new(&config),
+        review_capacity: config.alerts.review_queue_capacity,
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let commit_handle = std::thread::Builder::new()

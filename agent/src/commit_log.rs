@@ -16,7 +16,7 @@
 //!   bounded worker/inference queues, so the unbounded channel cannot grow without limit.
 //!
 //! - **Control requests never hold up shutdown.** Requests from the HTTP API (DLQ replay,
-//!   alert acknowledgements) come
+//!   alert acknowledgements, review labels) come
 //!   on a third channel ([`Control`]) that the thread serves with the internal writes but never
 //!   waits for: the API may outlive the pipeline, and a request still queued when the commit
 //!   log stops is answered by its dropped reply channel ("the agent is stopping").
@@ -92,6 +92,9 @@ pub enum Control {
     ReplayDlq { only: Option<u64>, reply: tokio::sync::oneshot::Sender<ReplayOutcome> },
     /// Persist the acknowledgement of `entity`'s open alert; the reply says it is committed.
     Acknowledge { entity: String, ack: crate::alerts::Acknowledgement, reply: tokio::sync::oneshot::Sender<()> },
+    /// Label review queue item `id` and append its `review_label` record; the reply carries the
+    /// labelled item, `None` for an unknown id.
+    Label { id: u64, label: crate::alerts::review::Label, reply: tokio::sync::oneshot::Sender<Option<crate::alerts::review::ReviewItem>> },
 }
 
 /// What a DLQ replay did.
@@ -133,6 +136,8 @@ pub struct CommitLog {
     pub redecoder: Redecoder,
     /// Which records are appended to the outbox (`[uplink.policy]`).
     pub policy: UplinkPolicy,
+    /// Most rows of the review queue (`alerts.review_queue_capacity`).
+    pub review_capacity: u64,
 }
 
 /// What one group commit did.
@@ -145,6 +150,10 @@ struct Committed {
     replayed: Vec<Reading>,
     /// One per [`Control::ReplayDlq`] request of the group, in order.
     outcomes: Vec<ReplayOutcome>,
+    /// One per [`Control::Label`] request of the group, in order.
+    labelled: Vec<Option<crate::alerts::review::ReviewItem>>,
+    /// Unlabelled review items the queue bound dropped.
+    review_dropped: u64,
 }
 
 #[derive(Default)]
@@ -319,7 +328,8 @@ impl CommitLog {
         let mut next_seq = through + 1;
         let mut pending_checkpoints: Vec<(usize, u64)> = Vec::new();
         let mut trimmed = 0u64;
-        let (mut replayed, mut outcomes) = (Vec::new(), Vec::new());
+        let (mut replayed, mut outcomes, mut labelled) = (Vec::new(), Vec::new(), Vec::new());
+        let mut review_dropped = 0;
         {
             let mut meta = txn.open_table(store::META).doing("opening meta")?;
             let mut journal = txn.open_table(store::JOURNAL).doing("opening the journal")?;
@@ -331,6 +341,7 @@ impl CommitLog {
             let mut audit = txn.open_table(store::AUDIT).doing("opening the audit log")?;
             let mut acks = txn.open_table(store::ALERT_ACK).doing("opening alert_ack")?;
             let mut deployment = txn.open_table(store::MODEL_DEPLOYMENT).doing("opening model_deployment")?;
+            let mut review_queue = txn.open_table(store::REVIEW_QUEUE).doing("opening review_queue")?;
             let mut next_dlq = store::meta_get(&meta, store::NEXT_DLQ_ID)?.max(1);
             let first_audit = store::meta_get(&meta, store::NEXT_AUDIT_ID)?.max(1);
             let mut next_audit = first_audit;
@@ -366,6 +377,7 @@ impl CommitLog {
                         }
                         for (event_time, body) in &o.records {
                             outbox.record(*event_time, body)?;
+                            review_dropped += crate::alerts::review::enqueue(&mut review_queue, &mut meta, self.review_capacity, *event_time, body)?;
                         }
                     }
                     InternalWrite::DeadLetters(entries) => {
@@ -398,6 +410,15 @@ impl CommitLog {
                     }
                     Control::Acknowledge { entity, ack, .. } => {
                         acks.insert(entity.as_str(), store::to_cbor(ack).as_slice()).doing("writing alert_ack")?;
+                    }
+                    Control::Label { id, label, .. } => {
+                        let done = crate::alerts::review::label(&mut review_queue, *id, label)?;
+                        if let Some((item, body)) = done {
+                            outbox.record(item.window_end_ms, &body)?;
+                            labelled.push(Some(item));
+                        } else {
+                            labelled.push(None);
+                        }
                     }
                 }
             }
@@ -442,7 +463,7 @@ impl CommitLog {
                 *slot = (*slot).max(t);
             }
         }
-        Ok(Committed { through: next_seq - 1, journal_trimmed: trimmed, replayed, outcomes })
+        Ok(Committed { through: next_seq - 1, journal_trimmed: trimmed, replayed, outcomes, labelled, review_dropped })
     }
 
     /// After a durable commit: acknowledge sources, wake sinks, route readings to workers.
@@ -451,6 +472,8 @@ impl CommitLog {
         let mut readings = committed.replayed;
         readings.reserve(group.readings);
         let mut outcomes = committed.outcomes.into_iter();
+        let mut labelled = committed.labelled.into_iter();
+        self.metrics.review_queue_dropped.add(committed.review_dropped);
         // The requesters may have given up waiting; what they asked for is committed either way.
         for c in group.control {
             match c {
@@ -462,6 +485,13 @@ impl CommitLog {
                 }
                 Control::Acknowledge { reply, .. } => {
                     let _ = reply.send(());
+                }
+                Control::Label { reply, .. } => {
+                    let item = labelled.next().flatten();
+                    if item.is_some() {
+                        self.metrics.review_labels.inc();
+                    }
+                    let _ = reply.send(item);
                 }
             }
         }

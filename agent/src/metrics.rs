@@ -192,6 +192,11 @@ pub struct Metrics {
     pub alerts_raised: Counter,
     pub alerts_cleared: Counter,
     pub review_events: Counter,
+    /// `vigil_review_labels_total`: review queue items labelled through `POST /api/review/{id}`.
+    pub review_labels: Counter,
+    /// `vigil_review_queue_dropped_total`: unlabelled review queue items dropped because the
+    /// queue was full (`alerts.review_queue_capacity`; the oldest goes first).
+    pub review_queue_dropped: Counter,
     /// `vigil_health_alerts_total{kind}`: agent health alerts (e.g. `broker_drops`).
     pub health_alerts: HealthCounters,
     /// `vigil_mqtt_messages_total`, `vigil_mqtt_connects_total`: MQTT messages received and
@@ -342,7 +347,9 @@ impl Collector for Metrics {
         for r in DlqReason::ALL {
             out.sample("vigil_dlq_records_total", &[("reason", r.as_str())], self.dlq.get(r) as f64);
         }
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 16] = [
+            ("vigil_review_labels_total", "Review queue items labelled through the API.", &self.review_labels),
+            ("vigil_review_queue_dropped_total", "Unlabelled review queue items dropped because the queue was full (oldest first).", &self.review_queue_dropped),
             ("vigil_commits_total", "Group commits of the commit log.", &self.commits),
             ("vigil_dlq_replayed_total", "Dead letters that decoded on a replay through the API and became readings.", &self.dlq_replayed),
             ("vigil_bad_quality_readings_total", "Readings flagged bad by their source (uplinked, not scored).", &self.bad_quality),

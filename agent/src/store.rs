@@ -12,6 +12,7 @@
 //! | `features`     | entity id      | JSON feature snapshot         | commit log (checkpoints from workers) |
 //! | `alert_state`  | entity id      | CBOR hysteresis state         | commit log (outputs from the alert stage) |
 //! | `alert_ack`    | entity id      | CBOR [`crate::alerts::Acknowledgement`] | commit log (API acknowledgements) |
+//! | `review_queue` | review id      | CBOR [`crate::alerts::review::ReviewItem`] | commit log (review-band alert records; API labels) |
 //! | `audit`        | audit id       | CBOR [`crate::ingest::modbus::writeback::WriteAudit`] | commit log (Modbus write-back) |
 //! | `held_readings`, `uplink_release` | see [`crate::uplink_policy`]  | commit log (`reading = "around_alerts"`) |
 //! | outbox tables  | see `cloud_uplink::outbox`                     | commit log, sinks     |
@@ -49,6 +50,8 @@ pub const ALERT_ACK: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_
 /// Model deployment state (`crate::inference::lifecycle::DeploymentRecord`), key
 /// [`DEPLOYMENT_KEY`].
 pub const MODEL_DEPLOYMENT: TableDefinition<&str, &[u8]> = TableDefinition::new("model_deployment");
+/// The human review queue ([`crate::alerts::review`]).
+pub const REVIEW_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("review_queue");
 /// The one row of [`MODEL_DEPLOYMENT`].
 pub const DEPLOYMENT_KEY: &str = "current";
 
@@ -56,6 +59,8 @@ pub const DEPLOYMENT_KEY: &str = "current";
 pub const NEXT_SEQ: &str = "next_ingest_seq";
 /// `meta` key: the next DLQ id to assign.
 pub const NEXT_DLQ_ID: &str = "next_dlq_id";
+/// `meta` key: the next review queue id to assign.
+pub const NEXT_REVIEW_ID: &str = "next_review_id";
 /// `meta` key: the next audit id to assign.
 pub const NEXT_AUDIT_ID: &str = "next_audit_id";
 
@@ -110,6 +115,7 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
         txn.open_table(AUDIT).doing("creating tables")?;
         txn.open_table(ALERT_ACK).doing("creating tables")?;
         txn.open_table(MODEL_DEPLOYMENT).doing("creating tables")?;
+        txn.open_table(REVIEW_QUEUE).doing("creating tables")?;
     }
     txn.commit().doing("creating tables")?;
     Ok(Arc::new(db))

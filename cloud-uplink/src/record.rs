@@ -86,7 +86,8 @@ impl Envelope {
             | Body::ShadowScore { entity, .. }
             | Body::Alert { entity, .. }
             | Body::Aggregate { entity, .. }
-            | Body::Session { entity, .. } => entity,
+            | Body::Session { entity, .. }
+            | Body::ReviewLabel { entity, .. } => entity,
             Body::Dlq { source, .. } => source,
             Body::Heartbeat { .. } | Body::ModelEvent { .. } | Body::Unknown => &self.agent_id,
         }
@@ -245,6 +246,25 @@ pub enum Body {
         /// Human-readable reason (the verification error, the rollback rule that fired).
         message: String,
     },
+    /// A reviewer's label of a review-band window (the agent's human review queue), for
+    /// central teams to retrain on. Drains with the alert class (Kafka alert topic, key entity;
+    /// S3 `kind=alert`).
+    ReviewLabel {
+        /// Entity the window belongs to.
+        entity: String,
+        /// End of the labelled event-time window, ms since the Unix epoch.
+        window_end_ms: i64,
+        /// The score that put the window in the review band.
+        score: f64,
+        /// Model that produced the score.
+        model: ModelRef,
+        /// `normal` or `anomaly` (may gain values).
+        label: String,
+        /// Who labelled it (the API caller's name, `api` when none was given).
+        by: String,
+        /// When it was labelled, ms since the Unix epoch (agent wall clock).
+        labelled_ms: i64,
+    },
     /// A record kind this decoder does not know (written by a newer agent).
     /// Never written by this crate: [`crate::outbox::Outbox::append`] rejects it.
     #[serde(other)]
@@ -257,7 +277,7 @@ impl Body {
         match self {
             Body::Reading { .. } => Some(RecordClass::Reading),
             Body::Score { .. } | Body::ShadowScore { .. } => Some(RecordClass::Score),
-            Body::Alert { .. } | Body::ModelEvent { .. } => Some(RecordClass::Alert),
+            Body::Alert { .. } | Body::ModelEvent { .. } | Body::ReviewLabel { .. } => Some(RecordClass::Alert),
             Body::Dlq { .. } => Some(RecordClass::Dlq),
             Body::Heartbeat { .. } => Some(RecordClass::Heartbeat),
             Body::Aggregate { .. } => Some(RecordClass::Aggregate),

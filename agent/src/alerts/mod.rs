@@ -22,6 +22,7 @@
 
 pub mod health;
 pub mod publish;
+pub mod review;
 pub mod webhook;
 
 use std::collections::HashMap;

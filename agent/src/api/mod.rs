@@ -30,6 +30,8 @@
 //! | GET    | `/api/scores`        | the most recent scores (`?limit=`)                          |
 //! | GET    | `/api/alerts`        | open alerts, recent review and health events                |
 //! | POST   | `/api/alerts/ack`    | acknowledge `{"entity": "...", "by": "..."}` (token)        |
+//! | GET    | `/api/review`        | the human review queue: pending review-band windows (entity, window, score, model), oldest first (`?limit=`, default 100) |
+//! | POST   | `/api/review/{id}`   | label item `id` `{"label": "normal"|"anomaly", "by": "..."}` (token): stored and uplinked as a `review_label` record; `404` for an unknown id |
 //! | GET    | `/api/dlq`           | dead letters: counts per reason, the latest entries         |
 //! | POST   | `/api/dlq/replay`    | decode dead letters again with the running config and commit what decodes (`{"id": N}` for one; token) |
 //! | GET    | `/api/uplink`        | outbox depth and per-sink delivery                          |
@@ -101,6 +103,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/scores", get(scores))
         .route("/api/alerts", get(alerts))
         .route("/api/alerts/ack", post(ack))
+        .route("/api/review", get(review_queue))
+        .route("/api/review/{id}", post(review_label))
         .route("/api/dlq", get(dlq))
         .route("/api/dlq/replay", post(dlq_replay))
         .route("/api/uplink", get(uplink))
@@ -253,6 +257,59 @@ async fn ack(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: axum::bod
     } else {
         // Cleared (or raised again) meanwhile; the stored acknowledgement names the old raise.
         not_open()
+    }
+}
+
+#[derive(Deserialize)]
+struct ReviewQuery {
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ReviewItemView {
+    id: u64,
+    #[serde(flatten)]
+    item: crate::alerts::review::ReviewItem,
+}
+
+async fn review_queue(State(s): State<Arc<ApiState>>, Query(q): Query<ReviewQuery>) -> Response {
+    match crate::alerts::review::pending(&s.db, q.limit.unwrap_or(100)) {
+        Ok(items) => Json(serde_json::json!({
+            "pending": items.into_iter().map(|(id, item)| ReviewItemView { id, item }).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the review queue: {e}\n")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelRequest {
+    label: crate::alerts::review::Verdict,
+    /// Who labels (uplinked with the label). Default `api`.
+    by: Option<String>,
+}
+
+async fn review_label(State(s): State<Arc<ApiState>>, axum::extract::Path(id): axum::extract::Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(refused) = authorize(&headers, s.token.as_ref()) {
+        return refused.into_response();
+    }
+    let unknown = || (StatusCode::NOT_FOUND, format!("no review queue item {id:?}\n")).into_response();
+    let Ok(n) = id.parse::<u64>() else { return unknown() };
+    let req: LabelRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("expected {{\"label\": \"normal\" | \"anomaly\", \"by\": \"...\"}}: {e}\n")).into_response(),
+    };
+    let label = crate::alerts::review::Label { verdict: req.label, by: req.by.unwrap_or_else(|| "api".into()), labelled_ms: crate::reading::now_ms() };
+    let (reply, committed) = tokio::sync::oneshot::channel();
+    let control = crate::commit_log::Control::Label { id: n, label: label.clone(), reply };
+    match ask_commit_log(&s, control, committed).await {
+        Err(refused) => refused,
+        Ok(None) => unknown(),
+        Ok(Some(item)) => {
+            tracing::info!(id = n, entity = %item.entity, label = label.verdict.as_str(), by = %label.by, "review item labelled");
+            (StatusCode::OK, Json(ReviewItemView { id: n, item })).into_response()
+        }
     }
 }
 

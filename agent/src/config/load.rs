@@ -309,6 +309,9 @@ impl Config {
                 return fail("alerts.review_threshold", "must be <= alerts.alert_threshold".into());
             }
         }
+        if a.review_queue_capacity == 0 {
+            return fail("alerts.review_queue_capacity", "must be at least 1".into());
+        }
         if a.raise_after == 0 || a.clear_after == 0 {
             return fail("alerts.raise_after", "raise_after and clear_after must be >= 1".into());
         }

@@ -679,6 +679,11 @@ pub struct AlertsConfig {
     /// MQTT topic for review-band events (JSON).
     #[serde(default = "defaults::review_topic")]
     pub review_topic: String,
+    /// Most items of the human review queue (review-band windows awaiting a label, and labelled
+    /// ones until they age out; persisted in `state.redb`). Beyond it the oldest item is dropped
+    /// and an unlabelled one counted in `vigil_review_queue_dropped_total`. Needs a restart.
+    #[serde(default = "defaults::review_queue_capacity")]
+    pub review_queue_capacity: u64,
     /// Print each alert and clear as one line on standard output (besides the log).
     #[serde(default = "defaults::yes")]
     pub print: bool,
@@ -768,6 +773,7 @@ impl Default for AlertsConfig {
             novelty_horizon: defaults::novelty_horizon(),
             topic: defaults::alert_topic(),
             review_topic: defaults::review_topic(),
+            review_queue_capacity: defaults::review_queue_capacity(),
             print: true,
             drift_psi: defaults::drift_psi(),
             drift_min_windows: defaults::drift_min_windows(),
@@ -1239,6 +1245,9 @@ mod defaults {
     }
     pub fn review_topic() -> String {
         "vigil/{agent}/review".into()
+    }
+    pub fn review_queue_capacity() -> u64 {
+        1000
     }
     pub fn baud() -> u32 {
         115_200
