@@ -4,7 +4,11 @@
 #   2. provide the TFLite runtime (cross/tflite/provide-runtime.sh, when present),
 #   3. build the firmware-bridge node library for a bare-metal target (thumbv7em-none-eabihf,
 #      no std, no allocator; `rustup target add` when missing),
-#   4. run every test of the workspace: cargo nextest when installed, else cargo test.
+#   4. run every test of the workspace: cargo nextest when installed, else cargo test,
+#   5. (full runs as root only) package the debug binary as the x86_64 .deb, install it with
+#      dpkg -i and start the agent as its systemd unit would (tests/deb_install.sh).
+#      The ARM checks under qemu-user (tests/cross.sh, ~28 CPU-minutes: TF Lite C++ for two
+#      targets) are not part of this command yet; run them with `bash tests/cross.sh`.
 # The exit code is the tests' result. Extra arguments go to the test runner,
 # e.g. `bash tests/run-all.sh -p vigil-test-harness`.
 set -euo pipefail
@@ -49,6 +53,16 @@ if cargo nextest --version >/dev/null 2>&1 && [[ "${VIGIL_NO_NEXTEST:-}" != 1 ]]
 else
   step "cargo test ${args[*]} --all-targets"
   cargo test "${args[@]}" --all-targets --no-fail-fast || rc=$?
+fi
+
+# Packaging: only in a full run (no runner arguments).
+if [[ ${#@} -eq 0 ]]; then
+  step "x86_64 .deb: tests/deb_install.sh"
+  if [[ "$(id -u)" -eq 0 ]]; then
+    bash tests/deb_install.sh dev || rc=$?
+  else
+    echo "skipped: dpkg -i needs root"
+  fi
 fi
 
 if [[ $rc -eq 0 ]]; then
