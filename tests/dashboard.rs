@@ -5,7 +5,8 @@
 //! subscription on a real Mosquitto. The page is opened first; then a series with a spike is
 //! published for `l1.temp`, and the open alert must appear on the already-open page (pushed by
 //! server-sent events, no reload). The browser acknowledges it with the API token, the test
-//! checks the acknowledgement through the JSON API, and the screenshot is kept as an artefact
+//! checks the acknowledgement through the JSON API; it then labels a review-queue item as an
+//! anomaly and the `review_label` record must reach the outbox. The screenshot is kept as an artefact
 //! in `target/test-artefacts/dashboard.png`. The page must make no request outside the agent
 //! (it works offline).
 
@@ -31,7 +32,9 @@ fn demo_config(dir: &std::path::Path, port: u16) -> String {
     // The demo's alert threshold (0.65) is calibrated on the simulator's spikes; the injected
     // spike below scores 0.52-0.59 with univariate-ae 1.1.0 once it is inside the window.
     let alerts = c["alerts"].as_table_mut().unwrap();
-    alerts.insert("review_threshold".into(), 0.3.into());
+    // Every scored l1.temp window below the alert band is a review-band window, so the review
+    // queue has an item for the browser to label (at most one per entity per cooldown).
+    alerts.insert("review_threshold".into(), 0.0001.into());
     alerts.insert("alert_threshold".into(), 0.45.into());
     let extra: toml::Table = toml::from_str(&format!(
         "{}\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{API_TOKEN}\"\n[[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n",
@@ -122,6 +125,7 @@ fn dashboard_shows_a_live_alert_and_acknowledges_it_in_chromium() {
 
     expect("ALERT", Duration::from_secs(90));
     expect("ACKED", Duration::from_secs(60));
+    expect("LABELLED", Duration::from_secs(60));
     expect("DONE", Duration::from_secs(30));
     let status = browser.wait().unwrap();
     assert!(status.success(), "browser exit {status}");
@@ -129,6 +133,10 @@ fn dashboard_shows_a_live_alert_and_acknowledges_it_in_chromium() {
     let alerts: serde_json::Value = serde_json::from_slice(&http_get(api, "/api/alerts").unwrap().body).unwrap();
     let a = alerts["open"].as_array().unwrap().iter().find(|a| a["entity"] == "l1.temp").unwrap_or_else(|| panic!("{alerts}"));
     assert_eq!(a["acked_by"], "e2e-test", "{a}");
+    // The browser's label is stored and uplinked like one made through the API.
+    wait_for_outbox(&dir.path().join("outbox"), Duration::from_secs(30), Some(&agent), "the browser's review label", |r| {
+        r.iter().any(|e| matches!(&e.body, cloud_uplink::Body::ReviewLabel { entity, label, by, .. } if entity == "l1.temp" && label == "anomaly" && by == "e2e-test"))
+    });
     let png = std::fs::read(&screenshot).expect("screenshot saved");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot is a PNG of a rendered page ({} bytes)", png.len());
     eprintln!("screenshot: {} ({} bytes)", screenshot.display(), png.len());

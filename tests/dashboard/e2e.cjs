@@ -7,7 +7,8 @@
 // 1. opens URL with a fresh profile, waits until the event stream is live and prints "LIVE";
 // 2. waits (no reload) until an open alert for ENTITY appears, prints "ALERT";
 // 3. types TOKEN and a name, clicks Acknowledge, waits for "acknowledged by e2e-test";
-// 4. saves a full-page screenshot to SCREENSHOT and prints "DONE".
+// 4. clicks "Anomaly" on the first review-queue item, waits for "labelled", prints "LABELLED";
+// 5. saves a full-page screenshot to SCREENSHOT and prints "DONE".
 // Any failure: message on stderr, a screenshot next to SCREENSHOT (-failure.png), exit 1.
 "use strict";
 const { chromium } = require("playwright-core");
@@ -45,6 +46,11 @@ const TIMEOUT = 90_000;
     await row.locator("button.ack").click({ timeout: TIMEOUT });
     await page.locator(`#alerts tr[data-entity="${entity}"] td.acked`, { hasText: "acknowledged by e2e-test" }).waitFor({ timeout: TIMEOUT });
     console.log("ACKED " + (await page.locator("#ack-status").innerText()));
+    const review = page.locator("#reviews tr[data-review]").first();
+    await review.waitFor({ timeout: TIMEOUT });
+    await review.locator('button.label[data-label="anomaly"]').click({ timeout: TIMEOUT });
+    await page.locator("#review-status", { hasText: "labelled" }).waitFor({ timeout: TIMEOUT });
+    console.log("LABELLED " + (await page.locator("#review-status").innerText()));
     await page.screenshot({ path: screenshot, fullPage: true });
     if (foreign.length) throw new Error("requests outside the agent: " + foreign.join(", "));
     if (errors.length) throw new Error("page errors: " + errors.join("; "));
