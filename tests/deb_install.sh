@@ -64,7 +64,10 @@ if [[ "$healthy" != ok* ]]; then
   cat "$log" >&2
   exit 1
 fi
-http_get /metrics | grep -q '^vigil_' || { echo "deb_install: /metrics has no vigil_ metric" >&2; cat "$log" >&2; exit 1; }
+# Read the page first: `http_get | grep -q` under pipefail fails whenever grep quits at its first
+# match before http_get has written the rest (SIGPIPE), which happened in a CI run.
+metrics="$(http_get /metrics)" || { echo "deb_install: /metrics did not answer 200" >&2; cat "$log" >&2; exit 1; }
+grep -q '^vigil_' <<<"$metrics" || { echo "deb_install: /metrics has no vigil_ metric" >&2; cat "$log" >&2; exit 1; }
 grep -q "golden vectors verified" "$log" || { echo "deb_install: no golden check in the log" >&2; cat "$log" >&2; exit 1; }
 kill -TERM "$pid"
 rc=0
