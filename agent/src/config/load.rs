@@ -179,6 +179,12 @@ impl Config {
             }
             let template = TopicTemplate::parse(&sub.topic)
                 .map_err(|e| (format!("ingest.mqtt[{i}].topic"), e.to_string()))?;
+            if sub.format == crate::config::PayloadFormat::SparkplugB && sub.entity.is_some() {
+                return fail(
+                    &format!("ingest.mqtt[{i}].entity"),
+                    "not used with format = \"sparkplug_b\" (the entity is <group>/<node>[/<device>]/<metric>): remove it".into(),
+                );
+            }
             if let Some(entity) = &sub.entity {
                 template
                     .check_entity_template(entity)
@@ -486,6 +492,14 @@ model_dir = "models/univariate-ae/1.0.0"
         let (line, key, _) = expect_invalid(extra);
         assert_eq!(key, "ingest.mqtt[1].topic");
         assert_eq!(line, 19);
+    }
+
+    #[test]
+    fn sparkplug_subscription_refuses_an_entity_template() {
+        let extra = "\n[mqtt]\nhost = \"127.0.0.1\"\n\n[[ingest.mqtt]]\ntopic = \"spBv1.0/#\"\nformat = \"sparkplug_b\"\nentity = \"{x}\"\n";
+        let (_, key, message) = expect_invalid(extra);
+        assert_eq!(key, "ingest.mqtt[0].entity", "{message}");
+        assert!(message.contains("sparkplug_b"), "{message}");
     }
 
     #[test]
