@@ -25,15 +25,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloud_uplink::{
-    BatchLimits, Body, ClassSet, DirectorySink, KafkaCompression, KafkaSasl, KafkaSink, KafkaSinkConfig,
-    KafkaTopics, Outbox, RecordClass, S3Sink, S3SinkConfig, Sink, ValueEncoding,
+    AvroEncoding, BatchLimits, Body, ClassSet, DirectorySink, KafkaCompression, KafkaSasl, KafkaSink, KafkaSinkConfig,
+    KafkaTopics, Outbox, RecordClass, S3Sink, S3SinkConfig, SchemaRegistryConfig, Sink, ValueEncoding,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::alerts::webhook::WebhookSink;
 use crate::config::{
-    CompressionSetting, Config, KafkaSinkSettings, RecordKind, S3SinkSettings, SaslMechanism, ValueEncodingSetting,
+    AvroSettings, CompressionSetting, Config, KafkaSinkSettings, RecordKind, S3SinkSettings, SaslMechanism,
+    ValueEncodingSetting,
 };
 use crate::metrics::Metrics;
 
@@ -44,6 +45,10 @@ pub enum UplinkSetupError {
     Directory(#[from] cloud_uplink::SinkError),
     #[error("uplink.kafka.tls: {0}")]
     KafkaTls(#[from] crate::tls::TlsSetupError),
+    #[error("uplink.kafka.avro.tls: {0}")]
+    RegistryTls(#[source] crate::tls::TlsSetupError),
+    #[error("uplink.kafka: {0}")]
+    Kafka(#[from] cloud_uplink::KafkaSetupError),
     #[error("uplink.s3: {0}")]
     S3(#[from] cloud_uplink::S3SetupError),
     #[error("uplink.s3.ca_file {path}: {source}")]
@@ -80,7 +85,7 @@ impl Uplink {
         if let Some(k) = &config.uplink.kafka {
             names.push("kafka".into());
             let limits = BatchLimits { max_records: k.max_batch_records, ..outbox.config().batch_limits() };
-            let sink = KafkaSink::new("kafka", config.agent.id.clone(), kafka_config(config, k)?).with_batch_limits(limits);
+            let sink = KafkaSink::new("kafka", config.agent.id.clone(), kafka_config(config, k)?)?.with_batch_limits(limits);
             uplink.spawn(rt, &outbox, sink, &stop_rx);
         }
         if let Some(s3) = &config.uplink.s3 {
@@ -220,6 +225,7 @@ fn kafka_config(config: &Config, k: &KafkaSinkSettings) -> Result<KafkaSinkConfi
         encoding: match k.encoding {
             ValueEncodingSetting::Cbor => ValueEncoding::Cbor,
             ValueEncodingSetting::Json => ValueEncoding::Json,
+            ValueEncodingSetting::Avro => ValueEncoding::Avro(avro_encoding(k.avro.as_ref())?),
         },
         compression: match k.compression {
             CompressionSetting::None => KafkaCompression::None,
@@ -232,6 +238,27 @@ fn kafka_config(config: &Config, k: &KafkaSinkSettings) -> Result<KafkaSinkConfi
         request_timeout: Duration::from_millis(k.request_timeout_ms),
         max_request_bytes: k.max_request_bytes,
     })
+}
+
+/// `[uplink.kafka.avro]` as the sink's [`AvroEncoding`] (validated by the config loader).
+fn avro_encoding(a: Option<&AvroSettings>) -> Result<AvroEncoding, UplinkSetupError> {
+    let Some(a) = a else { return Ok(AvroEncoding::default()) };
+    let registry = match &a.registry_url {
+        Some(url) => Some(SchemaRegistryConfig {
+            url: url.clone(),
+            basic_auth: a
+                .registry_username
+                .clone()
+                .map(|u| (u, a.registry_password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default())),
+            tls: match &a.tls {
+                Some(t) => Some(Arc::new(crate::tls::client_config(t).map_err(UplinkSetupError::RegistryTls)?)),
+                None => None,
+            },
+            timeout: Duration::from_millis(a.registry_timeout_ms),
+        }),
+        None => None,
+    };
+    Ok(AvroEncoding { registry, schema_ids: a.schema_ids.clone() })
 }
 
 fn s3_config(config: &Config, s: &S3SinkSettings) -> Result<S3SinkConfig, UplinkSetupError> {

@@ -136,6 +136,7 @@ async fn main() {
             max_request_bytes: 1 << 20,
         },
     )
+    .expect("a CBOR Kafka sink has no setup to fail")
     .with_batch_limits(BatchLimits { max_records: BATCH, max_bytes: 4 << 20, linger: Duration::ZERO });
     let vigil_took = drain(Arc::clone(&kafka_outbox), sink, "kafka").await;
     let (raw_rate, vigil_rate) = (rate(records, raw_took), rate(records, vigil_took));

@@ -20,9 +20,17 @@
 //!   the broker sees records in `seq` order. A failed batch is offered again as a whole, so a
 //!   partition that had already accepted its part receives those records twice — the
 //!   at-least-once duplicate, detectable by the `vigil.seq` header / the envelope's `seq`.
+//! * **Values.** [`ValueEncoding`]: the outbox's CBOR bytes as they are, JSON, or Avro in the
+//!   Confluent wire format (magic byte, schema id, datum of `schema/vigil-record.avsc`; see
+//!   [`crate::avro`]), so central teams consume with standard Avro deserializers. The schema id
+//!   per topic comes from configuration or from registering the schema with a schema registry
+//!   under the subject `<topic>-value` (Confluent's default TopicNameStrategy) before the
+//!   topic's first produce after each (re)connect; a registry that cannot be reached is a
+//!   transient error like a broker that cannot be reached (the records wait in the outbox).
 //! * **Headers.** `vigil.schema` (record schema version), `vigil.agent`, `vigil.seq`,
-//!   `vigil.kind` (all UTF-8 text), and `content-type` (`application/cbor` or
-//!   `application/json`). The Kafka timestamp is the record's event time.
+//!   `vigil.kind` (all UTF-8 text), and `content-type` (`application/cbor`,
+//!   `application/json` or `application/vnd.vigil.avro`). The Kafka timestamp is the record's
+//!   event time.
 //! * **Failures.** Every produce/metadata error is [`SinkError::Transient`]: the outbox retries
 //!   with backoff, forever, so an unreachable broker never loses data. rskafka's own retries are
 //!   bounded by `request_timeout` so errors surface to the outbox loop (and its metrics) instead
@@ -37,7 +45,9 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 
+use crate::avro::{confluent_frame, AvroError, AvroSchema};
 use crate::record::{encode_json, Envelope, RecordClass, SCHEMA_VERSION};
+use crate::schema_registry::{RegistryError, SchemaRegistry, SchemaRegistryConfig};
 use crate::sink::{BatchLimits, ClassSet, Sink, SinkError, StoredRecord};
 
 /// Topic per record kind; `None` = this sink does not take that kind.
@@ -68,13 +78,48 @@ impl KafkaTopics {
 }
 
 /// How record values are encoded on Kafka.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub enum ValueEncoding {
     /// The outbox's CBOR envelope, byte for byte (decode with [`crate::decode_cbor`]).
     #[default]
     Cbor,
     /// The envelope as JSON text ([`crate::encode_json`]).
     Json,
+    /// The envelope as Avro in the Confluent wire format ([`crate::avro`]).
+    Avro(AvroEncoding),
+}
+
+/// Where the Avro encoding gets its schema ids.
+#[derive(Debug, Clone, Default)]
+pub struct AvroEncoding {
+    /// Registry to register the record schema with, under the subject `<topic>-value`.
+    pub registry: Option<SchemaRegistryConfig>,
+    /// Schema ids fixed by configuration (the schema registered beforehand by the central
+    /// team), per topic; they take precedence over the registry.
+    pub schema_ids: BTreeMap<String, u32>,
+}
+
+/// Errors setting up a [`KafkaSink`].
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// The shipped Avro record schema does not parse (a build defect; tests prove it does).
+    #[error("the Avro record schema: {0}")]
+    Schema(#[from] AvroError),
+    /// The schema registry client could not be built.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Avro without a registry needs a schema id for every topic.
+    #[error("Avro encoding: topic {topic:?} has no schema id and no schema registry is configured")]
+    NoSchemaId { topic: String },
+}
+
+/// The Avro encoder's state: the parsed schema, and the schema id per topic once known.
+struct AvroState {
+    schema: AvroSchema,
+    registry: Option<SchemaRegistry>,
+    ids: BTreeMap<String, u32>,
+    /// The ids fixed by configuration (kept when registry ids are forgotten on reconnect).
+    configured: BTreeMap<String, u32>,
 }
 
 /// Producer-side compression of record batches.
@@ -156,6 +201,7 @@ pub struct KafkaSink {
     classes: ClassSet,
     limits: Option<BatchLimits>,
     conn: Option<Connection>,
+    avro: Option<AvroState>,
 }
 
 /// A connected client with the partition clients of the topics used so far.
@@ -173,20 +219,61 @@ fn transient(what: impl std::fmt::Display, e: impl std::error::Error + Send + Sy
 
 impl KafkaSink {
     /// A sink named `name` for records of agent `agent_id`. Connects lazily, on the first
-    /// delivery (an unreachable broker at start-up is an ordinary transient failure).
-    pub fn new(name: impl Into<String>, agent_id: impl Into<String>, config: KafkaSinkConfig) -> Self {
+    /// delivery (an unreachable broker or registry at start-up is an ordinary transient
+    /// failure). Fails only on settings that can never work.
+    pub fn new(name: impl Into<String>, agent_id: impl Into<String>, config: KafkaSinkConfig) -> Result<Self, KafkaSetupError> {
         let classes = RecordClass::ALL
             .into_iter()
             .filter(|&c| config.topics.get(c).is_some())
             .fold(ClassSet::NONE, |s, c| s.with(c));
-        KafkaSink {
+        let avro = match &config.encoding {
+            ValueEncoding::Avro(a) => {
+                if a.registry.is_none() {
+                    let missing = RecordClass::ALL
+                        .into_iter()
+                        .filter_map(|c| config.topics.get(c))
+                        .find(|t| !a.schema_ids.contains_key(*t));
+                    if let Some(topic) = missing {
+                        return Err(KafkaSetupError::NoSchemaId { topic: topic.to_string() });
+                    }
+                }
+                Some(AvroState {
+                    schema: AvroSchema::record()?,
+                    registry: a.registry.clone().map(SchemaRegistry::new).transpose()?,
+                    ids: a.schema_ids.clone(),
+                    configured: a.schema_ids.clone(),
+                })
+            }
+            ValueEncoding::Cbor | ValueEncoding::Json => None,
+        };
+        Ok(KafkaSink {
             name: name.into(),
             agent_id: agent_id.into(),
             config,
             classes,
             limits: None,
             conn: None,
+            avro,
+        })
+    }
+
+    /// The Avro schema id for `topic`: configured, cached, or registered now.
+    async fn schema_id(avro: &mut AvroState, topic: &str) -> Result<u32, SinkError> {
+        if let Some(&id) = avro.ids.get(topic) {
+            return Ok(id);
         }
+        let Some(registry) = &avro.registry else {
+            // KafkaSink::new refused a topic without an id when there is no registry.
+            return Err(SinkError::Fatal { message: format!("no Avro schema id for topic {topic:?}") });
+        };
+        let subject = format!("{topic}-value");
+        let id = registry
+            .register(&subject, avro.schema.text())
+            .await
+            .map_err(|e| transient(format!("registering the Avro schema as {subject:?}"), e))?;
+        tracing::info!(subject, id, "registered the Avro record schema");
+        avro.ids.insert(topic.to_string(), id);
+        Ok(id)
     }
 
     /// Sets this sink's batch limits instead of the outbox's defaults.
@@ -282,14 +369,24 @@ impl KafkaSink {
             .unwrap_or_default())
     }
 
-    /// Builds the Kafka record for one outbox record.
-    fn to_record(&self, r: &StoredRecord) -> Result<Record, SinkError> {
+    /// Builds the Kafka record for one outbox record; `avro` is the schema and id when the
+    /// encoding is Avro.
+    fn to_record(&self, r: &StoredRecord, avro: Option<(&AvroSchema, u32)>) -> Result<Record, SinkError> {
         let env: Envelope = r.envelope().map_err(|e| SinkError::Fatal {
             message: format!("outbox record seq {} does not decode: {e}", r.seq),
         })?;
-        let (value, content_type) = match self.config.encoding {
-            ValueEncoding::Cbor => (r.cbor.clone(), "application/cbor"),
-            ValueEncoding::Json => (
+        let (value, content_type) = match (&self.config.encoding, avro) {
+            (ValueEncoding::Avro(_), Some((schema, id))) => {
+                let datum = schema.encode_cbor(&r.cbor).map_err(|e| SinkError::Fatal {
+                    message: format!("record seq {} cannot be Avro-encoded: {e}", r.seq),
+                })?;
+                (confluent_frame(id, &datum), "application/vnd.vigil.avro")
+            }
+            (ValueEncoding::Avro(_), None) => {
+                return Err(SinkError::Fatal { message: "Avro encoding without a schema id".into() });
+            }
+            (ValueEncoding::Cbor, _) => (r.cbor.clone(), "application/cbor"),
+            (ValueEncoding::Json, _) => (
                 encode_json(&env)
                     .map_err(|e| SinkError::Fatal {
                         message: format!("record seq {} cannot be JSON-encoded: {e}", r.seq),
@@ -339,12 +436,17 @@ impl KafkaSink {
         let conn = self.conn.as_mut().ok_or_else(|| SinkError::transient("no Kafka connection"))?;
         let partitions = Self::partitions(conn, &self.config, &topic).await?;
         let n = partitions.len() as u32;
+        let avro_id = match self.avro.as_mut() {
+            Some(avro) => Some(Self::schema_id(avro, &topic).await?),
+            None => None,
+        };
+        let avro = self.avro.as_ref().zip(avro_id).map(|(a, id)| (&a.schema, id));
 
         // Split by partition, preserving seq order; then into requests of bounded size.
         let mut per_partition: BTreeMap<usize, Vec<Vec<Record>>> = BTreeMap::new();
         let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
         for r in batch {
-            let record = self.to_record(r)?;
+            let record = self.to_record(r, avro)?;
             let p = partition_for(record.key.as_deref().unwrap_or_default(), n);
             let size = record.approximate_size();
             let requests = per_partition.entry(p).or_default();
@@ -403,8 +505,12 @@ impl Sink for KafkaSink {
             Err(_) => Err(SinkError::transient(format!("Kafka delivery timed out after {limit:?}"))),
         };
         if matches!(result, Err(ref e) if e.is_retriable()) {
-            // Start over with fresh metadata and connections next time.
+            // Start over with fresh metadata and connections next time, and register the schema
+            // again (the registry may have been rebuilt; registering is idempotent).
             self.conn = None;
+            if let Some(avro) = self.avro.as_mut() {
+                avro.ids = avro.configured.clone();
+            }
         }
         result
     }

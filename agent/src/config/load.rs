@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
-use super::Config;
+use super::{Config, ValueEncodingSetting};
 use crate::ingest::topic::TopicTemplate;
 
 /// Why a configuration could not be used.
@@ -117,10 +117,11 @@ impl Config {
                 w.template = format!("file:{}", p.display());
             }
         }
-        let tls_configs = [
-            self.mqtt.as_mut().and_then(|m| m.tls.as_mut()),
-            self.uplink.kafka.as_mut().and_then(|k| k.tls.as_mut()),
-        ];
+        let (kafka_tls, registry_tls) = match self.uplink.kafka.as_mut() {
+            Some(k) => (k.tls.as_mut(), k.avro.as_mut().and_then(|a| a.tls.as_mut())),
+            None => (None, None),
+        };
+        let tls_configs = [self.mqtt.as_mut().and_then(|m| m.tls.as_mut()), kafka_tls, registry_tls];
         for tls in tls_configs.into_iter().flatten() {
             resolve(&mut tls.ca_file);
             if let Some(p) = tls.client_cert_file.as_mut() {
@@ -331,7 +332,7 @@ impl Config {
                 return fail("uplink.kafka.brokers", "list at least one broker, each as host:port".into());
             }
             let t = &k.topics;
-            let topics = [&t.reading, &t.score, &t.alert, &t.dlq, &t.heartbeat];
+            let topics = [&t.reading, &t.score, &t.alert, &t.dlq, &t.heartbeat, &t.aggregate, &t.session];
             if topics.iter().all(|t| t.is_none()) {
                 return fail("uplink.kafka.topics", "name a topic for at least one record kind".into());
             }
@@ -348,6 +349,33 @@ impl Config {
                 if sasl.password.is_none() {
                     return fail("uplink.kafka.sasl.password", "missing (set it here or in VIGIL_KAFKA_PASSWORD)".into());
                 }
+            }
+            match (k.encoding, &k.avro) {
+                (ValueEncodingSetting::Avro, None) => {
+                    return fail("uplink.kafka.encoding", "\"avro\" needs [uplink.kafka.avro] with registry_url or schema_ids".into());
+                }
+                (ValueEncodingSetting::Avro, Some(a)) => {
+                    if let Some(url) = &a.registry_url {
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            return fail("uplink.kafka.avro.registry_url", format!("`{url}` must start with http:// or https://"));
+                        }
+                        if url.starts_with("https://") && a.tls.is_none() {
+                            return fail("uplink.kafka.avro.registry_url", "an https:// registry needs [uplink.kafka.avro.tls] with its ca_file".into());
+                        }
+                        if a.registry_timeout_ms == 0 {
+                            return fail("uplink.kafka.avro.registry_timeout_ms", "must be > 0".into());
+                        }
+                    } else if let Some(topic) = topics.iter().filter_map(|t| t.as_ref()).find(|t| !a.schema_ids.contains_key(*t)) {
+                        return fail("uplink.kafka.avro.schema_ids", format!("topic `{topic}` has no schema id, and no registry_url is set"));
+                    }
+                    if a.registry_username.is_some() != a.registry_password.is_some() {
+                        return fail("uplink.kafka.avro.registry_password", "registry_username and registry_password (or VIGIL_SCHEMA_REGISTRY_PASSWORD) go together".into());
+                    }
+                }
+                (_, Some(_)) => {
+                    return fail("uplink.kafka.avro", "only used with encoding = \"avro\"".into());
+                }
+                (_, None) => {}
             }
         }
         if let Some(s3) = &self.uplink.s3 {
@@ -500,6 +528,25 @@ model_dir = "models/univariate-ae/1.0.0"
         let (_, key, message) = expect_invalid(extra);
         assert_eq!(key, "ingest.mqtt[0].entity", "{message}");
         assert!(message.contains("sparkplug_b"), "{message}");
+    }
+
+    #[test]
+    fn avro_settings_are_checked() {
+        let kafka = "\n[uplink.kafka]\nbrokers = [\"k:9092\"]\nencoding = \"avro\"\n[uplink.kafka.topics]\nscore = \"s\"\naggregate = \"a\"\n";
+        let (line, key, message) = expect_invalid(kafka);
+        assert_eq!((line, key.as_str()), (14, "uplink.kafka.encoding"), "{message}");
+        let (_, key, message) = expect_invalid(&format!("{kafka}[uplink.kafka.avro.schema_ids]\ns = 3\n"));
+        assert_eq!(key, "uplink.kafka.avro.schema_ids");
+        assert!(message.contains("`a`"), "the topic without an id is named: {message}");
+        let (_, key, _) = expect_invalid(&format!("{kafka}[uplink.kafka.avro]\nregistry_url = \"https://r:8081\"\n"));
+        assert_eq!(key, "uplink.kafka.avro.registry_url", "https needs a CA");
+        let (_, key, _) = expect_invalid(&format!("{kafka}[uplink.kafka.avro]\nregistry_url = \"http://r:8081\"\nregistry_username = \"u\"\n"));
+        assert_eq!(key, "uplink.kafka.avro.registry_password");
+        let ok = load(&format!("{kafka}[uplink.kafka.avro]\nregistry_url = \"http://r:8081\"\n[uplink.kafka.avro.schema_ids]\ns = 3\n")).unwrap();
+        assert_eq!(ok.uplink.kafka.unwrap().avro.unwrap().schema_ids.get("s"), Some(&3));
+        let cbor_with_avro = kafka.replace("encoding = \"avro\"", "encoding = \"cbor\"") + "[uplink.kafka.avro]\nregistry_url = \"http://r\"\n";
+        let (_, key, _) = expect_invalid(&cbor_with_avro);
+        assert_eq!(key, "uplink.kafka.avro");
     }
 
     #[test]

@@ -892,9 +892,13 @@ pub struct KafkaSinkSettings {
     /// `[uplink.kafka.topics]`: topic per record kind; a kind without a topic is not sent to
     /// Kafka.
     pub topics: KafkaTopicSettings,
-    /// Message value encoding: `cbor` (the outbox envelope, byte for byte) or `json`.
+    /// Message value encoding: `cbor` (the outbox envelope, byte for byte), `json`, or `avro`
+    /// (Confluent wire format; needs `[uplink.kafka.avro]`).
     #[serde(default)]
     pub encoding: ValueEncodingSetting,
+    /// `[uplink.kafka.avro]`: where the Avro encoding gets its schema ids.
+    #[serde(default)]
+    pub avro: Option<AvroSettings>,
     /// Batch compression: `none`, `lz4` or `zstd`.
     #[serde(default)]
     pub compression: CompressionSetting,
@@ -951,6 +955,38 @@ pub enum ValueEncodingSetting {
     #[default]
     Cbor,
     Json,
+    Avro,
+}
+
+/// `[uplink.kafka.avro]`: schema ids for `encoding = "avro"`. Values are Avro datums of the
+/// record schema `cloud-uplink/schema/vigil-record.avsc` in the Confluent wire format (magic byte
+/// 0, 4-byte big-endian schema id), readable by any Confluent-compatible Avro deserializer.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvroSettings {
+    /// Base URL of a Confluent-compatible schema registry (Confluent, Karapace, Apicurio's
+    /// `/apis/ccompat/v7`). The agent registers the record schema under the subject
+    /// `<topic>-value` before producing to a topic (idempotent; the registry's compatibility
+    /// rules apply). `https://` needs `[uplink.kafka.avro.tls]`.
+    #[serde(default)]
+    pub registry_url: Option<String>,
+    /// User for HTTP basic authentication at the registry (e.g. a Confluent Cloud API key).
+    #[serde(default)]
+    pub registry_username: Option<String>,
+    /// Password for `registry_username`. Prefer `VIGIL_SCHEMA_REGISTRY_PASSWORD`.
+    #[serde(default)]
+    pub registry_password: Option<Secret>,
+    /// Bound on one registry request (ms).
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub registry_timeout_ms: u64,
+    /// `[uplink.kafka.avro.tls]`: TLS (rustls) to the registry.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// `[uplink.kafka.avro.schema_ids]`: topic → schema id, for schemas registered beforehand
+    /// (no registry reachable from the site). Wins over the registry for its topics; without a
+    /// registry every configured topic needs one.
+    #[serde(default)]
+    pub schema_ids: std::collections::BTreeMap<String, u32>,
 }
 
 /// See [`KafkaSinkSettings::compression`].

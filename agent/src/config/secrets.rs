@@ -7,6 +7,7 @@
 //! | `api.token`      | `VIGIL_API_TOKEN`      |
 //! | `alerts.webhook[].routing_key` | `VIGIL_WEBHOOK_<NAME>_ROUTING_KEY` |
 //! | `uplink.kafka.sasl.password` | `VIGIL_KAFKA_PASSWORD` |
+//! | `uplink.kafka.avro.registry_password` | `VIGIL_SCHEMA_REGISTRY_PASSWORD` |
 //! | `uplink.s3.access_key_id` | `VIGIL_S3_ACCESS_KEY_ID` (not secret, but usually set with the key) |
 //! | `uplink.s3.secret_access_key` | `VIGIL_S3_SECRET_ACCESS_KEY` |
 //!
@@ -70,6 +71,11 @@ pub fn apply_env(config: &mut Config, env: impl Fn(&str) -> Option<String>) {
     if let Some(password) = env("VIGIL_KAFKA_PASSWORD") {
         if let Some(sasl) = config.uplink.kafka.as_mut().and_then(|k| k.sasl.as_mut()) {
             sasl.password = Some(Secret(password));
+        }
+    }
+    if let Some(password) = env("VIGIL_SCHEMA_REGISTRY_PASSWORD") {
+        if let Some(avro) = config.uplink.kafka.as_mut().and_then(|k| k.avro.as_mut()) {
+            avro.registry_password = Some(Secret(password));
         }
     }
     if let Some(s3) = config.uplink.s3.as_mut() {

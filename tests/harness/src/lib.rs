@@ -64,7 +64,7 @@ pub use mosquitto::{
 pub use net::{free_port, wait_for_port};
 pub use pki::Pki;
 pub use socat::PtyPair;
-pub use server::{run_peer_script, tansu_bin, MotoS3, Server, Stunnel, Tansu, TansuStorage};
+pub use server::{run_peer_script, tansu_bin, FakeSchemaRegistry, MotoS3, Server, Stunnel, Tansu, TansuStorage};
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! [`Server`]: a third-party server process on fixed loopback ports that a test can stop, crash
 //! and start again on the same ports (a broker outage, an object store outage), and the peers
-//! built on it: [`Tansu`] (Kafka protocol), [`MotoS3`] (S3 API) and [`Stunnel`] (a TLS
-//! terminator in front of either).
+//! built on it: [`Tansu`] (Kafka protocol), [`MotoS3`] (S3 API), [`Stunnel`] (a TLS
+//! terminator in front of either) and [`FakeSchemaRegistry`] (the one fake: see its docs).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -237,6 +237,38 @@ impl Stunnel {
             })
         };
         Server::start("stunnel", port, dir, command)
+    }
+}
+
+/// A FAKE Confluent schema registry (`tests/peers/schema_registry.py`): the REST subset a producer
+/// and Confluent's deserializers use, schemas checked by fastavro. A fake because no
+/// Confluent-compatible registry runs here (Confluent's and Apicurio's are Java from Maven, which
+/// this machine cannot fetch; Karapace is not on PyPI) — tests that use it must say so.
+pub struct FakeSchemaRegistry;
+
+impl FakeSchemaRegistry {
+    /// Starts one; with `user` (`"name:password"`) every request needs that basic authentication.
+    /// `Server::port` is its HTTP port.
+    pub fn start(user: Option<&str>) -> Result<Server> {
+        let python = venv_bin("python");
+        let script = crate::repo_root().join("tests/peers/schema_registry.py");
+        let user = user.map(str::to_string);
+        start_on_free_port("schema-registry", "vigil-registry-", move |port, _dir| {
+            let (python, script, user) = (python.clone(), script.clone(), user.clone());
+            Ok(Box::new(move || {
+                let mut cmd = Command::new(&python);
+                cmd.arg(&script).arg(port.to_string());
+                if let Some(u) = &user {
+                    cmd.arg("--user").arg(u);
+                }
+                cmd
+            }))
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` of a started registry.
+    pub fn url(server: &Server) -> String {
+        format!("http://127.0.0.1:{}", server.port())
     }
 }
 
