@@ -180,11 +180,19 @@ impl Config {
             }
             let template = TopicTemplate::parse(&sub.topic)
                 .map_err(|e| (format!("ingest.mqtt[{i}].topic"), e.to_string()))?;
-            if sub.format == crate::config::PayloadFormat::SparkplugB && sub.entity.is_some() {
-                return fail(
-                    &format!("ingest.mqtt[{i}].entity"),
-                    "not used with format = \"sparkplug_b\" (the entity is <group>/<node>[/<device>]/<metric>): remove it".into(),
-                );
+            if sub.format == crate::config::PayloadFormat::SparkplugB {
+                if sub.entity.is_some() {
+                    return fail(
+                        &format!("ingest.mqtt[{i}].entity"),
+                        "not used with format = \"sparkplug_b\" (the entity is <group>/<node>[/<device>]/<metric>): remove it".into(),
+                    );
+                }
+                if sub.fields.is_some() {
+                    return fail(
+                        &format!("ingest.mqtt[{i}].fields"),
+                        "not used with format = \"sparkplug_b\" (metrics carry their own name, value and timestamp): remove it".into(),
+                    );
+                }
             }
             if let Some(entity) = &sub.entity {
                 template
@@ -523,10 +531,13 @@ model_dir = "models/univariate-ae/1.0.0"
     }
 
     #[test]
-    fn sparkplug_subscription_refuses_an_entity_template() {
+    fn sparkplug_subscription_refuses_an_entity_template_and_fields() {
         let extra = "\n[mqtt]\nhost = \"127.0.0.1\"\n\n[[ingest.mqtt]]\ntopic = \"spBv1.0/#\"\nformat = \"sparkplug_b\"\nentity = \"{x}\"\n";
         let (_, key, message) = expect_invalid(extra);
         assert_eq!(key, "ingest.mqtt[0].entity", "{message}");
+        let extra = "\n[mqtt]\nhost = \"127.0.0.1\"\n\n[[ingest.mqtt]]\ntopic = \"spBv1.0/#\"\nformat = \"sparkplug_b\"\n[ingest.mqtt.fields]\nvalue = \"v\"\n";
+        let (_, key, message) = expect_invalid(extra);
+        assert_eq!(key, "ingest.mqtt[0].fields", "{message}");
         assert!(message.contains("sparkplug_b"), "{message}");
     }
 

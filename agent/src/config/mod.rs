@@ -276,9 +276,10 @@ pub struct MqttSubscription {
     /// a bare decimal number; event time = receive time).
     #[serde(default)]
     pub format: PayloadFormat,
-    /// Field names inside JSON/CBOR objects.
+    /// `[ingest.mqtt.fields]`: field names inside JSON/CBOR objects (defaults when absent; not
+    /// used by `sparkplug_b`, which refuses it).
     #[serde(default)]
-    pub fields: FieldNames,
+    pub fields: Option<FieldNames>,
 }
 
 /// Payload decoders; see [`crate::ingest::decode`].

@@ -80,7 +80,7 @@ impl Route {
         Ok(Route {
             template: TopicTemplate::parse(&sub.topic)?,
             entity: sub.entity.clone(),
-            decoder: Decoder { format: sub.format, fields: sub.fields.clone(), validation: validation.clone(), source: SourceKind::Mqtt },
+            decoder: Decoder { format: sub.format, fields: sub.fields.clone().unwrap_or_default(), validation: validation.clone(), source: SourceKind::Mqtt },
         })
     }
 }
