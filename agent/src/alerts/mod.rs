@@ -137,6 +137,12 @@ pub const NOVELTY_ERROR_WEIGHT: f64 = 0.4;
 pub const NOVELTY_MEAN_WEIGHT: f64 = 0.3;
 /// Windows a [`Novelty`] score must beat to stand at full height.
 pub const NOVELTY_SUPPRESS_WINDOWS: usize = 150;
+/// Maturity of a [`Range`]: its novelty counts `n / (n + NOVELTY_YOUNG_WINDOWS)` after it has
+/// taken in `n` windows. A young range is broken often by perfectly normal values (in a
+/// stationary series the chance that the next window holds a new extreme falls like `1/n`), so
+/// its records say little; after 100 windows they count 1/2, after 1000 windows 10/11. Chosen
+/// on the even half of the NAB corpus from 25…400 (README, "Replay and evaluation").
+pub const NOVELTY_YOUNG_WINDOWS: f64 = 100.0;
 
 /// Blocks a [`Range`] keeps: `alerts.novelty_horizon` is cut into this many blocks of windows.
 /// More blocks forget more smoothly (the horizon varies by one block) at 16 bytes each per
@@ -163,26 +169,38 @@ pub struct Range {
     /// Windows folded into the newest block.
     #[serde(default)]
     pub filled: u32,
+    /// Windows taken in since the range started (saturating; forgetting does not reset it). A
+    /// state written before it was counted holds an old range: it loads as mature.
+    #[serde(default = "Range::mature")]
+    pub taken: u64,
 }
 
 impl Range {
+    /// `taken` of a range written before it was counted (see the field).
+    fn mature() -> u64 {
+        u64::MAX
+    }
+
     /// How far `[min, max]` reaches beyond the range, in spans of the range, mapped to
-    /// `e / (e + NOVELTY_HALF_EXCESS)` in [0, 1); then the range takes `[min, max]` in (and
-    /// forgets its oldest block if `horizon` windows are full). The first call only sets the
-    /// range (score 0). Non-finite input scores 0 and changes nothing.
+    /// `e / (e + NOVELTY_HALF_EXCESS)` in [0, 1) and weighted by the range's maturity
+    /// `n / (n + NOVELTY_YOUNG_WINDOWS)` (`n` = windows taken in so far); then the range takes
+    /// `[min, max]` in (and forgets its oldest block if `horizon` windows are full). The first
+    /// call only sets the range (score 0). Non-finite input scores 0 and changes nothing.
     fn novelty(range: &mut Option<Range>, min: f64, max: f64, horizon: u32) -> f64 {
         if !(min.is_finite() && max.is_finite()) {
             return 0.0;
         }
         let Some(r) = range else {
-            *range = Some(Range { lo: min, hi: max, blocks: [(min, max)].into(), filled: 1 });
+            *range = Some(Range { lo: min, hi: max, blocks: [(min, max)].into(), filled: 1, taken: 1 });
             return 0.0;
         };
         // A flat history: any departure is new, whatever the sensor's unit.
         let span = (r.hi - r.lo).max(f64::EPSILON * r.hi.abs().max(r.lo.abs()).max(1.0));
         let excess = (max - r.hi).max(r.lo - min).max(0.0) / span;
+        let maturity = maturity(r.taken);
         r.remember(min, max, horizon);
-        if excess > 0.0 { excess / (excess + NOVELTY_HALF_EXCESS) } else { 0.0 }
+        r.taken = r.taken.saturating_add(1);
+        if excess > 0.0 { maturity * excess / (excess + NOVELTY_HALF_EXCESS) } else { 0.0 }
     }
 
     /// Folds one window's `[min, max]` into the newest block (see the type's docs).
@@ -211,13 +229,22 @@ impl Range {
     }
 }
 
+/// The weight of a [`Range`]'s novelty after it has taken in `taken` windows:
+/// `n / (n + NOVELTY_YOUNG_WINDOWS)`.
+pub fn maturity(taken: u64) -> f64 {
+    let n = taken as f64;
+    n / (n + NOVELTY_YOUNG_WINDOWS)
+}
+
 /// `alerts.score = "novelty"`: how new a window is to its entity, judged on the newest readings
 /// rather than on the whole window, with a sharp onset and a quiet tail.
 ///
 /// The window's raw score is the highest of
 /// * the **range novelty** of its readings: how far they reach beyond every value the entity has
 ///   shown in the last `alerts.novelty_horizon` windows ([`Range`]; from its first scored window
-///   on), in spans of that range (unit-free);
+///   on), in spans of that range (unit-free), weighted by the range's [`maturity`] (a range that
+///   has seen few windows is broken often by normal values: 1/2 after
+///   [`NOVELTY_YOUNG_WINDOWS`]);
 /// * [`NOVELTY_MEAN_WEIGHT`] × the range novelty of their moving average over half a model
 ///   width (a level shift that single readings do not show);
 /// * [`NOVELTY_ERROR_WEIGHT`] × the `entity_relative` model-error score ([`ErrorBaseline`], 64
@@ -796,20 +823,20 @@ mod tests {
     #[test]
     fn novelty_fires_once_at_the_onset_and_is_unit_free() {
         // Range [0, 10] (moving averages [0, 10] too); a reading at 10.5 reaches 0.05 spans
-        // beyond: 0.5. The same reading in the next windows is no longer new; readings inside
-        // the range never score.
+        // beyond: 0.5, times the maturity of a range that has seen 2 windows. The same reading
+        // in the next windows is no longer new; readings inside the range never score.
         let windows: Vec<&[f64]> = vec![&[0.0, 10.0, 10.0, 0.0, 0.0], &[5.0, 9.0], &[5.0, 10.5], &[10.5, 5.0], &[2.0, 3.0]];
         let s = novelty_scores(&windows);
         assert_eq!(s[0..2], [0.0, 0.0]);
-        assert!((s[2] - 0.5).abs() < 1e-12, "{s:?}");
+        assert!((s[2] - 0.5 * maturity(2)).abs() < 1e-12, "{s:?}");
         assert_eq!(s[3..], [0.0, 0.0]);
         // Another unit and offset: identical scores.
         let scaled: Vec<Vec<f64>> = windows.iter().map(|w| w.iter().map(|v| 1000.0 * v - 273.15).collect()).collect();
         let t = novelty_scores(&scaled.iter().map(|w| w.as_slice()).collect::<Vec<_>>());
         assert!(s.iter().zip(&t).all(|(a, b)| (a - b).abs() < 1e-9), "{s:?} vs {t:?}");
         // A drop below the range scores like a rise above it; a flat history makes any move new.
-        assert!((novelty_scores(&[&[0.0, 10.0, 10.0, 0.0, 0.0], &[-0.5, 1.0]])[1] - 0.5).abs() < 1e-12);
-        assert!(novelty_scores(&[&[4.0, 4.0], &[4.0, 4.001]])[1] > 0.99);
+        assert!((novelty_scores(&[&[0.0, 10.0, 10.0, 0.0, 0.0], &[-0.5, 1.0]])[1] - 0.5 * maturity(1)).abs() < 1e-12);
+        assert!(novelty_scores(&[&[4.0, 4.0], &[4.0, 4.001]])[1] > 0.99 * maturity(1));
     }
 
     #[test]
@@ -818,23 +845,48 @@ mod tests {
         // range, but the average 9 is 1.5 / 2.5 = 0.6 spans beyond the averages' range.
         let s = novelty_scores(&[&[0.0, 10.0, 0.0, 10.0, 5.0, 6.0], &[10.0, 0.0, 10.0, 0.0], &[9.0, 9.0]]);
         assert_eq!(s[1], 0.0);
-        assert!((s[2] - NOVELTY_MEAN_WEIGHT * 0.6 / (0.6 + NOVELTY_HALF_EXCESS)).abs() < 1e-12, "{s:?}");
+        assert!((s[2] - NOVELTY_MEAN_WEIGHT * maturity(2) * 0.6 / (0.6 + NOVELTY_HALF_EXCESS)).abs() < 1e-12, "{s:?}");
     }
 
     #[test]
     fn novelty_suppresses_a_burst_after_its_first_window() {
-        // Range [0, 10]; then 11 (e = 0.1: 2/3), then 12 (e = 1/11, raw 0.645…): lower than the
-        // first, so halved. After NOVELTY_SUPPRESS_WINDOWS quiet windows the same excess counts
-        // in full again.
-        let mut w: Vec<&[f64]> = vec![&[0.0, 10.0], &[11.0], &[12.0]];
+        // Range [0, 10] (a mature one: 2000 windows); then 11 (e = 0.1: 2/3), then 12 (e = 1/11,
+        // raw 0.645…): lower than the first, so halved. After NOVELTY_SUPPRESS_WINDOWS quiet
+        // windows the same excess counts in full again.
+        let range = [0.0, 10.0];
+        let mut w: Vec<&[f64]> = vec![&range[..]; 2000];
+        w.extend([&[11.0][..], &[12.0][..]]);
         let quiet = [5.0];
         w.extend(std::iter::repeat_n(&quiet[..], NOVELTY_SUPPRESS_WINDOWS));
         w.push(&[13.2]);
         let s = novelty_scores(&w);
-        let raw = |e: f64| e / (e + NOVELTY_HALF_EXCESS);
-        assert!((s[1] - raw(0.1)).abs() < 1e-12, "{s:?}");
-        assert!((s[2] - raw(1.0 / 11.0) / 2.0).abs() < 1e-12, "{:?}", &s[..3]);
-        assert!((s[w.len() - 1] - raw(1.2 / 12.0)).abs() < 1e-12, "{}", s[w.len() - 1]);
+        let raw = |e: f64, taken: u64| maturity(taken) * e / (e + NOVELTY_HALF_EXCESS);
+        assert!((s[2000] - raw(0.1, 2000)).abs() < 1e-12, "{:?}", &s[2000..2002]);
+        assert!((s[2001] - raw(1.0 / 11.0, 2001) / 2.0).abs() < 1e-12, "{:?}", &s[2000..2002]);
+        let last = w.len() - 1;
+        assert!((s[last] - raw(1.2 / 12.0, last as u64)).abs() < 1e-12, "{}", s[last]);
+    }
+
+    #[test]
+    fn novelty_of_a_young_range_counts_by_its_maturity() {
+        // The same record (0.05 spans beyond [0, 10]: 0.5) after 1, 100 and 10 000 windows of
+        // history: a young range's records are common in normal data and count less.
+        let after = |n: usize| {
+            let mut r = None;
+            for _ in 0..n {
+                Range::novelty(&mut r, 0.0, 10.0, 0);
+            }
+            probe(&r, 10.5, 0)
+        };
+        assert!((after(1) - 0.5 / (1.0 + NOVELTY_YOUNG_WINDOWS)).abs() < 1e-12);
+        assert!((after(100) - 0.25).abs() < 1e-12, "{}", after(100));
+        assert!((after(10_000) - 0.5 * 10_000.0 / (10_000.0 + NOVELTY_YOUNG_WINDOWS)).abs() < 1e-12);
+        // The count runs on through forgetting (horizon 80): an old range stays mature.
+        let mut r = None;
+        for _ in 0..1000 {
+            Range::novelty(&mut r, 0.0, 10.0, 80);
+        }
+        assert_eq!(r.as_ref().map(|r| r.taken), Some(1000));
     }
 
     /// Probes `range` with one window `[v, v]` without changing it.
@@ -853,7 +905,7 @@ mod tests {
             for _ in 0..10 {
                 Range::novelty(&mut r, 0.0, 10.0, horizon);
             }
-            assert!(Range::novelty(&mut r, 0.0, 100.0, horizon) > 0.99);
+            assert!(Range::novelty(&mut r, 0.0, 100.0, horizon) > 0.99 * maturity(10));
             for k in 0..1000 {
                 let p = probe(&r, 10.5, horizon);
                 let memory = r.as_ref().map_or((0, 0), |r| (r.blocks.len(), r.blocks.capacity()));
@@ -861,7 +913,8 @@ mod tests {
                 if horizon == 0 || k < 70 {
                     assert_eq!(p, 0.0, "horizon {horizon}, {k} windows after the excursion");
                 } else if k >= 80 {
-                    assert!((p - 0.5).abs() < 1e-12, "{k} windows after the excursion: {p}");
+                    let expected = 0.5 * r.as_ref().map_or(0.0, |r| maturity(r.taken));
+                    assert!((p - expected).abs() < 1e-12, "{k} windows after the excursion: {p}");
                 }
                 Range::novelty(&mut r, 0.0, 10.0, horizon);
             }
@@ -921,7 +974,9 @@ mod tests {
         };
         let loaded: EntityAlertState = crate::store::from_cbor("alert_state", "e", &crate::store::to_cbor(&old)).unwrap();
         let values = loaded.novelty.values.clone();
-        assert_eq!(values, Some(Range { lo: 0.0, hi: 100.0, blocks: Default::default(), filled: 0 }));
+        // An old range is mature: its novelty counts in full.
+        assert_eq!(values, Some(Range { lo: 0.0, hi: 100.0, blocks: Default::default(), filled: 0, taken: u64::MAX }));
+        assert_eq!(maturity(u64::MAX), 1.0);
         // Its all-time range counts as one full block: remembered for the next windows, gone
         // after the horizon.
         assert_eq!(probe(&values, 50.0, 80), 0.0);
