@@ -17,13 +17,6 @@ use cloud_uplink::{Body, Envelope, Stats};
 use support::*;
 use vigil_test_harness::Mosquitto;
 
-/// Records of every kind, each envelope once (the directory sink may redeliver a batch after a
-/// SIGKILL: at-least-once, deduplicated on seq as the schema says).
-fn dedup(records: Vec<Envelope>) -> Vec<Envelope> {
-    let mut seen = std::collections::BTreeSet::new();
-    records.into_iter().filter(|e| seen.insert(e.seq)).collect()
-}
-
 /// `(size, start offset, version, stats)` of `entity`'s aggregates, in outbox (seq) order.
 fn aggregates(records: &[Envelope], entity: &str, t0: i64) -> Vec<(i64, i64, u32, Stats)> {
     records

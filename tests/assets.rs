@@ -8,6 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cloud_uplink::{Body, Envelope, Stats};
 use support::*;
 use vigil_test_harness::{Mosquitto, MosquittoOptions};
 
@@ -150,6 +151,92 @@ fn an_assets_join_state_survives_a_crash_no_new_warmup_no_gap() {
     let got: Vec<i64> = unique.iter().copied().filter(|&w| w <= last_end).collect();
     assert_eq!(got, expected, "every window from the warm-up to the end is scored (crash point {crash_point})");
     assert_no_panic(&agent2);
+}
+
+/// Sessions per asset: the pump's motor current (its session channel) runs on rows 0..450 and
+/// 470..530, off otherwise; the agent is SIGKILLed while the second run is open. Each run comes
+/// out once as a `session` of the asset, with the current's statistics and the highest score
+/// of the asset's windows overlapping it; no channel has sessions of its own (`entities = []`).
+#[test]
+fn an_assets_sessions_follow_its_session_channel_across_a_crash() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
+    let channels: Vec<String> = (0..8).map(|c| format!("pump.c{c}")).collect();
+    let list = channels.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    let PlantAgent { dir: _dir, config, outbox, mut agent } = PlantAgent::start_with(&broker, "asset-sessions", |config| {
+        let config = config
+            .replace(&q(model_dir()), &q(skab_model()))
+            .replace(&format!("size_ms = {SIZE_MS}"), "size_ms = 16000")
+            .replace(&format!("hop_ms = {HOP_MS}"), "hop_ms = 1000")
+            .replace("allowed_lateness_ms = 0", "allowed_lateness_ms = 60000");
+        format!(
+            "{config}\n[pipeline.session]\nentities = []\nabove = 0.3\ngap_ms = 5000\n\
+             [[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\nsession_channel = \"pump.c2\"\n"
+        )
+    });
+    let t0 = (now_ms() - 7_200_000).div_euclid(1000) * 1000;
+    let n = 600usize;
+    let on = |i: usize| i < 450 || (470..530).contains(&i);
+    let mut rng = Rng::new(21);
+    let rows: Vec<[f64; 8]> = (0..n)
+        .map(|i| {
+            let mut row = pump_row(&mut rng, i, &(n..n));
+            if !on(i) {
+                row[2] = 0.0;
+            }
+            row
+        })
+        .collect();
+    // Rows 0..560: the asset's watermark reaches row 499 (lateness 60 s), so the first run is
+    // closed and out, and the second is open (walked from row 470).
+    publish_pump_rows(&broker, &channels, t0, &rows, 0..560);
+    let session_ends = |r: &[Envelope]| -> Vec<(String, i64, i64)> {
+        dedup(r.to_vec())
+            .into_iter()
+            .filter_map(|e| match e.body {
+                Body::Session { entity, start_ms, end_ms, .. } => Some((entity, start_ms, end_ms)),
+                _ => None,
+            })
+            .collect()
+    };
+    // A window ending after row 480 is scored once the watermark passed it: the walk has
+    // opened the second run by then.
+    wait_for_outbox(&outbox, Duration::from_secs(90), Some(&agent), "the first run's session, the second run open", |r| {
+        !session_ends(r).is_empty() && scores(r).iter().any(|(e, t, _)| e == "pump" && *t >= t0 + 480_000)
+    });
+    agent.kill_9().unwrap();
+
+    let from = broker.log_line_count();
+    let agent2 = spawn_agent(&config);
+    agent2.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent restarts");
+    wait_for_subacks(&broker, from, "vigil-asset-sessions", 1);
+    publish_pump_rows(&broker, &channels, t0, &rows, 560..n);
+    // One reading far ahead moves the asset's watermark past the second run's close.
+    publish_series(&broker, &channels[0], &[(t0 + 3_700_000, LEVEL[0])]);
+    let records = wait_for_outbox(&outbox, Duration::from_secs(120), Some(&agent2), "both runs' sessions", |r| session_ends(r).len() >= 2);
+    assert_no_panic(&agent2);
+
+    let sessions: Vec<(String, i64, i64, Stats, Option<f64>)> = dedup(records.clone())
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::Session { entity, start_ms, end_ms, stats, max_score, .. } => Some((entity, start_ms - t0, end_ms - t0, stats, max_score)),
+            _ => None,
+        })
+        .collect();
+    let spans: Vec<(&str, i64, i64)> = sessions.iter().map(|s| (s.0.as_str(), s.1, s.2)).collect();
+    assert_eq!(spans, vec![("pump", 0, 449_000), ("pump", 470_000, 529_000)], "each run once, as the asset's session, across the SIGKILL");
+    let pump_scores: Vec<(i64, f64)> = scores(&records).into_iter().filter(|s| s.0 == "pump").map(|s| (s.1, s.2)).collect();
+    for (_, start, end, stats, max_score) in &sessions {
+        let current: Vec<f64> = ((*start / 1000) as usize..=(*end / 1000) as usize).map(|i| rows[i][2]).collect();
+        assert_eq!(stats.count, current.len() as u64);
+        let mean = current.iter().sum::<f64>() / current.len() as f64;
+        assert!((stats.mean - mean).abs() < 1e-9, "the session channel's mean {} vs {mean}", stats.mean);
+        assert_eq!((stats.first, stats.last), (current[0], *current.last().unwrap()));
+        // The asset's windows ending in (start, end + window size] overlap the session.
+        let overlapping = pump_scores.iter().filter(|(w, _)| *w > t0 + start && *w <= t0 + end + 16_000).map(|s| s.1);
+        let want = overlapping.fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+        assert!(want.is_some(), "asset windows were scored during the run from {start}");
+        assert_eq!(*max_score, want, "max score of the asset's windows overlapping the run from {start}");
+    }
 }
 
 /// Writes `<root>/<group>/<name>.csv` in SKAB's format (`;`, `datetime`, 8 channels, `anomaly`,

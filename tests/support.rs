@@ -286,6 +286,13 @@ pub fn readings(records: &[Envelope]) -> Vec<(String, i64, f64)> {
         .collect()
 }
 
+/// Records of every kind, each envelope once (the directory sink may redeliver a batch after a
+/// SIGKILL: at-least-once, deduplicated on seq as the schema says).
+pub fn dedup(records: Vec<Envelope>) -> Vec<Envelope> {
+    let mut seen = std::collections::BTreeSet::new();
+    records.into_iter().filter(|e| seen.insert(e.seq)).collect()
+}
+
 /// (entity, window end, score) of every score record.
 pub fn scores(records: &[Envelope]) -> Vec<(String, i64, f64)> {
     records

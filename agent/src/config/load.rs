@@ -236,6 +236,14 @@ impl Config {
                     return Err((key("channels"), format!("entity `{c}` is empty, an asset id, or in more than one channel")));
                 }
             }
+            if let Some(c) = &asset.session_channel {
+                if !asset.channels.contains(c) {
+                    return Err((key("session_channel"), format!("`{c}` is not one of the asset's channels")));
+                }
+                if self.pipeline.session.is_none() {
+                    return Err((key("session_channel"), "needs a [pipeline.session] table (condition and gap)".into()));
+                }
+            }
         }
         if let Some(sim) = &self.ingest.simulator {
             sim.validate().map_err(|e| ("ingest.simulator".to_string(), e))?;
@@ -561,6 +569,17 @@ model_dir = "models/univariate-ae/1.0.0"
     }
 
     #[test]
+    fn an_assets_session_channel_must_be_its_channel_and_needs_a_condition() {
+        let asset = "\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [\"p.a\", \"p.b\"]\nsession_channel = \"p.c\"\n";
+        let (_, key, message) = expect_invalid(asset);
+        assert_eq!(key, "pipeline.assets[0].session_channel", "{message}");
+        let (_, key, message) = expect_invalid(&asset.replace("p.c", "p.b"));
+        assert!(key == "pipeline.assets[0].session_channel" && message.contains("[pipeline.session]"), "{key}: {message}");
+        let ok = load(&format!("{}\n[pipeline.session]\nentities = []\nabove = 1.0\n", asset.replace("p.c", "p.b"))).unwrap();
+        assert_eq!(ok.pipeline.assets[0].session_channel.as_deref(), Some("p.b"));
+    }
+
+    #[test]
     fn serial_ports_are_checked() {
         let port = |extra: &str| format!("\n[[ingest.serial]]\nport = \"/dev/ttyUSB0\"\n{extra}");
         let c = load(&port("")).unwrap();
@@ -665,7 +684,7 @@ model_dir = "models/univariate-ae/1.0.0"
         c.uplink.kafka = sinks.kafka;
         c.uplink.s3 = sinks.s3;
         // Assets are commented out in the shipped file (they need a multivariate model).
-        c.pipeline.assets.push(super::super::AssetConfig { id: "a".into(), channels: vec!["x".into()] });
+        c.pipeline.assets.push(super::super::AssetConfig { id: "a".into(), channels: vec!["x".into()], session_channel: None });
         let value = toml::Value::try_from(&c).unwrap();
         let mut missing = Vec::new();
         fn walk(v: &toml::Value, text: &str, path: &str, missing: &mut Vec<String>) {

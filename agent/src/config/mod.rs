@@ -428,6 +428,12 @@ pub struct AssetConfig {
     pub id: String,
     /// The entity ids of the asset's channels, in the order of the model's `input.channels`.
     pub channels: Vec<String>,
+    /// The channel (one of `channels`) whose readings open and close the asset's activity
+    /// sessions with the `[pipeline.session]` condition and gap (e.g. the motor current). The
+    /// session record carries the asset id, this channel's statistics, and the highest score
+    /// and alert changes of the asset's windows. None = no asset sessions.
+    #[serde(default)]
+    pub session_channel: Option<String>,
 }
 
 impl Default for PipelineConfig {
@@ -470,9 +476,10 @@ impl Default for AggregateConfig {
     }
 }
 
-/// `[pipeline.session]`: per-entity activity sessions (`session` records). A session opens at
-/// the first reading that meets the condition (`above` and/or `below`) and closes when no
-/// reading met it for `gap_ms` of event time (see [`crate::pipeline::session`]).
+/// `[pipeline.session]`: activity sessions (`session` records) per entity, and per asset with a
+/// `session_channel`. A session opens at the first reading that meets the condition (`above`
+/// and/or `below`) and closes when no reading met it for `gap_ms` of event time (see
+/// [`crate::pipeline::session`]).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {

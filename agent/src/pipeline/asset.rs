@@ -27,6 +27,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::features::resample;
+use super::session::{SessionEvent, SessionSettings, Sessions};
 use super::window::Geometry;
 use crate::config::{AssetConfig, LatePolicy};
 use crate::inference::manifest::Normalisation;
@@ -37,6 +38,8 @@ pub struct Routing {
     channel_of: HashMap<String, (Arc<str>, usize)>,
     /// Number of channels per asset.
     channels: HashMap<Arc<str>, usize>,
+    /// The channel whose readings decide an asset's sessions, for assets that have sessions.
+    session_channel: HashMap<Arc<str>, usize>,
 }
 
 impl Routing {
@@ -48,6 +51,9 @@ impl Routing {
             r.channels.insert(id.clone(), a.channels.len());
             for (i, c) in a.channels.iter().enumerate() {
                 r.channel_of.insert(c.clone(), (id.clone(), i));
+                if a.session_channel.as_ref() == Some(c) {
+                    r.session_channel.insert(id.clone(), i);
+                }
             }
         }
         r
@@ -61,6 +67,11 @@ impl Routing {
     /// Channels of `asset`.
     pub fn channels(&self, asset: &str) -> Option<usize> {
         self.channels.get(asset).copied()
+    }
+
+    /// The channel index that decides `asset`'s sessions, if it has sessions.
+    pub fn session_channel(&self, asset: &str) -> Option<usize> {
+        self.session_channel.get(asset).copied()
     }
 
     /// The worker that handles `entity`: by its asset id when it is an asset's channel (so one
@@ -125,6 +136,14 @@ pub struct AssetWindows {
     /// Readings with event time below this are folded into the baselines.
     pub baseline_through_ms: i64,
     pub channels: Vec<Channel>,
+    /// The asset's activity sessions (decided on its session channel at the asset's
+    /// watermark); absent in states written before asset sessions existed.
+    #[serde(default)]
+    pub sessions: Sessions,
+    /// The asset's emission counter (session marks), like an entity's: numbers its emits so a
+    /// replay after a crash reproduces them and the alert stage drops the repeats.
+    #[serde(default)]
+    pub emitted: u64,
 }
 
 /// A closed asset window, resampled: `values[slot * channels + channel]` (time-major).
@@ -169,6 +188,21 @@ impl AssetWindows {
             self.next_end_ms = Some(align_up_after(event_ms, g.hop_ms));
         }
         true
+    }
+
+    /// The asset's watermark: its newest reading of any channel minus the allowed lateness.
+    pub fn watermark(&self, g: &Geometry) -> Option<i64> {
+        self.max_event_ms.map(|m| m - g.lateness_ms)
+    }
+
+    /// Walks channel `channel`'s buffered readings up to the asset's watermark through the
+    /// asset's sessions. Call before [`Self::close_ready`] (the open mark must precede the
+    /// windows after the session start): the buffer still holds every reading after the last
+    /// walk then (it keeps everything from the oldest window not emitted, which starts before
+    /// the previous watermark).
+    pub fn walk_sessions(&mut self, channel: usize, g: &Geometry, s: &SessionSettings, alpha: f64, out: &mut Vec<SessionEvent>) {
+        let (Some(watermark), Some(ch)) = (self.watermark(g), self.channels.get(channel)) else { return };
+        self.sessions.walk(ch.buffer.iter().copied(), watermark, s, alpha, out);
     }
 
     /// Whether every channel's baseline is complete.
@@ -339,7 +373,7 @@ mod tests {
 
     #[test]
     fn routing_sends_an_assets_channels_to_one_worker() {
-        let assets = vec![AssetConfig { id: "pump".into(), channels: (0..8).map(|i| format!("pump/ch{i}")).collect() }];
+        let assets = vec![AssetConfig { id: "pump".into(), channels: (0..8).map(|i| format!("pump/ch{i}")).collect(), session_channel: None }];
         let r = Routing::new(&assets);
         let w = r.worker_of("pump/ch0", 5);
         assert!((0..8).all(|i| r.worker_of(&format!("pump/ch{i}"), 5) == w));

@@ -182,6 +182,27 @@ pub enum Emitted {
     SessionClosed { body: Body, windows_through_ms: i64 },
 }
 
+/// A session event of `entity` (an entity or an asset id) as what the alert stage receives: the
+/// closed session's record waits for the scores of the windows ending up to its end + the
+/// window size.
+fn session_emitted(e: SessionEvent, entity: &str, s: &WorkerSettings) -> Emitted {
+    match e {
+        SessionEvent::Opened { start_ms } => Emitted::SessionOpened { start_ms },
+        SessionEvent::Closed(c) => Emitted::SessionClosed {
+            windows_through_ms: c.end_ms + s.geometry.size_ms,
+            body: Body::Session {
+                entity: entity.to_string(),
+                start_ms: c.start_ms,
+                end_ms: c.end_ms,
+                duration_ms: c.end_ms - c.start_ms,
+                stats: c.summary.stats(&s.aggregate.quantiles, s.aggregate.accuracy),
+                max_score: None,
+                alerts: Vec::new(),
+            },
+        },
+    }
+}
+
 /// Numbers `emits` with the entity's counter and sends them to inference (in order with the
 /// windows). Inference only disconnects when the agent is shutting down.
 fn send_emits(to_inference: &Sender<Stage<WindowJob>>, entity: &Arc<str>, counter: &mut u64, emits: Vec<Emitted>) {
@@ -367,21 +388,7 @@ impl Worker {
             sessions.walk(state.buffer.iter().copied(), watermark, ss, s.aggregate.accuracy, &mut session_events);
         }
         let size_ms = s.geometry.size_ms;
-        let session_emit = |e: SessionEvent| match e {
-            SessionEvent::Opened { start_ms } => Emitted::SessionOpened { start_ms },
-            SessionEvent::Closed(c) => Emitted::SessionClosed {
-                windows_through_ms: c.end_ms + size_ms,
-                body: Body::Session {
-                    entity: key.to_string(),
-                    start_ms: c.start_ms,
-                    end_ms: c.end_ms,
-                    duration_ms: c.end_ms - c.start_ms,
-                    stats: c.summary.stats(&s.aggregate.quantiles, s.aggregate.accuracy),
-                    max_score: None,
-                    alerts: Vec::new(),
-                },
-            },
-        };
+        let session_emit = |e: SessionEvent| session_emitted(e, &key, s);
         emits.extend(session_events.drain(..).map(session_emit));
         send_emits(&self.to_inference, &key, &mut state.emitted, emits);
         if sliding_late {
@@ -438,6 +445,15 @@ impl Worker {
         if !state.admit(*channel, reading.event_time_ms, reading.value, &s.geometry) {
             return;
         }
+        // Sessions: opened before the windows after their start go out, released after the
+        // windows overlapping them (as on the entity path).
+        let sessions = s.session.as_ref().zip(s.routing.session_channel(asset));
+        let mut events = Vec::new();
+        if let Some((ss, session_channel)) = sessions {
+            state.walk_sessions(session_channel, &s.geometry, ss, s.aggregate.accuracy, &mut events);
+            let opened = events.drain(..).map(|e| session_emitted(e, asset, s)).collect();
+            send_emits(&self.to_inference, asset, &mut state.emitted, opened);
+        }
         let (to_inference, norm, width) = (&self.to_inference, &s.normalisation, s.width / channels.max(1));
         let trigger_seq = reading.seq;
         state.close_ready(&s.geometry, width, norm.warmup, |window, state| {
@@ -452,6 +468,11 @@ impl Worker {
             // Inference only disconnects when the agent is shutting down.
             let _ = to_inference.send(Stage::Item(job));
         });
+        if let (Some((ss, _)), Some(watermark)) = (sessions, state.watermark(&s.geometry)) {
+            state.sessions.release(watermark, s.geometry.size_ms, ss, &mut events);
+            let closed = events.drain(..).map(|e| session_emitted(e, asset, s)).collect();
+            send_emits(&self.to_inference, asset, &mut state.emitted, closed);
+        }
     }
 
     /// Writes the states of up to `checkpoint_max_entities` dirty entities, oldest first.

@@ -1,4 +1,7 @@
-//! Per-entity activity sessions (`session` records): machine runs, duty cycles.
+//! Activity sessions (`session` records): machine runs, duty cycles — per entity (walked on the
+//! entity's own readings and watermark) and per asset (walked on the asset's session channel at
+//! the asset's watermark, see [`super::asset::AssetWindows::walk_sessions`]; the same rules
+//! below, with the asset id as the session's entity).
 //!
 //! # Design constraints
 //!
