@@ -9,21 +9,24 @@
 //! machine cannot fetch; Karapace is not on PyPI). It implements the REST calls both sides make
 //! and parses every registered schema with fastavro.
 //!
-//! The directory sink's records are the reference: every one of them must arrive on Kafka and
+//! The directory sink's records of every kind (readings, scores, alerts, DLQ, aggregates, sessions,
+//! heartbeats) are the reference: every one of them must arrive on Kafka and
 //! decode to exactly its JSON encoding (`cloud_uplink::encode_json`).
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloud_uplink::{encode_json, Body, Envelope};
 use serde::Deserialize;
 use support::*;
 use vigil_test_harness::{http_request, run_peer_script, FakeSchemaRegistry, Mosquitto, MosquittoOptions, Tansu, TansuStorage};
 
-const TOPICS: [&str; 4] = ["vigil.readings", "vigil.scores", "vigil.alerts", "vigil.dlq"];
+const TOPICS: [&str; 7] = ["vigil.readings", "vigil.scores", "vigil.alerts", "vigil.dlq", "vigil.aggregates", "vigil.sessions", "vigil.heartbeats"];
+/// Every record kind the agent writes in this test (each must cross Kafka as Avro).
+const KINDS: [&str; 7] = ["reading", "score", "alert", "dlq", "aggregate", "session", "heartbeat"];
 const REGISTRY_USER: &str = "vigil-gw";
 const REGISTRY_PASSWORD: &str = "registry-s3cret";
 
@@ -36,41 +39,57 @@ struct Decoded {
     value: serde_json::Value,
 }
 
-/// Everything on `topics`, decoded by the independent consumer (`how`: its decoder flags).
-fn consume_avro(kafka_port: u16, how: &[String], min: usize) -> Vec<Decoded> {
-    let mut args = how.to_vec();
-    args.extend([format!("127.0.0.1:{kafka_port}"), "90".into(), min.to_string()]);
-    args.extend(TOPICS.iter().map(|t| t.to_string()));
-    let out = run_peer_script("kafka_consume.py", &args).unwrap_or_else(|e| panic!("Avro consumer: {e}"));
-    String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+/// Everything on the topics, decoded by the independent consumer (`how`: its decoder flags),
+/// read again until every record of `reference` is there (heartbeats drain last) or 120 s pass.
+fn consume_avro(kafka_port: u16, how: &[String], reference: &[Envelope]) -> Vec<Decoded> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut args = how.to_vec();
+        args.extend([format!("127.0.0.1:{kafka_port}"), "60".into(), reference.len().to_string()]);
+        args.extend(TOPICS.iter().map(|t| t.to_string()));
+        let out = run_peer_script("kafka_consume.py", &args).unwrap_or_else(|e| panic!("Avro consumer: {e}"));
+        let got: Vec<Decoded> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let seqs: BTreeSet<u64> = got.iter().filter_map(|d| d.value["seq"].as_u64()).collect();
+        if reference.iter().all(|e| seqs.contains(&e.seq)) || Instant::now() > deadline {
+            return got;
+        }
+    }
 }
 
 fn kafka_avro_section(kafka_port: u16, avro: &str) -> String {
+    let topics: String = KINDS.iter().zip(TOPICS).map(|(k, t)| format!("{k} = \"{t}\"\n")).collect();
     format!(
         "[uplink.kafka]\nbrokers = [\"127.0.0.1:{kafka_port}\"]\ncreate_partitions = 2\nrequest_timeout_ms = 3000\nencoding = \"avro\"\n\
-         [uplink.kafka.topics]\nreading = \"{}\"\nscore = \"{}\"\nalert = \"{}\"\ndlq = \"{}\"\n{avro}\n",
-        TOPICS[0], TOPICS[1], TOPICS[2], TOPICS[3]
+         [uplink.kafka.topics]\n{topics}{avro}\n"
     )
 }
 
-/// Two entities (one with an anomaly, so scores and an alert exist) and one malformed payload
-/// (a DLQ record, whose raw bytes are Avro `bytes`); returns the agent's records but heartbeats.
+/// The agent's config plus every kind: 1-minute aggregates, sessions of `m.run`, heartbeats.
+fn with_every_kind(config: String, kafka: &str) -> String {
+    let config = config.replace("[uplink.outbox]", "[uplink.heartbeat]\ninterval_s = 1\n\n[uplink.outbox]");
+    format!("{config}\n[pipeline.aggregate]\nsizes_ms = [60000]\n\n[pipeline.session]\nentities = [\"m.*\"]\nabove = 5.0\ngap_ms = 8000\n\n{kafka}")
+}
+
+/// Two entities (one with an anomaly, so scores and an alert exist), a machine that runs once
+/// (a session), and one malformed payload (a DLQ record, whose raw bytes are Avro `bytes`);
+/// returns the agent's records of every kind once each is there.
 fn publish_and_wait(broker: &Mosquitto, s: &PlantAgent) -> Vec<Envelope> {
     let n = model_warmup() + 30;
     let t0 = now_ms().div_euclid(1000) * 1000 - n as i64 * STEP_MS - 60_000;
     publish_series(broker, "l1.temp", &series(11, t0, n, 20.0, Some(n - 10)));
     publish_series(broker, "l2.temp", &series(12, t0, n, 60.0, None));
+    // On for 10 readings, then idle long enough for every window overlapping the run to close.
+    let run: Vec<(i64, f64)> = (0..60).map(|i| (t0 + i * STEP_MS, if i < 10 { 10.0 } else { 0.5 })).collect();
+    publish_series(broker, "m.run", &run);
     publish_lines(broker.plain_port(), "plant/l2/temp/value", &["\u{1}not a reading\u{ff}".to_string()], &[]);
-    let all = wait_for_outbox(&s.outbox, Duration::from_secs(90), Some(&s.agent), "readings, an alert and a DLQ record", |r| {
-        r.iter().filter(|e| matches!(e.body, Body::Reading { .. })).count() >= 2 * n
-            && r.iter().any(|e| matches!(e.body, Body::Alert { .. }))
-            && r.iter().any(|e| matches!(e.body, Body::Dlq { .. }))
-    });
-    all.into_iter().filter(|e| !matches!(e.body, Body::Heartbeat { .. })).collect()
+    wait_for_outbox(&s.outbox, Duration::from_secs(90), Some(&s.agent), "records of every kind", |r| {
+        r.iter().filter(|e| matches!(e.body, Body::Reading { .. })).count() >= 2 * n + 60
+            && KINDS.iter().all(|k| r.iter().any(|e| kind(e) == *k))
+    })
 }
 
 /// Every reference record arrived once or more, decoded to its JSON encoding, keyed by its
-/// partition key, with the Avro content type. Returns the schema id seen per topic.
+/// partition key, with the Avro content type. Returns the schema ids seen per topic.
 fn check_decoded(reference: &[Envelope], got: &[Decoded]) -> BTreeMap<String, BTreeSet<u32>> {
     let mut by_seq: BTreeMap<u64, &Decoded> = BTreeMap::new();
     let mut ids: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
@@ -87,9 +106,7 @@ fn check_decoded(reference: &[Envelope], got: &[Decoded]) -> BTreeMap<String, BT
         assert_eq!(d.key.as_deref(), Some(e.partition_key()), "key of seq {}", e.seq);
     }
     let kinds: BTreeSet<&str> = reference.iter().map(kind).collect();
-    for k in ["reading", "score", "alert", "dlq"] {
-        assert!(kinds.contains(k), "the reference has {k} records: {kinds:?}");
-    }
+    assert_eq!(kinds, KINDS.into_iter().collect(), "the reference has every kind");
     ids
 }
 
@@ -145,7 +162,7 @@ fn avro_records_registered_in_a_schema_registry_decode_with_confluents_deseriali
     let avro = format!(
         "[uplink.kafka.avro]\nregistry_url = \"{registry_url}\"\nregistry_username = \"{REGISTRY_USER}\"\nregistry_password = \"{REGISTRY_PASSWORD}\"\n"
     );
-    let s = PlantAgent::start_with(&broker, "avro-registry", |c| format!("{c}\n{}", kafka_avro_section(kafka.port(), &avro)));
+    let s = PlantAgent::start_with(&broker, "avro-registry", |c| with_every_kind(c, &kafka_avro_section(kafka.port(), &avro)));
 
     let reference = publish_and_wait(&broker, &s);
     s.agent
@@ -157,7 +174,7 @@ fn avro_records_registered_in_a_schema_registry_decode_with_confluents_deseriali
 
     registry.start_again().unwrap();
     let how = ["--avro-registry".to_string(), registry_url, "--avro-user".into(), format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}")];
-    let got = consume_avro(kafka.port(), &how, reference.len());
+    let got = consume_avro(kafka.port(), &how, &reference);
     let ids = check_decoded(&reference, &got);
 
     // One schema, registered under each topic's `-value` subject, and it is the shipped one.
@@ -183,15 +200,15 @@ fn avro_records_registered_in_a_schema_registry_decode_with_confluents_deseriali
 fn avro_with_configured_schema_ids_needs_no_registry() {
     let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
     let kafka = Tansu::start(TansuStorage::Memory).unwrap();
-    let ids = [(TOPICS[0], 41u32), (TOPICS[1], 42), (TOPICS[2], 43), (TOPICS[3], 70_000)];
+    let ids: Vec<(&str, u32)> = TOPICS.iter().zip([41u32, 42, 43, 70_000, 44, 45, 46]).map(|(t, id)| (*t, id)).collect();
     let table: String = ids.iter().map(|(t, id)| format!("\"{t}\" = {id}\n")).collect();
     let avro = format!("[uplink.kafka.avro.schema_ids]\n{table}");
-    let s = PlantAgent::start_with(&broker, "avro-ids", |c| format!("{c}\n{}", kafka_avro_section(kafka.port(), &avro)));
+    let s = PlantAgent::start_with(&broker, "avro-ids", |c| with_every_kind(c, &kafka_avro_section(kafka.port(), &avro)));
 
     let reference = publish_and_wait(&broker, &s);
     let schema_file = vigil_test_harness::repo_root().join("cloud-uplink/schema/vigil-record.avsc");
     let how = ["--avro-schema".to_string(), schema_file.display().to_string()];
-    let got = consume_avro(kafka.port(), &how, reference.len());
+    let got = consume_avro(kafka.port(), &how, &reference);
     let seen = check_decoded(&reference, &got);
     for (topic, id) in ids {
         assert_eq!(seen.get(topic), Some(&BTreeSet::from([id])), "schema id on {topic}");
