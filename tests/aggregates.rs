@@ -13,7 +13,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cloud_uplink::{Body, Envelope, Stats};
+use cloud_uplink::{AlertState, Body, Envelope, SessionAlert, Stats};
 use support::*;
 use vigil_test_harness::Mosquitto;
 
@@ -128,6 +128,10 @@ fn machine_sessions_survive_a_restart_in_the_middle_of_a_run() {
     let series: Vec<(i64, f64)> = (0..=200).map(|s| (t0 + s * 1000, current(s))).collect();
     // Kill in the middle of the second run (after its reading at 75 s).
     let (first, second) = series.split_at(76);
+    // Idle readings before t0 take the press past the model's warm-up, so its windows during
+    // the runs are scored (the sessions' max score and alerts come from them).
+    let warmup: Vec<(i64, f64)> = (1..=model_warmup() as i64).rev().map(|k| (t0 - k * 1000, 0.5)).collect();
+    publish_series(&broker, "machine.press", &warmup);
     publish_series(&broker, "machine.press", first);
     publish_series(&broker, "other.sensor", &series[..20]);
     wait_for_outbox(&pa.outbox, Duration::from_secs(60), Some(&pa.agent), "the first session", |r| {
@@ -139,7 +143,35 @@ fn machine_sessions_survive_a_restart_in_the_middle_of_a_run() {
         dedup(r.to_vec()).iter().filter(|e| matches!(&e.body, Body::Session { .. })).count() >= 3
     });
     assert_no_panic(&pa.agent);
-    let sessions: Vec<(String, i64, i64, i64, Stats)> = dedup(records)
+    let records = dedup(records);
+    let full: Vec<(String, i64, i64, Option<f64>, Vec<SessionAlert>)> = records
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Session { entity, start_ms, end_ms, max_score, alerts, .. } => Some((entity.clone(), *start_ms, *end_ms, *max_score, alerts.clone())),
+            _ => None,
+        })
+        .collect();
+    // Each session's max score and alert changes are those of the entity's windows ending in
+    // (start, end + window size] (the windows overlapping it).
+    let press_scores: Vec<(i64, f64)> = scores(&records).into_iter().filter(|s| s.0 == "machine.press").map(|s| (s.1, s.2)).collect();
+    assert!(!press_scores.is_empty(), "the press's windows are scored");
+    for (_, start, end, max_score, alerts) in &full {
+        let overlapping = |t: i64| t > *start && t <= end + SIZE_MS;
+        let want = press_scores.iter().filter(|s| overlapping(s.0)).map(|s| s.1).fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+        assert_eq!(*max_score, want, "max score of the session from {start}");
+        let want_alerts: Vec<(i64, AlertState)> = records
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::Alert { entity, state, .. } if entity == "machine.press" && overlapping(e.event_time_ms) => Some((e.event_time_ms, *state)),
+                _ => None,
+            })
+            .collect();
+        let got_alerts: Vec<(i64, AlertState)> = alerts.iter().map(|a| (a.window_end_ms, a.state)).collect();
+        assert_eq!(got_alerts, want_alerts, "alert changes in the session from {start}");
+    }
+    assert!(full.iter().all(|s| s.3.is_some()), "every run overlaps scored windows: {full:?}");
+    assert!(full.iter().any(|s| !s.4.is_empty()), "a run from idle raises an alert: {full:?}");
+    let sessions: Vec<(String, i64, i64, i64, Stats)> = records
         .into_iter()
         .filter_map(|e| match e.body {
             Body::Session { entity, start_ms, end_ms, duration_ms, stats, .. } => Some((entity, start_ms - t0, end_ms - t0, duration_ms, stats)),
