@@ -81,7 +81,10 @@ pub enum SessionEvent {
 pub struct Sessions {
     /// Readings with event time at or below this have been walked.
     pub walked_through_ms: Option<i64>,
-    pub open: Option<OpenSession>,
+    /// Boxed: every entity's state holds a `Sessions`, few have a session open, and the
+    /// pipeline's per-entity map stores states inline (10 000 entities × the open session's
+    /// ~160 bytes of statistics would otherwise be resident whether used or not).
+    pub open: Option<Box<OpenSession>>,
     /// Closed, not yet released (see the module docs).
     pub closing: Vec<ClosedSession>,
 }
@@ -108,7 +111,7 @@ impl Sessions {
                     None => {
                         let mut summary = Summary::new(t, v);
                         summary.add(t, v, alpha);
-                        self.open = Some(OpenSession { start_ms: t, last_active_ms: t, summary, tail: Vec::new() });
+                        self.open = Some(Box::new(OpenSession { start_ms: t, last_active_ms: t, summary, tail: Vec::new() }));
                         out.push(SessionEvent::Opened { start_ms: t });
                     }
                 }
