@@ -6,9 +6,14 @@
 #      no std, no allocator; `rustup target add` when missing),
 #   4. run every test of the workspace: cargo nextest when installed, else cargo test,
 #   5. (full runs as root only) package the debug binary as the x86_64 .deb, install it with
-#      dpkg -i and start the agent as its systemd unit would (tests/deb_install.sh).
-#      The ARM checks under qemu-user (tests/cross.sh, ~28 CPU-minutes: TF Lite C++ for two
-#      targets) are not part of this command yet; run them with `bash tests/cross.sh`.
+#      dpkg -i and start the agent as its systemd unit would (tests/deb_install.sh),
+#   6. (full runs only) the ARM checks under qemu-user (tests/cross.sh): debug builds for
+#      aarch64 and armv7 (TF Lite 1.15 C++ compiled from source once per target), the agent's
+#      unit tests under qemu-aarch64, and both ARM binaries scoring every model's golden windows
+#      and a 3000-row replay like the x86_64 build. This is most of the command's cost the first
+#      time (~20 CPU-minutes, ~12 min on 2 idle cores; ~1 min when target/ is warm).
+#      VIGIL_SKIP_CROSS=1 skips it (e.g. `VIGIL_SKIP_CROSS=1 bash tests/run-all.sh` while
+#      iterating on x86_64); then run `bash tests/cross.sh` alone before landing ARM-relevant work.
 # The exit code is the tests' result. Extra arguments go to the test runner,
 # e.g. `bash tests/run-all.sh -p vigil-test-harness`.
 set -euo pipefail
@@ -55,13 +60,19 @@ else
   cargo test "${args[@]}" --all-targets --no-fail-fast || rc=$?
 fi
 
-# Packaging: only in a full run (no runner arguments).
+# Packaging and the ARM checks: only in a full run (no runner arguments).
 if [[ ${#@} -eq 0 ]]; then
   step "x86_64 .deb: tests/deb_install.sh"
   if [[ "$(id -u)" -eq 0 ]]; then
     bash tests/deb_install.sh dev || rc=$?
   else
     echo "skipped: dpkg -i needs root"
+  fi
+  if [[ "${VIGIL_SKIP_CROSS:-}" == 1 ]]; then
+    step "ARM checks: skipped (VIGIL_SKIP_CROSS=1)"
+  else
+    step "ARM checks under qemu-user: tests/cross.sh"
+    bash tests/cross.sh || rc=$?
   fi
 fi
 
