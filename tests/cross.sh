@@ -11,7 +11,7 @@
 #      and a replay of 3000 rows through the whole pipeline, score the same);
 #   4. armv7: build, then the same check-golden run as the smoke test.
 #
-# Cost (measured, see README "ARM"): almost all of it is compiling — TF Lite 1.15's C++ (the
+# Cost: almost all of it is compiling — TF Lite 1.15's C++ (the
 # tflite-vendored backend, always -O3 from its own Makefile) and the agent's crates, once per
 # target. Kept as small as the checks allow:
 #   * debug Rust builds (never LTO), with line tables only: full debug info would make every
@@ -21,7 +21,12 @@
 #   * TF Lite's make runs with cargo's job count (NUM_JOBS: all cores unless CARGO_BUILD_JOBS
 #     says otherwise); TFLITE_RS_MAKE_PARALLELISM overrides it;
 #   * the x86_64 reference is the binary the tests already built (built here only if missing).
-# Prints each step's wall time and CPU time (user+sys of everything it ran).
+# Prints each step's wall time and CPU time (user+sys of everything it ran). Measured in a fresh
+# clone (bash .ci/run) on the shared 2-core machine while two other builds ran, wall / CPU s:
+#   aarch64 build (dependencies, TF Lite C++ 343 s of it, unit tests) 481 / 572; unit tests
+#   under qemu (118) 5 / 5; aarch64 vigil 93 / 71; golden 4 / 3; armv7 build 363 / 499; smoke
+#   3 / 3; total 949 / 1156 (on 2 idle cores ~10-12 min: CPU / 2 plus the serial tail).
+#   Warm target/: about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
