@@ -20,7 +20,8 @@
 #     so they share every compiled dependency, TF Lite included (one C++ build per target);
 #   * TF Lite's make runs with cargo's job count (NUM_JOBS: all cores unless CARGO_BUILD_JOBS
 #     says otherwise); TFLITE_RS_MAKE_PARALLELISM overrides it;
-#   * the x86_64 reference is the binary the tests already built (built here only if missing).
+#   * the x86_64 reference is the binary the tests already built (built here only if missing
+#     or older than the sources).
 # Prints each step's wall time and CPU time (user+sys of everything it ran). Measured in a fresh
 # clone (bash .ci/run) on the shared 2-core machine while two other builds ran, wall / CPU s:
 #   aarch64 build (dependencies, TF Lite C++ 343 s of it, unit tests) 481 / 572; unit tests
@@ -62,7 +63,13 @@ arm_cargo() {
 
 step "cross: setup (cross/setup.sh aarch64 armv7)"
 bash cross/setup.sh aarch64 armv7
-[[ -x "$reference" ]] || cargo build -p vigil-agent --bin vigil
+# The reference: the binary the x86_64 tests just built; (re)built when missing or older than a
+# source (e.g. `bash tests/cross.sh` alone after an edit) — never compare against a stale build.
+if [[ ! -x "$reference" ]] || [[ -n "$(find agent/src agent/Cargo.toml cloud-uplink/src \
+    cloud-uplink/Cargo.toml firmware-bridge/src firmware-bridge/Cargo.toml Cargo.toml Cargo.lock \
+    -newer "$reference" -type f -print -quit)" ]]; then
+  cargo build -p vigil-agent --bin vigil
+fi
 lap setup
 
 step "cross: aarch64 unit tests of vigil-agent under qemu-aarch64"
