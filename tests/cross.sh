@@ -26,7 +26,7 @@
 # clone (bash .ci/run) on the shared 2-core machine while two other builds ran, wall / CPU s:
 #   aarch64 build (dependencies, TF Lite C++ 343 s of it, unit tests) 481 / 572; unit tests
 #   under qemu (118) 5 / 5; aarch64 vigil 93 / 71; golden 4 / 3; armv7 build 363 / 499; smoke
-#   3 / 3; total 949 / 1156 (on 2 idle cores ~10-12 min: CPU / 2 plus the serial tail).
+#   3 / 3; total 949 / 1156 (on 2 idle cores ~10-11 min: CPU / 2 plus the serial tail).
 #   Warm target/: about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
