@@ -59,6 +59,9 @@ const TIMEOUT = 90_000;
     fs.rmSync(profile, { recursive: true, force: true });
   } catch (e) {
     console.error("FAILED: " + (e && e.stack || e));
+    for (const id of ["ack-status", "review-status", "review-count"]) {
+      try { console.error(`#${id}: ` + (await page.locator("#" + id).innerText({ timeout: 1000 }))); } catch (_) {}
+    }
     try { await page.screenshot({ path: screenshot.replace(/\.png$/, "") + "-failure.png", fullPage: true }); } catch (_) {}
     await context.close().catch(() => {});
     fs.rmSync(profile, { recursive: true, force: true });
