@@ -11,8 +11,8 @@
 #      aarch64 and armv7 (TF Lite 1.15 C++ compiled from source once per target), the agent's
 #      unit tests under qemu-aarch64, and both ARM binaries scoring every model's golden windows
 #      and a 3000-row replay like the x86_64 build. This is most of the command's cost the first
-#      time: 19 CPU-minutes (fresh clone: 949 s wall on a loaded 2-core machine, ~10-11 min
-#      expected on 2 idle cores; the whole command 24 min there); ~1 min when target/ is warm.
+#      time: 19 CPU-minutes (fresh clone on 2 idle cores: 641 s wall, the whole .ci/run 16.5 min;
+#      949 s / 24 min on a loaded machine); ~1 min when target/ is warm.
 #      VIGIL_SKIP_CROSS=1 skips it (e.g. `VIGIL_SKIP_CROSS=1 bash tests/run-all.sh` while
 #      iterating on x86_64); then run `bash tests/cross.sh` alone before landing ARM-relevant work.
 # The exit code is the tests' result. Extra arguments go to the test runner,
