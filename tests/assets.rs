@@ -37,23 +37,37 @@ fn pump_row(rng: &mut Rng, i: usize, drop: &std::ops::Range<usize>) -> [f64; 8] 
     row
 }
 
-#[test]
-fn the_live_agent_joins_an_assets_channels_and_scores_the_asset() {
-    let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
-    let channels: Vec<String> = (0..8).map(|c| format!("pump.c{c}")).collect();
-    let list = channels.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
-    let plant = PlantAgent::start_with(&broker, "asset-live", |config| {
-        // The multivariate model, 1 s slots, and a lateness bound covering the publishing order
-        // (one channel after the other): windows close once every channel has arrived.
+/// The pump's 8 channel entities, `pump.c0` … `pump.c7`.
+fn pump_channels() -> Vec<String> {
+    (0..8).map(|c| format!("pump.c{c}")).collect()
+}
+
+/// An agent scoring the asset `pump` (channels [`pump_channels`]) with the shipped multivariate
+/// model on 16 s windows every second, with `lateness_ms` of allowed lateness (it must cover the
+/// publishing order: one channel after the other); `asset_extra` is appended to the asset's
+/// table, `extra` (e.g. a `[pipeline.session]` table) before it.
+fn start_pump_agent(broker: &Mosquitto, id: &str, lateness_ms: u64, extra: &str, asset_extra: &str) -> PlantAgent {
+    let list = pump_channels().iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    PlantAgent::start_with(broker, id, |config| {
         let config = config
             .replace(&q(model_dir()), &q(skab_model()))
             .replace(&format!("size_ms = {SIZE_MS}"), "size_ms = 16000")
             .replace(&format!("hop_ms = {HOP_MS}"), "hop_ms = 1000")
-            .replace("allowed_lateness_ms = 0", "allowed_lateness_ms = 3600000")
+            .replace("allowed_lateness_ms = 0", &format!("allowed_lateness_ms = {lateness_ms}"))
+            // The shared config's explicit bands are the univariate model's: use the manifest's.
             .replace("review_threshold = 0.3\n", "")
             .replace("alert_threshold = 0.4\n", "");
-        format!("{config}\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n")
-    });
+        format!("{config}\n{extra}\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n{asset_extra}")
+    })
+}
+
+#[test]
+fn the_live_agent_joins_an_assets_channels_and_scores_the_asset() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
+    let channels = pump_channels();
+    // The lateness bound covers the publishing order (every row of one channel, then the next):
+    // windows close once every channel has arrived.
+    let plant = start_pump_agent(&broker, "asset-live", 3_600_000, "", "");
     // Two hours ago on a whole second (event times must be within the validation skew).
     let t0 = (now_ms() - 7_200_000).div_euclid(1000) * 1000;
     let (n, drop) = (700usize, 560..700usize);
@@ -106,16 +120,8 @@ fn publish_pump_rows(broker: &Mosquitto, channels: &[String], t0: i64, rows: &[[
 #[test]
 fn an_assets_join_state_survives_a_crash_no_new_warmup_no_gap() {
     let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
-    let channels: Vec<String> = (0..8).map(|c| format!("pump.c{c}")).collect();
-    let list = channels.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
-    let PlantAgent { dir: _dir, config, outbox, mut agent } = PlantAgent::start_with(&broker, "asset-crash", |config| {
-        let config = config
-            .replace(&q(model_dir()), &q(skab_model()))
-            .replace(&format!("size_ms = {SIZE_MS}"), "size_ms = 16000")
-            .replace(&format!("hop_ms = {HOP_MS}"), "hop_ms = 1000")
-            .replace("allowed_lateness_ms = 0", "allowed_lateness_ms = 60000");
-        format!("{config}\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n")
-    });
+    let channels = pump_channels();
+    let PlantAgent { dir: _dir, config, outbox, mut agent } = start_pump_agent(&broker, "asset-crash", 60_000, "", "");
     let t0 = (now_ms() - 7_200_000).div_euclid(1000) * 1000;
     let n = 600usize;
     let mut rng = Rng::new(9);
@@ -160,19 +166,10 @@ fn an_assets_join_state_survives_a_crash_no_new_warmup_no_gap() {
 #[test]
 fn an_assets_sessions_follow_its_session_channel_across_a_crash() {
     let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
-    let channels: Vec<String> = (0..8).map(|c| format!("pump.c{c}")).collect();
-    let list = channels.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
-    let PlantAgent { dir: _dir, config, outbox, mut agent } = PlantAgent::start_with(&broker, "asset-sessions", |config| {
-        let config = config
-            .replace(&q(model_dir()), &q(skab_model()))
-            .replace(&format!("size_ms = {SIZE_MS}"), "size_ms = 16000")
-            .replace(&format!("hop_ms = {HOP_MS}"), "hop_ms = 1000")
-            .replace("allowed_lateness_ms = 0", "allowed_lateness_ms = 60000");
-        format!(
-            "{config}\n[pipeline.session]\nentities = []\nabove = 0.3\ngap_ms = 5000\n\
-             [[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\nsession_channel = \"pump.c2\"\n"
-        )
-    });
+    let channels = pump_channels();
+    let session = "[pipeline.session]\nentities = []\nabove = 0.3\ngap_ms = 5000\n";
+    let PlantAgent { dir: _dir, config, outbox, mut agent } =
+        start_pump_agent(&broker, "asset-sessions", 60_000, session, "session_channel = \"pump.c2\"\n");
     let t0 = (now_ms() - 7_200_000).div_euclid(1000) * 1000;
     let n = 600usize;
     let on = |i: usize| i < 450 || (470..530).contains(&i);
