@@ -54,6 +54,33 @@ pub struct ScoredWindow {
     pub before: Vec<Emit>,
 }
 
+impl ScoredWindow {
+    /// `job` scored `(error, score)` by the deciding `model`; `carry` holds the emits of the
+    /// unscored windows before it (emptied into this one's `before`).
+    pub(crate) fn of(
+        job: WindowJob,
+        (error, score): (f64, f64),
+        model: Arc<ModelRef>,
+        thresholds: Thresholds,
+        peer: Option<PeerScore>,
+        carry: &mut Vec<Emit>,
+    ) -> ScoredWindow {
+        ScoredWindow {
+            entity: job.entity,
+            window_end_ms: job.window_end_ms,
+            error,
+            score,
+            raw: job.raw,
+            model,
+            thresholds,
+            peer: peer.map(Box::new),
+            trigger_ingest: job.trigger_ingest,
+            trigger_seq: job.trigger_seq,
+            before: carry_emits(carry, job.before),
+        }
+    }
+}
+
 /// The non-deciding model's score of a window.
 #[derive(Debug, Clone)]
 pub struct PeerScore {
@@ -320,23 +347,11 @@ fn score_active_only(slot: &mut Slot, batch: &mut Vec<WindowJob>, scratch: &mut 
     };
     let mut out = Vec::with_capacity(batch.len());
     for (job, s) in batch.drain(..).zip(scores) {
-        let Some((error, score)) = s else {
+        let Some(scored) = s else {
             carry.extend(job.before);
             continue;
         };
-        out.push(ScoredWindow {
-            entity: job.entity,
-            window_end_ms: job.window_end_ms,
-            error,
-            score,
-            raw: job.raw,
-            model: slot.scoring.model.clone(),
-            thresholds: slot.scoring.thresholds,
-            peer: None,
-            trigger_ingest: job.trigger_ingest,
-            trigger_seq: job.trigger_seq,
-            before: carry_emits(&mut carry, job.before),
-        });
+        out.push(ScoredWindow::of(job, scored, slot.scoring.model.clone(), slot.scoring.thresholds, None, &mut carry));
     }
     metrics.windows_scored.add(out.len() as u64);
     (out, carry)

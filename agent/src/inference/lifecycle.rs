@@ -689,20 +689,8 @@ impl Deployment {
                     continue;
                 }
             };
-            let ((error, score), model, thresholds) = decider;
-            out.push(ScoredWindow {
-                entity: job.entity,
-                window_end_ms: job.window_end_ms,
-                error,
-                score,
-                raw: job.raw,
-                model,
-                thresholds,
-                peer: peer.map(Box::new),
-                trigger_ingest: job.trigger_ingest,
-                trigger_seq: job.trigger_seq,
-                before: carry_emits(&mut carry, job.before),
-            });
+            let (scored, model, thresholds) = decider;
+            out.push(ScoredWindow::of(job, scored, model, thresholds, peer, &mut carry));
         }
         metrics.windows_scored.add(out.len() as u64);
         (out, carry)
