@@ -27,12 +27,20 @@ const NOISE: [f64; 8] = [0.0003, 0.0006, 0.27, 0.25, 0.15, 0.012, 11.0, 0.4];
 
 /// Row `i` of a pump whose flow (channel 7) drops by 5 units (about 12 noise sd) on `drop`.
 fn pump_row(rng: &mut Rng, i: usize, drop: &std::ops::Range<usize>) -> [f64; 8] {
+    pump_row_dropping(rng, i, drop, 5.0, 0.0)
+}
+
+/// [`pump_row`] with a flow drop of `by` units; with `shared > 0` the channels' noise is that
+/// share of one common load factor (a pump's current, pressure, flow … follow its load) plus
+/// `1 − shared` of their own.
+fn pump_row_dropping(rng: &mut Rng, i: usize, drop: &std::ops::Range<usize>, by: f64, shared: f64) -> [f64; 8] {
     let mut row = [0.0; 8];
+    let load = if shared > 0.0 { rng.unit() } else { 0.0 };
     for c in 0..8 {
-        row[c] = LEVEL[c] + NOISE[c] * 1.7 * rng.unit();
+        row[c] = LEVEL[c] + NOISE[c] * 1.7 * (shared * load + (1.0 - shared) * rng.unit());
     }
     if drop.contains(&i) {
-        row[7] -= 5.0;
+        row[7] -= by;
     }
     row
 }
@@ -239,13 +247,18 @@ fn an_assets_sessions_follow_its_session_channel_across_a_crash() {
 /// Writes `<root>/<group>/<name>.csv` in SKAB's format (`;`, `datetime`, 8 channels, `anomaly`,
 /// `changepoint`).
 fn write_skab(path: &Path, n: usize, drop: std::ops::Range<usize>, seed: u64, labels: bool) {
+    write_skab_dropping(path, n, drop, 5.0, 0.0, seed, labels)
+}
+
+/// [`write_skab`] with a flow drop of `by` units and a `shared` load factor ([`pump_row_dropping`]).
+fn write_skab_dropping(path: &Path, n: usize, drop: std::ops::Range<usize>, by: f64, shared: f64, seed: u64, labels: bool) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut rng = Rng::new(seed);
     let mut text = format!("datetime;{}", CHANNELS.join(";"));
     text.push_str(if labels { ";anomaly;changepoint\n" } else { "\n" });
     let t0 = 1_583_748_873_000i64;
     for i in 0..n {
-        let row = pump_row(&mut rng, i, &drop);
+        let row = pump_row_dropping(&mut rng, i, &drop, by, shared);
         let t = std::time::UNIX_EPOCH + Duration::from_millis((t0 + i as i64 * 1000) as u64);
         let ts = humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").trim_end_matches('Z').to_string();
         text.push_str(&ts);
@@ -306,6 +319,49 @@ fn eval_skab_reports_f1_far_mar_per_group_on_a_tiny_corpus() {
     assert_eq!(rows.len(), 900);
     assert!(rows[..400].iter().all(|r| r.contains(",none,")), "warm-up rows unscored");
     assert!(!rows[400].contains(",none,"), "row 400 is scored: {}", rows[400]);
+}
+
+/// `[pipeline.warmup_pca]` through `vigil eval skab` (the live pipeline's code). The pump's
+/// channels follow a common load (90 % of their noise); its flow drops by 0.8 units (about 2
+/// noise sd per reading, the size of SKAB's hardest valve runs) for 240 / 260 s. The model
+/// alone misses nearly all of it; the long view checked against the warm-up (the drop breaks
+/// the channels' joint behaviour: Q) finds it, and a second run reproduces every row's score.
+#[test]
+fn eval_skab_with_the_warm_up_pca_finds_a_small_sustained_drop_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("skab");
+    write_skab_dropping(&data.join("pump/0.csv"), 900, 560..800, 0.8, 0.9, 11, true);
+    write_skab_dropping(&data.join("pump/1.csv"), 900, 500..760, 0.8, 0.9, 12, true);
+    let list = CHANNELS.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    let base = format!(
+        "[agent]\nid = \"skab-pca\"\ndata_dir = {}\n\n[ingest.simulator]\nmachines = 1\n\n[pipeline.window]\nsize_ms = 16000\nhop_ms = 1000\n\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n\n[inference]\nmodel_dir = {}\n\n[alerts]\nalert_threshold = 0.5\nraise_after = 1\nclear_after = 1\ncooldown_s = 0\nprint = false\n",
+        q(dir.path().join("state")),
+        q(skab_model())
+    );
+    let run = |name: &str, extra: &str| -> (String, String) {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+        let out = dir.path().join(name);
+        let o = vigil(&["eval", "skab", "--data", data.to_str().unwrap(), "-c", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "eval {name} failed: {stdout}{}", String::from_utf8_lossy(&o.stderr));
+        eprintln!("{name}:\n{stdout}");
+        let rows = std::fs::read_to_string(out.join("pump/0.csv")).unwrap() + &std::fs::read_to_string(out.join("pump/1.csv")).unwrap();
+        (stdout.lines().find(|l| l.starts_with("overall")).expect("overall line").to_string(), rows)
+    };
+    // Columns from the right: F1 FAR MAR TP FP FN TN -> index 0..6.
+    let field = |line: &str, i: usize| -> f64 { line.split_whitespace().rev().nth(6 - i).unwrap().parse().unwrap() };
+    let (alone, _) = run("model", "");
+    let pca = "\n[pipeline.warmup_pca]\n";
+    let (with, rows) = run("pca", pca);
+    assert!(field(&alone, 2) > 80.0, "the model alone misses the drop (MAR %): {alone}");
+    assert!(field(&with, 2) < 20.0, "the long view finds it (MAR %): {with}");
+    // The long view spans 32 s: for up to ~40 rows after each drop ends it still holds the
+    // drop (2 files x 40 of 500 normal rows = 16 %).
+    assert!(field(&with, 1) < 16.0, "false alarms only in the long view's wake (FAR %): {with}");
+    let (again, rows_again) = run("pca-again", pca);
+    assert_eq!(with, again);
+    assert!(rows == rows_again, "every row's score and detection reproduce");
 }
 
 #[test]

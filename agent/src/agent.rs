@@ -50,6 +50,7 @@ use crate::api::{self, ApiState};
 use crate::metrics::{HealthKind, Metrics, OutboxCollector, ProcessCollector, Registry};
 use crate::pipeline::window::{EntityWindows, Geometry};
 use crate::pipeline::asset::{AssetWindows, Routing};
+use crate::pipeline::warmup_pca::WarmupPcaSettings;
 use crate::pipeline::{partition_of, Worker, WorkerSettings};
 use crate::store::{self, DbContext, StoreError};
 use crate::uplink::{Uplink, UplinkSetupError};
@@ -260,6 +261,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         session: config.pipeline.session.as_ref().map(Into::into),
         routing: routing.clone(),
         multivariate,
+        warmup_pca: config.pipeline.warmup_pca.as_ref().map(|w| WarmupPcaSettings::new(w, config.pipeline.window.size_ms)),
     };
     let mut threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = Vec::new();
     let stop = Arc::new(AtomicBool::new(false));

@@ -123,6 +123,18 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
         for a in &p.assets {
             let _ = writeln!(s, "  asset {}: {} channels joined on one grid ({})", a.id, a.channels.len(), a.channels.join(", "));
         }
+        if let Some(w) = &p.warmup_pca {
+            let _ = writeln!(
+                s,
+                "  warm-up PCA: long view over {} windows ({} ms), components for {} of the variance, limits at the warm-up's q{}; e = {} x model error / error_scale + {} x (T2 + Q over limits)",
+                w.windows,
+                w.windows as u64 * p.window.size_ms,
+                w.variance,
+                w.limit_quantile,
+                w.model_weight,
+                w.weight
+            );
+        }
     } else if !p.assets.is_empty() {
         let _ = writeln!(s, "  {} asset(s) configured but the model is univariate: assets are not joined", p.assets.len());
     }

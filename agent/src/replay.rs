@@ -46,6 +46,7 @@ use crate::inference::manifest::{Band, ModelKind};
 use crate::inference::ModelRuntime;
 use crate::metrics::Metrics;
 use crate::pipeline::window::Geometry;
+use crate::pipeline::warmup_pca::WarmupPcaSettings;
 use crate::pipeline::{Stage, WindowJob, Worker, WorkerMsg, WorkerSettings};
 use crate::reading::{Quality, Reading, SourceKind};
 
@@ -273,6 +274,7 @@ impl Replayer {
                 session: None,
                 routing: Arc::new(routing),
                 multivariate,
+                warmup_pca: self.config.pipeline.warmup_pca.as_ref().map(|w| WarmupPcaSettings::new(w, self.config.pipeline.window.size_ms)),
             },
             entities: HashMap::new(),
             assets: HashMap::new(),

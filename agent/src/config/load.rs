@@ -315,6 +315,30 @@ impl Config {
                 return fail("pipeline.session.gap_ms", "must be > 0".into());
             }
         }
+        if let Some(w) = &p.warmup_pca {
+            if !(1..=64).contains(&w.windows) {
+                return fail("pipeline.warmup_pca.windows", "must be between 1 and 64".into());
+            }
+            if p.window.size_ms % p.window.hop_ms != 0 {
+                return fail("pipeline.warmup_pca", format!("needs pipeline.window.size_ms ({}) to be a multiple of hop_ms ({})", p.window.size_ms, p.window.hop_ms));
+            }
+            for (key, v) in [("pipeline.warmup_pca.variance", w.variance), ("pipeline.warmup_pca.limit_quantile", w.limit_quantile)] {
+                if !(v > 0.0 && v <= 1.0) {
+                    return fail(key, "must be > 0 and <= 1".into());
+                }
+            }
+            for (key, v) in [("pipeline.warmup_pca.weight", w.weight), ("pipeline.warmup_pca.model_weight", w.model_weight)] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return fail(key, "must be a finite number >= 0".into());
+                }
+            }
+            if w.weight + w.model_weight <= 0.0 {
+                return fail("pipeline.warmup_pca.weight", "weight and model_weight must not both be 0".into());
+            }
+            if p.assets.is_empty() {
+                return fail("pipeline.warmup_pca", "needs [[pipeline.assets]] (it scores assets)".into());
+            }
+        }
         let inf = &self.inference;
         if inf.max_batch == 0 || inf.max_batch > 1024 {
             return fail("inference.max_batch", "must be between 1 and 1024".into());
@@ -550,6 +574,29 @@ model_dir = "models/univariate-ae/1.0.0"
     }
 
     #[test]
+    fn warmup_pca_is_checked_and_needs_assets() {
+        let asset = "\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [\"p.a\", \"p.b\"]\n\n[pipeline.warmup_pca]\n";
+        let ok = load(asset).unwrap();
+        let w = ok.pipeline.warmup_pca.expect("table present = on");
+        assert_eq!((w.windows, w.variance, w.limit_quantile, w.weight, w.model_weight), (2, 0.99, 0.99, 0.025, 0.25));
+        for (extra, want) in [
+            ("windows = 0\n", "pipeline.warmup_pca.windows"),
+            ("variance = 1.5\n", "pipeline.warmup_pca.variance"),
+            ("limit_quantile = 0.0\n", "pipeline.warmup_pca.limit_quantile"),
+            ("weight = -1.0\n", "pipeline.warmup_pca.weight"),
+            ("model_weight = nan\n", "pipeline.warmup_pca.model_weight"),
+            ("weight = 0.0\nmodel_weight = 0.0\n", "pipeline.warmup_pca.weight"),
+        ] {
+            let (_, key, message) = expect_invalid(&format!("{asset}{extra}"));
+            assert_eq!(key, want, "{extra}: {message}");
+        }
+        let (_, key, message) = expect_invalid("\n[pipeline.warmup_pca]\n");
+        assert!(key == "pipeline.warmup_pca" && message.contains("[[pipeline.assets]]"), "{key}: {message}");
+        let (_, key, message) = expect_invalid(&format!("\n[pipeline.window]\nsize_ms = 2500\nhop_ms = 1000\n{asset}"));
+        assert!(key == "pipeline.warmup_pca" && message.contains("multiple of hop_ms"), "{key}: {message}");
+    }
+
+    #[test]
     fn avro_settings_are_checked() {
         let kafka = "\n[uplink.kafka]\nbrokers = [\"k:9092\"]\nencoding = \"avro\"\n[uplink.kafka.topics]\nscore = \"s\"\naggregate = \"a\"\n";
         let (line, key, message) = expect_invalid(kafka);
@@ -660,6 +707,7 @@ model_dir = "models/univariate-ae/1.0.0"
         c.alerts.alert_threshold = Some(0.7);
         c.api.token = Some(super::super::Secret::new("x"));
         c.pipeline.session = Some(toml::from_str("above = 1.0\nbelow = 2.0").unwrap());
+        c.pipeline.warmup_pca = Some(toml::from_str("").unwrap());
         c.alerts.webhook[0].routing_key = Some(super::super::Secret::new("x"));
         c.alerts.webhook[0].ca_file = Some("x".into());
         // The network sinks are commented out in the shipped file: document them all the same.

@@ -415,6 +415,40 @@ pub struct PipelineConfig {
     /// `[[pipeline.assets]]`: machines whose sensors a multivariate model scores together.
     #[serde(default)]
     pub assets: Vec<AssetConfig>,
+    /// `[pipeline.warmup_pca]`: each asset's long view checked against its own warm-up (absent
+    /// = off: assets are scored by the model alone).
+    #[serde(default)]
+    pub warmup_pca: Option<WarmupPcaConfig>,
+}
+
+/// `[pipeline.warmup_pca]`: a second, longer view of every asset (`[[pipeline.assets]]`),
+/// checked against the asset's own warm-up and added to the model's evidence
+/// ([`crate::pipeline::warmup_pca`]). The long view is the channels' mean over `windows`
+/// back-to-back windows; a PCA of it is fitted on the asset's warm-up (the windows that close
+/// while the baselines fold), and each later window adds
+/// `weight · (T² / T²_limit + Q / Q_limit)` (Hotelling's T² and the squared prediction error,
+/// each over its `limit_quantile` on the warm-up) to `model_weight · error / error_scale`; the
+/// score is `e / (1 + e)` of that sum, so the review threshold 0.5 is a sum of 1.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupPcaConfig {
+    /// Back-to-back windows averaged into the long view (span = `windows · size_ms`;
+    /// `pipeline.window.size_ms` must be a multiple of `hop_ms`). Between 1 and 64.
+    #[serde(default = "defaults::warmup_pca_windows")]
+    pub windows: usize,
+    /// Share of the warm-up's variance the retained principal components explain, in (0, 1].
+    #[serde(default = "defaults::warmup_pca_variance")]
+    pub variance: f64,
+    /// Quantile of T² and of Q over the warm-up's long views that each is divided by, in (0, 1].
+    #[serde(default = "defaults::warmup_pca_limit_quantile")]
+    pub limit_quantile: f64,
+    /// Weight of `T² / T²_limit + Q / Q_limit` in the evidence (>= 0).
+    #[serde(default = "defaults::warmup_pca_weight")]
+    pub weight: f64,
+    /// Weight of the model's `error / error_scale` in the evidence (>= 0; 1 with `weight = 0`
+    /// is the model alone).
+    #[serde(default = "defaults::warmup_pca_model_weight")]
+    pub model_weight: f64,
 }
 
 /// `[[pipeline.assets]]`: one machine whose channels (entity ids) are joined onto a common time
@@ -447,6 +481,7 @@ impl Default for PipelineConfig {
             aggregate: AggregateConfig::default(),
             session: None,
             assets: Vec::new(),
+            warmup_pca: None,
         }
     }
 }
@@ -1245,6 +1280,26 @@ mod defaults {
     pub fn all_entities() -> Vec<String> {
         vec!["*".into()]
     }
+    pub fn warmup_pca_windows() -> usize {
+        2
+    }
+
+    pub fn warmup_pca_variance() -> f64 {
+        0.99
+    }
+
+    pub fn warmup_pca_limit_quantile() -> f64 {
+        0.99
+    }
+
+    pub fn warmup_pca_weight() -> f64 {
+        0.025
+    }
+
+    pub fn warmup_pca_model_weight() -> f64 {
+        0.25
+    }
+
     pub fn session_gap_ms() -> u64 {
         5000
     }

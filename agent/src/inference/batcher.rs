@@ -226,7 +226,7 @@ impl Scoring {
     pub(crate) fn warm(&self, job: &WindowJob) -> bool {
         match &job.input {
             WindowInput::Entity { values, stats } => stats.count >= self.normalisation.warmup && values.len() == self.width,
-            WindowInput::Normalised(input) => input.len() == self.width,
+            WindowInput::Normalised { values, .. } => values.len() == self.width,
         }
     }
 }
@@ -265,7 +265,7 @@ pub(crate) fn run_slot(
                     normalise_window(&scoring.normalisation, values, stats, one);
                     inputs.extend_from_slice(one);
                 }
-                WindowInput::Normalised(input) => inputs.extend_from_slice(input),
+                WindowInput::Normalised { values, .. } => inputs.extend_from_slice(values),
             }
             rows.push(i);
         }
@@ -279,10 +279,16 @@ pub(crate) fn run_slot(
     for (k, &i) in rows.iter().enumerate() {
         let z = &inputs[k * width..(k + 1) * width];
         let error = window_error(&scoring.spec, z, &outputs[k * width..(k + 1) * width]);
-        let score = mse_ratio_score(error, scoring.spec.error_scale);
+        let model_score = mse_ratio_score(error, scoring.spec.error_scale);
+        // The drift monitor compares the model's own score with its reference; alerts get the
+        // score combined with the asset's long view (`[pipeline.warmup_pca]`) when it is on.
         if let Some(d) = &scoring.drift {
-            d.observe(z, score);
+            d.observe(z, model_score);
         }
+        let score = match &batch[i].input {
+            WindowInput::Normalised { long_view: Some(l), .. } => mse_ratio_score(l.combined_error(error, scoring.spec.error_scale), scoring.spec.error_scale),
+            _ => model_score,
+        };
         scores[i] = Some((error, score));
     }
     Ok((scores, rows.len(), started.elapsed()))

@@ -19,7 +19,9 @@
 //!   afterwards; scale = max(std, `relative_std_floor` · |mean|, `min_std`); the asset is
 //!   scored once every channel has `warmup` readings.
 //! * **Checkpointed like entity state**: [`AssetWindows`] is plain data written to redb
-//!   (`asset_state`) with the worker's checkpoints; a restored state continues identically.
+//!   (`asset_state`) with the worker's checkpoints — with the asset's long view
+//!   ([`super::warmup_pca`]), which the worker folds as each window is emitted; a restored state
+//!   continues identically.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::features::resample;
 use super::session::{SessionEvent, SessionSettings, Sessions};
+use super::warmup_pca::WarmupPca;
 use super::window::Geometry;
 use crate::config::{AssetConfig, LatePolicy};
 use crate::inference::manifest::Normalisation;
@@ -105,6 +108,11 @@ impl Baseline {
         self.m2 += d * (x - self.mean);
     }
 
+    /// The channel's normalisation scale: `max(std, relative_std_floor · |mean|, min_std)`.
+    pub fn scale(&self, norm: &Normalisation) -> f64 {
+        self.std().max(norm.relative_std_floor.unwrap_or(0.0) * self.mean.abs()).max(norm.min_std)
+    }
+
     /// Population standard deviation of the folded readings.
     pub fn std(&self) -> f64 {
         if self.count == 0 {
@@ -144,6 +152,10 @@ pub struct AssetWindows {
     /// replay after a crash reproduces them and the alert stage drops the repeats.
     #[serde(default)]
     pub emitted: u64,
+    /// The long view checked against the warm-up (`[pipeline.warmup_pca]`); absent in states
+    /// written before it existed.
+    #[serde(default)]
+    pub pca: WarmupPca,
 }
 
 /// A closed asset window, resampled: `values[slot * channels + channel]` (time-major).
@@ -212,8 +224,9 @@ impl AssetWindows {
 
     /// Emits every window the watermark has passed. `emit` receives the resampled window and
     /// the state (for the baselines) when the window is complete (every channel has a value);
-    /// it is called for every closed window that holds at least one reading.
-    pub fn close_ready(&mut self, g: &Geometry, width: usize, warmup: u64, mut emit: impl FnMut(AssetWindow, &AssetWindows)) {
+    /// it is called for every closed window that holds at least one reading, and may update the
+    /// state's long view ([`AssetWindows::pca`]).
+    pub fn close_ready(&mut self, g: &Geometry, width: usize, warmup: u64, mut emit: impl FnMut(AssetWindow, &mut AssetWindows)) {
         let (Some(max_event), Some(mut next_end)) = (self.max_event_ms, self.next_end_ms) else {
             return;
         };
@@ -275,12 +288,10 @@ impl AssetWindows {
 /// warm-up baseline; time-major like the window.
 pub fn normalise_asset_window(norm: &Normalisation, window: &AssetWindow, state: &AssetWindows, out: &mut Vec<f32>) {
     let n = state.channels.len().max(1);
-    let rel = norm.relative_std_floor.unwrap_or(0.0);
     out.clear();
     out.extend(window.values.iter().enumerate().map(|(i, x)| {
         let b = &state.channels[i % n].baseline;
-        let scale = b.std().max(rel * b.mean.abs()).max(norm.min_std);
-        ((x - b.mean) / scale).clamp(-norm.clip, norm.clip) as f32
+        ((x - b.mean) / b.scale(norm)).clamp(-norm.clip, norm.clip) as f32
     }));
 }
 
@@ -369,6 +380,79 @@ mod tests {
         split.extend(run(&mut restored, &readings[25..]));
         assert_eq!(all, split);
         assert_eq!(whole, restored);
+    }
+
+    /// Like [`run`], feeding each complete window through the long view as the worker does
+    /// (warm-up of 30 readings); returns `(end, evidence)` of the warmed-up windows.
+    fn run_long_view(state: &mut AssetWindows, readings: &[(usize, i64, f64)]) -> Vec<(i64, f64)> {
+        use super::super::warmup_pca::WarmupPcaSettings;
+        let g = geometry();
+        let norm = Normalisation {
+            method: NormalisationMethod::AssetWarmupZscore,
+            alpha: 0.01,
+            min_std: 1e-3,
+            clip: 8.0,
+            warmup: 30,
+            window_std_ratio: None,
+            relative_std_floor: Some(0.01),
+        };
+        let pca = WarmupPcaSettings { windows: 2, size_ms: g.size_ms, variance: 0.99, limit_quantile: 0.99, weight: 0.1, model_weight: 0.25 };
+        let mut out = Vec::new();
+        for &(c, t, v) in readings {
+            state.admit(c, t, v, &g);
+            state.close_ready(&g, 4, norm.warmup, |w, st| {
+                let warmed = st.warmed_up(norm.warmup);
+                let baselines: Vec<(f64, f64)> = st.channels.iter().map(|c| (c.baseline.mean, c.baseline.scale(&norm))).collect();
+                let evidence = st.pca.observe(&pca, w.end_ms, &w.values, &baselines, warmed);
+                if warmed {
+                    out.push((w.end_ms, evidence));
+                }
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn the_long_view_restores_mid_warm_up_and_after_the_fit() {
+        // Two channels, one reading each per second; channel 1 steps down by 2 at 80 s.
+        let readings: Vec<(usize, i64, f64)> = (0..240i64)
+            .map(|i| {
+                let (c, t) = ((i % 2) as usize, (i / 2) * 1000 + (i % 2) * 40);
+                let wobble = ((i / 2) as f64 * 0.7).sin();
+                (c, t, if c == 0 { 5.0 + wobble } else { 20.0 + wobble * 0.5 - if t >= 80_000 { 2.0 } else { 0.0 } })
+            })
+            .collect();
+        let mut whole = AssetWindows::new(2);
+        let all = run_long_view(&mut whole, &readings);
+        assert!(matches!(whole.pca.fit, super::super::warmup_pca::Fit::Fitted(_)), "{:?}", whole.pca.fit);
+        let before = all.iter().filter(|(e, _)| *e < 80_000).map(|p| p.1).fold(0.0, f64::max);
+        let after = all.iter().filter(|(e, _)| *e >= 90_000).map(|p| p.1).fold(f64::INFINITY, f64::min);
+        assert!(after > 5.0 * before.max(0.1), "the step stands out: {after} vs {before}");
+        for cut in [30, 150] {
+            // 30 readings: the warm-up is still recording; 150: the PCA is fitted.
+            let mut first = AssetWindows::new(2);
+            let mut split = run_long_view(&mut first, &readings[..cut]);
+            let bytes = crate::store::to_cbor(&first);
+            let mut restored: AssetWindows = crate::store::from_cbor("asset_state", "x", &bytes).unwrap();
+            split.extend(run_long_view(&mut restored, &readings[cut..]));
+            assert_eq!(all, split, "cut at {cut}");
+            assert_eq!(whole, restored);
+        }
+    }
+
+    #[test]
+    fn a_state_written_before_the_long_view_loads() {
+        let mut s = AssetWindows::new(2);
+        run(&mut s, &[(0, 0, 1.0), (1, 10, 2.0), (0, 1000, 1.5), (1, 1010, 2.5)]);
+        let mut value = ciborium::Value::serialized(&s).unwrap();
+        let ciborium::Value::Map(fields) = &mut value else { panic!("a struct is a map") };
+        let n = fields.len();
+        fields.retain(|(k, _)| k.as_text() != Some("pca"));
+        assert_eq!(fields.len(), n - 1, "the field is named `pca`");
+        let mut bytes = Vec::new();
+        ciborium::ser::into_writer(&value, &mut bytes).unwrap();
+        let old: AssetWindows = crate::store::from_cbor("asset_state", "x", &bytes).unwrap();
+        assert_eq!(old, s);
     }
 
     #[test]

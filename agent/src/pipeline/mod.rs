@@ -22,7 +22,9 @@
 //! features, but the model scores *assets* instead: the readings of an asset's channels
 //! (`pipeline.assets`) are also admitted into the asset's [`asset::AssetWindows`] — routed by
 //! asset id, so one worker owns each asset — and its closed windows go to inference with the
-//! asset id as their entity.
+//! asset id as their entity. With `[pipeline.warmup_pca]`, each asset window also carries the
+//! evidence of the asset's longer view checked against its warm-up ([`warmup_pca`]), which the
+//! inference stage adds to the model's error.
 //!
 //! Every `checkpoint_interval_ms` a worker sends the state of the entities it changed — at most
 //! `checkpoint_max_entities`, those changed longest ago first, so one checkpoint never stalls
@@ -35,6 +37,7 @@ pub mod aggregate;
 pub mod asset;
 pub mod features;
 pub mod session;
+pub mod warmup_pca;
 pub mod window;
 
 use std::collections::HashMap;
@@ -55,6 +58,7 @@ use features::{resample, Ewma};
 use aggregate::AggregateSettings;
 use session::{SessionEvent, SessionSettings};
 use asset::{normalise_asset_window, AssetWindows, Routing};
+use warmup_pca::{LongViewEvidence, WarmupPcaSettings};
 use window::{Admission, EntityWindows, Geometry};
 
 /// Stable partitioning hash (FNV-1a, 64 bit): the same entity maps to the same worker on every
@@ -119,8 +123,9 @@ pub enum WindowInput {
     Entity { values: Vec<f64>, stats: Ewma },
     /// An asset window, already normalised and past the warm-up by the worker (asset
     /// normalisation needs the asset's state; every deployed multivariate model shares the
-    /// pipeline's normalisation, see [`crate::inference::lifecycle`]).
-    Normalised(Vec<f32>),
+    /// pipeline's normalisation, see [`crate::inference::lifecycle`]), and what the score
+    /// combines besides the model's error when `[pipeline.warmup_pca]` is on.
+    Normalised { values: Vec<f32>, long_view: Option<LongViewEvidence> },
 }
 
 /// Messages from the commit log to a worker.
@@ -237,6 +242,8 @@ pub struct WorkerSettings {
     pub routing: Arc<Routing>,
     /// The model scores assets (`kind = "multivariate"`), not single entities.
     pub multivariate: bool,
+    /// `[pipeline.warmup_pca]`: the assets' long view checked against their warm-up.
+    pub warmup_pca: Option<WarmupPcaSettings>,
 }
 
 /// One worker thread's state and loop.
@@ -457,12 +464,19 @@ impl Worker {
         let (to_inference, norm, width) = (&self.to_inference, &s.normalisation, s.width / channels.max(1));
         let trigger_seq = reading.seq;
         state.close_ready(&s.geometry, width, norm.warmup, |window, state| {
-            if !state.warmed_up(norm.warmup) {
+            let warmed_up = state.warmed_up(norm.warmup);
+            // The long view records the warm-up's windows too (it fits on them).
+            let long_view = s.warmup_pca.as_ref().map(|p| {
+                let baselines: Vec<(f64, f64)> = state.channels.iter().map(|c| (c.baseline.mean, c.baseline.scale(norm))).collect();
+                let evidence = state.pca.observe(p, window.end_ms, &window.values, &baselines, warmed_up);
+                LongViewEvidence { model_weight: p.model_weight, evidence }
+            });
+            if !warmed_up {
                 return;
             }
             let mut normalised = Vec::with_capacity(s.width);
             normalise_asset_window(norm, &window, state, &mut normalised);
-            let input = WindowInput::Normalised(normalised);
+            let input = WindowInput::Normalised { values: normalised, long_view };
             let raw = RawSummary::NONE;
             let job = WindowJob { entity: asset.clone(), window_end_ms: window.end_ms, input, raw, trigger_ingest: received, trigger_seq, before: Vec::new() };
             // Inference only disconnects when the agent is shutting down.

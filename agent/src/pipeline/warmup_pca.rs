@@ -1,0 +1,407 @@
+//! A second, longer view of an asset, checked against the asset's own warm-up: a PCA of the
+//! channels' long-span means fitted on the warm-up, scored by Hotelling's T² and the Q statistic
+//! (squared prediction error), and added to the model's evidence (`[pipeline.warmup_pca]`).
+//!
+//! # Design constraints and invariants
+//! * **Only the warm-up fits.** The PCA and its two limits come from the windows that close
+//!   while the asset's baselines are still folding, up to and including the window that
+//!   completes them (on SKAB: the file's first 400 rows, the protocol's training part). After
+//!   the fit nothing is learned: the view is a pure function of the frozen fit, the frozen
+//!   baselines and the window sequence, so replay and a restored checkpoint score identically.
+//! * **Long view** = the mean of `windows` back-to-back windows: the average of the raw channel
+//!   means of the windows ending at `t`, `t − size`, …, `t − (windows − 1)·size` (`size_ms` must
+//!   be a multiple of `hop_ms`). Those means are kept in a ring covering that span. When one of
+//!   them is missing (a gap without readings skipped a window), the window has no long view:
+//!   it is not recorded during the warm-up and adds no evidence afterwards.
+//! * **Same baseline as the model's input**: `z = (mean − baseline mean) / scale` with the
+//!   asset's frozen per-channel baseline and scale ([`super::asset::Baseline::scale`]), not
+//!   clipped (a long-span mean is already smooth).
+//! * **Fit**: `μ` and covariance of the recorded `z` (population); eigen decomposition by
+//!   cyclic Jacobi ([`symmetric_eigen`]; C ≤ a few dozen channels); the first `k` components
+//!   explaining at least `variance` of the total; `T² = Σⱼ<k tⱼ² / λⱼ`, `Q = ‖d − Pₖ tₖ‖²` with
+//!   `d = z − μ`, `t = Pᵀ d`. Limits = the `limit_quantile` of each over the recorded warm-up
+//!   views (linear interpolation between order statistics). With fewer than two recorded views
+//!   the asset gets no fit and no evidence ([`Fit::Unavailable`], kept: it never re-fits).
+//! * **Evidence** = `weight · (T² / T²_limit + Q / Q_limit)`. The inference stage combines it
+//!   with the model: `e = model_weight · error / error_scale + evidence`, score `e / (1 + e)`
+//!   (so the review threshold 0.5 is `e = 1`), see [`LongViewEvidence`].
+//! * **Checkpointed** with the asset ([`super::asset::AssetWindows::pca`], serde default: a state
+//!   written before this view existed loads as "collecting" and fits at its next warmed-up
+//!   window on whatever it records from then on).
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::WarmupPcaConfig;
+
+/// `[pipeline.warmup_pca]` as the workers use it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmupPcaSettings {
+    /// Back-to-back windows in the long view.
+    pub windows: usize,
+    /// Window length (the spacing of the averaged windows), ms.
+    pub size_ms: i64,
+    pub variance: f64,
+    pub limit_quantile: f64,
+    pub weight: f64,
+    pub model_weight: f64,
+}
+
+impl WarmupPcaSettings {
+    pub fn new(c: &WarmupPcaConfig, size_ms: u64) -> WarmupPcaSettings {
+        WarmupPcaSettings {
+            windows: c.windows.max(1),
+            size_ms: size_ms as i64,
+            variance: c.variance,
+            limit_quantile: c.limit_quantile,
+            weight: c.weight,
+            model_weight: c.model_weight,
+        }
+    }
+}
+
+/// What a window's score combines besides the model error (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LongViewEvidence {
+    /// Weight of the model's `error / error_scale`.
+    pub model_weight: f64,
+    /// `weight · (T² / T²_limit + Q / Q_limit)`; 0 when the window has no long view or the
+    /// asset no fit.
+    pub evidence: f64,
+}
+
+impl LongViewEvidence {
+    /// The combined error in the model's units: `model_weight · error + evidence · error_scale`,
+    /// so `error / (error + error_scale)` of it is the combined score.
+    pub fn combined_error(&self, error: f64, error_scale: f64) -> f64 {
+        self.model_weight * error + self.evidence * error_scale
+    }
+}
+
+/// The fitted PCA of one asset's warm-up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PcaFit {
+    /// Mean of the warm-up views (z units).
+    pub mean: Vec<f64>,
+    /// The retained components, each a unit vector over the channels (largest variance first).
+    pub components: Vec<Vec<f64>>,
+    /// Their variances (eigenvalues), floored at [`MIN_VARIANCE`].
+    pub variances: Vec<f64>,
+    pub t2_limit: f64,
+    pub q_limit: f64,
+}
+
+/// Floor of a component's variance and of the limits (a constant channel must not divide by 0).
+pub const MIN_VARIANCE: f64 = 1e-9;
+
+/// Where an asset's PCA stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub enum Fit {
+    /// Warm-up: the raw long views recorded so far.
+    #[default]
+    Collecting,
+    Fitted(PcaFit),
+    /// The warm-up recorded fewer than two long views: no evidence for this asset.
+    Unavailable,
+}
+
+/// One asset's long view (checkpointed with the asset).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WarmupPca {
+    /// `(end_ms, raw channel means)` of the latest windows, oldest first, covering the span of
+    /// one long view.
+    pub recent: VecDeque<(i64, Vec<f64>)>,
+    /// Raw long views recorded during the warm-up (emptied by the fit).
+    pub warmup: Vec<Vec<f64>>,
+    pub fit: Fit,
+}
+
+impl WarmupPca {
+    /// Folds the window ending `end_ms` (raw values, time-major over `baselines.len()` channels)
+    /// and returns its evidence. `baselines` are the channels' `(mean, scale)`, meaningful once
+    /// `warmed_up`; the first warmed-up window fits the PCA.
+    pub fn observe(&mut self, s: &WarmupPcaSettings, end_ms: i64, values: &[f64], baselines: &[(f64, f64)], warmed_up: bool) -> f64 {
+        let n = baselines.len().max(1);
+        let slots = values.len() / n;
+        let means: Vec<f64> = (0..n).map(|c| values.iter().skip(c).step_by(n).sum::<f64>() / slots.max(1) as f64).collect();
+        let oldest = end_ms - (s.windows as i64 - 1) * s.size_ms;
+        while self.recent.front().is_some_and(|(t, _)| *t < oldest) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((end_ms, means));
+        let long = self.long_view(s, end_ms, n);
+        match &self.fit {
+            Fit::Collecting => {
+                if let Some(long) = long {
+                    self.warmup.push(long);
+                }
+                if warmed_up {
+                    let z: Vec<Vec<f64>> = self.warmup.iter().map(|m| to_z(m, baselines)).collect();
+                    self.fit = fit(&z, s.variance, s.limit_quantile).map_or(Fit::Unavailable, Fit::Fitted);
+                    self.warmup = Vec::new();
+                    return self.evidence(s, end_ms, baselines);
+                }
+                0.0
+            }
+            Fit::Fitted(_) => self.evidence(s, end_ms, baselines),
+            Fit::Unavailable => 0.0,
+        }
+    }
+
+    fn evidence(&self, s: &WarmupPcaSettings, end_ms: i64, baselines: &[(f64, f64)]) -> f64 {
+        let (Fit::Fitted(f), Some(long)) = (&self.fit, self.long_view(s, end_ms, baselines.len())) else { return 0.0 };
+        let (t2, q) = f.t2_q(&to_z(&long, baselines));
+        s.weight * (t2 / f.t2_limit + q / f.q_limit)
+    }
+
+    /// Mean of the windows ending `end_ms − j·size`, `j < windows`, if all are in the ring.
+    fn long_view(&self, s: &WarmupPcaSettings, end_ms: i64, n: usize) -> Option<Vec<f64>> {
+        let mut sum = vec![0.0; n];
+        for j in 0..s.windows as i64 {
+            let t = end_ms - j * s.size_ms;
+            let (_, m) = self.recent.iter().rev().find(|(e, _)| *e == t)?;
+            sum.iter_mut().zip(m).for_each(|(a, b)| *a += b);
+        }
+        Some(sum.into_iter().map(|v| v / s.windows as f64).collect())
+    }
+}
+
+fn to_z(raw: &[f64], baselines: &[(f64, f64)]) -> Vec<f64> {
+    raw.iter().zip(baselines).map(|(x, (mean, scale))| (x - mean) / scale).collect()
+}
+
+impl PcaFit {
+    /// `(T², Q)` of one view `z`.
+    pub fn t2_q(&self, z: &[f64]) -> (f64, f64) {
+        let d: Vec<f64> = z.iter().zip(&self.mean).map(|(a, b)| a - b).collect();
+        let mut residual = d.clone();
+        let mut t2 = 0.0;
+        for (p, var) in self.components.iter().zip(&self.variances) {
+            let t: f64 = p.iter().zip(&d).map(|(a, b)| a * b).sum();
+            t2 += t * t / var;
+            residual.iter_mut().zip(p).for_each(|(r, pc)| *r -= t * pc);
+        }
+        (t2, residual.iter().map(|r| r * r).sum())
+    }
+}
+
+/// Fits the PCA of the views `z` (see the module docs); `None` with fewer than two views or
+/// views of different lengths.
+pub fn fit(z: &[Vec<f64>], variance: f64, limit_quantile: f64) -> Option<PcaFit> {
+    let n = z.first()?.len();
+    if z.len() < 2 || z.iter().any(|v| v.len() != n) {
+        return None;
+    }
+    let count = z.len() as f64;
+    let mean: Vec<f64> = (0..n).map(|c| z.iter().map(|v| v[c]).sum::<f64>() / count).collect();
+    let mut cov = vec![vec![0.0; n]; n];
+    for v in z {
+        for i in 0..n {
+            for j in 0..n {
+                cov[i][j] += (v[i] - mean[i]) * (v[j] - mean[j]) / count;
+            }
+        }
+    }
+    let (values, vectors) = symmetric_eigen(cov);
+    let total: f64 = values.iter().map(|v| v.max(0.0)).sum();
+    let mut k = 0;
+    let mut cumulative = 0.0;
+    while total > 0.0 && k < n && cumulative / total < variance {
+        cumulative += values[k].max(0.0);
+        k += 1;
+    }
+    let mut f = PcaFit {
+        mean,
+        components: vectors.into_iter().take(k).collect(),
+        variances: values.iter().take(k).map(|v| v.max(MIN_VARIANCE)).collect(),
+        t2_limit: 1.0,
+        q_limit: 1.0,
+    };
+    let (mut t2s, mut qs): (Vec<f64>, Vec<f64>) = z.iter().map(|v| f.t2_q(v)).unzip();
+    f.t2_limit = quantile(&mut t2s, limit_quantile).max(MIN_VARIANCE);
+    f.q_limit = quantile(&mut qs, limit_quantile).max(MIN_VARIANCE);
+    Some(f)
+}
+
+/// The `q` quantile of `v` by linear interpolation between order statistics (numpy's default);
+/// 0 for an empty slice.
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let h = (v.len() - 1) as f64 * q.clamp(0.0, 1.0);
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(v.len() - 1);
+    v[lo] + (h - lo as f64) * (v[hi] - v[lo])
+}
+
+/// Eigenvalues (descending) and unit eigenvectors of the symmetric matrix `a` (row-major,
+/// `n × n`) by cyclic Jacobi rotations, until the off-diagonal part is below 1e-22 of the
+/// matrix's norm (or 100 sweeps).
+pub fn symmetric_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let n = a.len();
+    // v[i][k]: component i of eigenvector k.
+    let mut v: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect();
+    let norm: f64 = a.iter().flatten().map(|x| x * x).sum();
+    for _ in 0..100 {
+        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
+        if off <= 1e-22 * norm || off == 0.0 {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                if a[p][q] == 0.0 {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[k][p], a[k][q]);
+                    a[k][p] = c * akp - s * akq;
+                    a[k][q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p][k], a[q][k]);
+                    a[p][k] = c * apk - s * aqk;
+                    a[q][k] = s * apk + c * aqk;
+                }
+                for row in v.iter_mut() {
+                    let (vp, vq) = (row[p], row[q]);
+                    row[p] = c * vp - s * vq;
+                    row[q] = s * vp + c * vq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| a[j][j].total_cmp(&a[i][i]));
+    let values = order.iter().map(|&k| a[k][k]).collect();
+    let vectors = order.iter().map(|&k| (0..n).map(|i| v[i][k]).collect()).collect();
+    (values, vectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(windows: usize) -> WarmupPcaSettings {
+        WarmupPcaSettings { windows, size_ms: 4000, variance: 0.99, limit_quantile: 0.99, weight: 0.5, model_weight: 0.25 }
+    }
+
+    #[test]
+    fn jacobi_reconstructs_a_symmetric_matrix() {
+        let a = vec![vec![4.0, 1.0, 0.5], vec![1.0, 3.0, 0.25], vec![0.5, 0.25, 1.0]];
+        let (values, vectors) = symmetric_eigen(a.clone());
+        assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
+        // A v = λ v for each pair, and the vectors are orthonormal.
+        for (l, vec) in values.iter().zip(&vectors) {
+            for i in 0..3 {
+                let av: f64 = (0..3).map(|j| a[i][j] * vec[j]).sum();
+                assert!((av - l * vec[i]).abs() < 1e-10, "A v != λ v: {av} vs {}", l * vec[i]);
+            }
+        }
+        for i in 0..3 {
+            for j in 0..3 {
+                let dot: f64 = (0..3).map(|k| vectors[i][k] * vectors[j][k]).sum();
+                assert!((dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-10);
+            }
+        }
+        assert!((values.iter().sum::<f64>() - 8.0).abs() < 1e-10, "trace preserved");
+    }
+
+    #[test]
+    fn quantile_interpolates_like_numpy() {
+        assert_eq!(quantile(&mut [3.0, 1.0, 2.0, 4.0], 0.5), 2.5);
+        assert_eq!(quantile(&mut [5.0, 1.0], 1.0), 5.0);
+        assert!((quantile(&mut (0..101).map(f64::from).collect::<Vec<_>>(), 0.99) - 99.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn q_sees_a_break_of_the_correlation_and_t2_a_shift_along_it() {
+        // Two channels moving together (b = a) plus small independent noise on b.
+        let z: Vec<Vec<f64>> = (0..200).map(|i| {
+            let a = (i as f64 * 0.37).sin();
+            vec![a, a + 0.01 * (i as f64 * 1.3).cos()]
+        }).collect();
+        let f = fit(&z, 0.99, 1.0).expect("fit");
+        assert_eq!(f.components.len(), 1, "one component explains the pair");
+        let (t2_along, q_along) = f.t2_q(&[3.0, 3.0]);
+        let (t2_across, q_across) = f.t2_q(&[1.0, -1.0]);
+        assert!(t2_along / f.t2_limit > 5.0 && q_along / f.q_limit < 1.0, "along: T² {t2_along}, Q {q_along}, limits {} {}", f.t2_limit, f.q_limit);
+        assert!(q_across / f.q_limit > 100.0, "across: Q {q_across} vs limit {}", f.q_limit);
+        assert!(t2_across / f.t2_limit < 1.0);
+    }
+
+    #[test]
+    fn too_few_views_do_not_fit() {
+        assert!(fit(&[vec![1.0, 2.0]], 0.9, 0.99).is_none());
+        assert!(fit(&[], 0.9, 0.99).is_none());
+    }
+
+    /// Feeds windows of one channel pair ending every second (size 4 s, hop 1 s); the
+    /// baselines complete at `warm_end`.
+    fn run(pca: &mut WarmupPca, s: &WarmupPcaSettings, ends: impl Iterator<Item = i64>, warm_end: i64, level: impl Fn(i64) -> f64) -> Vec<(i64, f64)> {
+        let baselines = [(0.0, 1.0), (10.0, 2.0)];
+        ends.map(|e| {
+            let values: Vec<f64> = (0..4).flat_map(|slot| {
+                let t = e - 4000 + slot * 1000;
+                let x = level(t) + ((t / 1000) as f64 * 0.9).sin() * 0.3;
+                [x, 10.0 + 2.0 * x]
+            }).collect();
+            (e, pca.observe(s, e, &values, &baselines, e >= warm_end))
+        }).collect()
+    }
+
+    #[test]
+    fn fits_on_the_warm_up_only_and_flags_a_later_shift() {
+        let s = settings(2);
+        let mut pca = WarmupPca::default();
+        let out = run(&mut pca, &s, (1..=200).map(|i| i * 1000), 100_000, |_| 0.0);
+        assert!(out.iter().filter(|(e, _)| *e < 100_000).all(|(_, ev)| *ev == 0.0), "no evidence during the warm-up");
+        let Fit::Fitted(f) = &pca.fit else { panic!("not fitted: {:?}", pca.fit) };
+        assert_eq!(f.mean.len(), 2);
+        assert!(pca.warmup.is_empty(), "the recorded views are dropped after the fit");
+        assert!(pca.recent.len() <= 5, "the ring covers one long view: {}", pca.recent.len());
+        let normal = out.iter().filter(|(e, _)| *e >= 100_000).map(|p| p.1).fold(0.0, f64::max);
+        // The same process continues: evidence near the warm-up's own (limits at its p99).
+        assert!(normal < 2.5 * s.weight, "normal evidence {normal}");
+        // A sustained level shift of 1.5 (5 times the warm-up's swing).
+        let mut pca2 = WarmupPca::default();
+        let shifted = run(&mut pca2, &s, (1..=200).map(|i| i * 1000), 100_000, |t| if t >= 150_000 { -1.5 } else { 0.0 });
+        let late = shifted.iter().filter(|(e, _)| *e >= 160_000).map(|p| p.1).fold(f64::INFINITY, f64::min);
+        assert!(late > 10.0 * normal.max(s.weight), "a shifted level must stand out: {late} vs {normal}");
+    }
+
+    #[test]
+    fn a_gap_leaves_the_window_without_a_long_view() {
+        let s = settings(2);
+        let mut pca = WarmupPca::default();
+        run(&mut pca, &s, (1..=100).map(|i| i * 1000), 100_000, |_| 0.0);
+        assert!(matches!(pca.fit, Fit::Fitted(_)));
+        // The window 4 s before 110 s never closed (a gap): 110 s has no long view.
+        let out = run(&mut pca, &s, [105_000, 110_000, 114_000].into_iter(), 0, |_| 5.0);
+        assert_eq!(out[1].1, 0.0);
+        assert!(out[2].1 > 0.0, "114 s pairs with 110 s");
+    }
+
+    #[test]
+    fn a_warm_up_without_views_is_unavailable_for_good() {
+        let s = settings(3);
+        let mut pca = WarmupPca::default();
+        // Warmed up at the very first window: nothing recorded.
+        let out = run(&mut pca, &s, (1..=50).map(|i| i * 1000), 0, |_| 3.0);
+        assert_eq!(pca.fit, Fit::Unavailable);
+        assert!(out.iter().all(|(_, ev)| *ev == 0.0));
+    }
+
+    #[test]
+    fn the_combined_error_weights_both_parts() {
+        let e = LongViewEvidence { model_weight: 0.25, evidence: 0.5 };
+        assert_eq!(e.combined_error(4.0, 2.0), 2.0);
+    }
+}
