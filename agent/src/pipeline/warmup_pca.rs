@@ -25,9 +25,14 @@
 //! * **Evidence** = `weight · (T² / T²_limit + Q / Q_limit)`. The inference stage combines it
 //!   with the model: `e = model_weight · error / error_scale + evidence`, score `e / (1 + e)`
 //!   (so the review threshold 0.5 is `e = 1`), see [`LongViewEvidence`].
+//! * **Bounded**: at most [`MAX_WARMUP_VIEWS`] views are recorded (the first ones; a channel
+//!   that never completes its warm-up must not grow the state); the ring holds one long view's
+//!   span.
 //! * **Checkpointed** with the asset ([`super::asset::AssetWindows::pca`], serde default: a state
-//!   written before this view existed loads as "collecting" and fits at its next warmed-up
-//!   window on whatever it records from then on).
+//!   written before this view existed loads as "collecting"). The fit needs the warm-up's
+//!   windows: an asset already past its warm-up when the view is turned on (or restored from
+//!   such a state) records nothing before its next window, gets [`Fit::Unavailable`] and is
+//!   scored by the model alone until its state is reset.
 
 use std::collections::VecDeque;
 
@@ -92,6 +97,9 @@ pub struct PcaFit {
     pub q_limit: f64,
 }
 
+/// Most long views recorded during one warm-up (SKAB: 385).
+pub const MAX_WARMUP_VIEWS: usize = 2048;
+
 /// Floor of a component's variance and of the limits (a constant channel must not divide by 0).
 pub const MIN_VARIANCE: f64 = 1e-9;
 
@@ -133,7 +141,7 @@ impl WarmupPca {
         let long = self.long_view(s, end_ms, n);
         match &self.fit {
             Fit::Collecting => {
-                if let Some(long) = long {
+                if let Some(long) = long.filter(|_| self.warmup.len() < MAX_WARMUP_VIEWS) {
                     self.warmup.push(long);
                 }
                 if warmed_up {
@@ -387,6 +395,16 @@ mod tests {
         let out = run(&mut pca, &s, [105_000, 110_000, 114_000].into_iter(), 0, |_| 5.0);
         assert_eq!(out[1].1, 0.0);
         assert!(out[2].1 > 0.0, "114 s pairs with 110 s");
+    }
+
+    #[test]
+    fn a_warm_up_that_never_ends_records_a_bounded_number_of_views() {
+        let s = settings(1);
+        let mut pca = WarmupPca::default();
+        run(&mut pca, &s, (1..=MAX_WARMUP_VIEWS as i64 + 500).map(|i| i * 1000), i64::MAX, |_| 0.0);
+        assert_eq!(pca.warmup.len(), MAX_WARMUP_VIEWS);
+        assert_eq!(pca.fit, Fit::Collecting);
+        assert_eq!(pca.recent.len(), 1);
     }
 
     #[test]
