@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cloud_uplink::{Body, Envelope, Stats};
 use support::*;
-use vigil_test_harness::{Mosquitto, MosquittoOptions};
+use vigil_test_harness::{AgentProcess, Mosquitto, MosquittoOptions};
 
 /// The shipped multivariate model.
 fn skab_model() -> PathBuf {
@@ -125,16 +125,15 @@ fn publish_pump_rows(broker: &Mosquitto, channels: &[String], t0: i64, rows: &[[
     }
 }
 
-#[test]
-fn an_assets_join_state_survives_a_crash_no_new_warmup_no_gap() {
-    let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
+/// Publishes `rows` (600) of the pump in two parts with a SIGKILL between: rows 0..500, then
+/// — once the asset's windows pass row 430 — kills the agent, restarts it on the same config
+/// and publishes rows 500..600. Returns what was out before the kill, everything out once the
+/// last final window (row 539: the watermark stops at row 599 − 60 s) is scored, and the
+/// restarted agent.
+fn publish_with_a_crash(broker: &Mosquitto, plant: PlantAgent, id: &str, t0: i64, rows: &[[f64; 8]]) -> (Vec<Envelope>, Vec<Envelope>, AgentProcess, tempfile::TempDir) {
     let channels = pump_channels();
-    let PlantAgent { dir: _dir, config, outbox, mut agent } = start_pump_agent(&broker, "asset-crash", 60_000, "", "");
-    let t0 = (now_ms() - 7_200_000).div_euclid(1000) * 1000;
-    let n = 600usize;
-    let mut rng = Rng::new(9);
-    let rows: Vec<[f64; 8]> = (0..n).map(|i| pump_row(&mut rng, i, &(n..n))).collect();
-    publish_pump_rows(&broker, &channels, t0, &rows, 0..500);
+    let PlantAgent { dir, config, outbox, mut agent } = plant;
+    publish_pump_rows(broker, &channels, t0, rows, 0..500);
     // Past the warm-up: windows up to t0 + 439 s are final (watermark = row 499 - 60 s).
     let scored_before = t0 + 430 * 1000;
     let before = wait_for_outbox(&outbox, Duration::from_secs(60), Some(&agent), "asset windows after the warm-up", |r| {
@@ -142,18 +141,29 @@ fn an_assets_join_state_survives_a_crash_no_new_warmup_no_gap() {
     });
     // Another checkpoint interval (200 ms) is not awaited: the journal covers what it missed.
     agent.kill_9().unwrap();
-    let crash_point = scores(&before).iter().map(|s| s.1).max().unwrap();
-
     let from = broker.log_line_count();
     let agent2 = spawn_agent(&config);
     agent2.wait_for_line(|l| l.contains("MQTT connected"), Duration::from_secs(30)).expect("agent restarts");
-    wait_for_subacks(&broker, from, "vigil-asset-crash", 1);
-    publish_pump_rows(&broker, &channels, t0, &rows, 500..n);
-    // The watermark stops at row 599 - 60 s: the last final window ends at t0 + 539 s.
+    wait_for_subacks(broker, from, &format!("vigil-{id}"), 1);
+    publish_pump_rows(broker, &channels, t0, rows, 500..rows.len());
     let last_end = t0 + 539 * 1000;
     let records = wait_for_outbox(&outbox, Duration::from_secs(120), Some(&agent2), "the asset scored after the restart", |r| {
         scores(r).iter().any(|(e, t, _)| e == "pump" && *t >= last_end)
     });
+    (before, records, agent2, dir)
+}
+
+#[test]
+fn an_assets_join_state_survives_a_crash_no_new_warmup_no_gap() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
+    let plant = start_pump_agent(&broker, "asset-crash", 60_000, "", "");
+    let t0 = (now_ms() - 7_200_000).div_euclid(1000) * 1000;
+    let n = 600usize;
+    let mut rng = Rng::new(9);
+    let rows: Vec<[f64; 8]> = (0..n).map(|i| pump_row(&mut rng, i, &(n..n))).collect();
+    let (before, records, agent2, _dir) = publish_with_a_crash(&broker, plant, "asset-crash", t0, &rows);
+    let crash_point = scores(&before).iter().map(|s| s.1).max().unwrap();
+    let last_end = t0 + 539 * 1000;
     // Without the restored baselines the asset would need another 400 readings per channel
     // before scoring again; with them every window after the crash point is scored, once.
     let ends: Vec<i64> = scores(&records).iter().filter(|s| s.0 == "pump").map(|s| s.1).collect();
@@ -165,6 +175,47 @@ fn an_assets_join_state_survives_a_crash_no_new_warmup_no_gap() {
     let got: Vec<i64> = unique.iter().copied().filter(|&w| w <= last_end).collect();
     assert_eq!(got, expected, "every window from the warm-up to the end is scored (crash point {crash_point})");
     assert_no_panic(&agent2);
+}
+
+/// `[pipeline.warmup_pca]` in the live agent, across a SIGKILL after the fit: a pump whose
+/// channels follow a common load, with a 2-sd flow drop from row 470, published over MQTT
+/// (real Mosquitto) in two parts; the agent is killed after its windows pass row 430 and
+/// restarted. Every live score equals what `vigil eval skab` computes on the same rows (the
+/// restored fit and long view continue exactly), and the drop is in review while the model
+/// alone would not flag it (the eval test above).
+#[test]
+fn the_live_warm_up_pca_scores_as_eval_does_across_a_crash() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).expect("mosquitto");
+    let pca = "[pipeline.warmup_pca]\n";
+    let plant = start_pump_agent(&broker, "asset-pca", 60_000, pca, "");
+    let t0 = (now_ms() - 7_200_000).div_euclid(1000) * 1000;
+    let (n, drop) = (600usize, 470..600usize);
+    let mut rng = Rng::new(31);
+    // Rounded as the CSV below writes them, so MQTT and the file carry the same numbers.
+    let rows: Vec<[f64; 8]> = (0..n).map(|i| pump_row_dropping(&mut rng, i, &drop, 0.8, 0.9).map(|v| (v * 1e6).round() / 1e6)).collect();
+    let (_, records, agent2, dir) = publish_with_a_crash(&broker, plant, "asset-pca", t0, &rows);
+    let last_end = t0 + 539 * 1000;
+    assert_no_panic(&agent2);
+    let mut live = std::collections::BTreeMap::new();
+    for (_, t, score) in scores(&records).into_iter().filter(|s| s.0 == "pump" && s.1 <= last_end) {
+        let before = live.insert(t, score);
+        assert!(before.is_none_or(|b| b == score), "window {t} scored twice, differently");
+    }
+    assert_eq!(live.len(), 140, "windows ending at rows 400..=539");
+
+    let data = dir.path().join("skab");
+    write_skab_rows(&data.join("pump/0.csv"), t0, &rows, Some(&drop));
+    let out = dir.path().join("eval");
+    eval_skab(&data, &skab_eval_config(dir.path(), "eval", pca), &out);
+    let text = std::fs::read_to_string(out.join("pump/0.csv")).unwrap();
+    // Row r's score is the window ending at row r (`datetime,score,band,alert,anomaly`).
+    let eval: Vec<f64> = text.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap_or(f64::NAN)).collect();
+    for (t, score) in &live {
+        let row = ((t - t0) / 1000) as usize;
+        assert!((score - eval[row]).abs() < 2e-6, "row {row}: live {score} vs eval {}", eval[row]);
+    }
+    let in_drop: Vec<f64> = live.iter().filter(|(t, _)| **t >= t0 + 505 * 1000).map(|p| *p.1).collect();
+    assert!(!in_drop.is_empty() && in_drop.iter().all(|s| *s >= 0.5), "the drop is in review once the 32 s view holds it: {in_drop:?}");
 }
 
 /// Sessions per asset: the pump's motor current (its session channel) runs on rows 0..450 and
@@ -252,26 +303,57 @@ fn write_skab(path: &Path, n: usize, drop: std::ops::Range<usize>, seed: u64, la
 
 /// [`write_skab`] with a flow drop of `by` units and a `shared` load factor ([`pump_row_dropping`]).
 fn write_skab_dropping(path: &Path, n: usize, drop: std::ops::Range<usize>, by: f64, shared: f64, seed: u64, labels: bool) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut rng = Rng::new(seed);
+    let rows: Vec<[f64; 8]> = (0..n).map(|i| pump_row_dropping(&mut rng, i, &drop, by, shared)).collect();
+    write_skab_rows(path, 1_583_748_873_000, &rows, labels.then_some(&drop));
+}
+
+/// Writes `rows` (one per second from `t0`, ms) as a SKAB file; with `labels`, rows in that
+/// range are the anomaly.
+fn write_skab_rows(path: &Path, t0: i64, rows: &[[f64; 8]], labels: Option<&std::ops::Range<usize>>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut text = format!("datetime;{}", CHANNELS.join(";"));
-    text.push_str(if labels { ";anomaly;changepoint\n" } else { "\n" });
-    let t0 = 1_583_748_873_000i64;
-    for i in 0..n {
-        let row = pump_row_dropping(&mut rng, i, &drop, by, shared);
+    text.push_str(if labels.is_some() { ";anomaly;changepoint\n" } else { "\n" });
+    for (i, row) in rows.iter().enumerate() {
         let t = std::time::UNIX_EPOCH + Duration::from_millis((t0 + i as i64 * 1000) as u64);
         let ts = humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").trim_end_matches('Z').to_string();
         text.push_str(&ts);
         for v in row {
             text.push_str(&format!(";{v:.6}"));
         }
-        if labels {
+        if let Some(drop) = labels {
             let a = u8::from(drop.contains(&i));
             text.push_str(&format!(";{a}.0;{}.0", u8::from(i == drop.start || i == drop.end)));
         }
         text.push('\n');
     }
     std::fs::write(path, text).unwrap();
+}
+
+/// Writes `<dir>/<name>.toml`: an eval config scoring the asset `pump` (SKAB's column names)
+/// with the shipped model, alerting at 0.5 with no hysteresis, plus `extra`.
+fn skab_eval_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let list = CHANNELS.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[agent]\nid = \"skab-test\"\ndata_dir = {}\n\n[ingest.simulator]\nmachines = 1\n\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n\n[inference]\nmodel_dir = {}\n\n[alerts]\nalert_threshold = 0.5\nraise_after = 1\nclear_after = 1\ncooldown_s = 0\nprint = false\n{extra}",
+            q(dir.join("state")),
+            q(skab_model())
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs `vigil eval skab` on `data` with `config`, per-row results into `out`; returns stdout.
+fn eval_skab(data: &Path, config: &Path, out: &Path) -> String {
+    let o = vigil(&["eval", "skab", "--data", data.to_str().unwrap(), "-c", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "eval failed: {stdout}{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("{stdout}");
+    stdout
 }
 
 #[test]
@@ -282,22 +364,9 @@ fn eval_skab_reports_f1_far_mar_per_group_on_a_tiny_corpus() {
     write_skab(&data.join("pumpA/1.csv"), 900, 600..800, 2, true);
     write_skab(&data.join("pumpB/0.csv"), 900, 2000..2000, 3, true);
     write_skab(&data.join("anomaly-free/anomaly-free.csv"), 500, 0..0, 4, false);
-    let config = dir.path().join("skab.toml");
-    let list = CHANNELS.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nid = \"skab-test\"\ndata_dir = {}\n\n[ingest.simulator]\nmachines = 1\n\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n\n[inference]\nmodel_dir = {}\n\n[alerts]\nalert_threshold = 0.5\nraise_after = 1\nclear_after = 1\ncooldown_s = 0\nprint = false\n",
-            q(dir.path().join("state")),
-            q(skab_model())
-        ),
-    )
-    .unwrap();
+    let config = skab_eval_config(dir.path(), "skab", "");
     let out = dir.path().join("results");
-    let o = vigil(&["eval", "skab", "--data", data.to_str().unwrap(), "-c", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "eval failed: {stdout}{}", String::from_utf8_lossy(&o.stderr));
-    eprintln!("{stdout}");
+    let stdout = eval_skab(&data, &config, &out);
     assert!(stdout.contains("SKAB: 3 files, 2700 rows"), "{stdout}");
     assert!(stdout.contains("skipped (no `anomaly` column, training data): anomaly-free/anomaly-free.csv"), "{stdout}");
     let field = |line: &str, i: usize| -> f64 { line.split_whitespace().rev().nth(6 - i).unwrap().parse().unwrap() };
@@ -332,20 +401,10 @@ fn eval_skab_with_the_warm_up_pca_finds_a_small_sustained_drop_deterministically
     let data = dir.path().join("skab");
     write_skab_dropping(&data.join("pump/0.csv"), 900, 560..800, 0.8, 0.9, 11, true);
     write_skab_dropping(&data.join("pump/1.csv"), 900, 500..760, 0.8, 0.9, 12, true);
-    let list = CHANNELS.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
-    let base = format!(
-        "[agent]\nid = \"skab-pca\"\ndata_dir = {}\n\n[ingest.simulator]\nmachines = 1\n\n[pipeline.window]\nsize_ms = 16000\nhop_ms = 1000\n\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [{list}]\n\n[inference]\nmodel_dir = {}\n\n[alerts]\nalert_threshold = 0.5\nraise_after = 1\nclear_after = 1\ncooldown_s = 0\nprint = false\n",
-        q(dir.path().join("state")),
-        q(skab_model())
-    );
     let run = |name: &str, extra: &str| -> (String, String) {
-        let config = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+        let config = skab_eval_config(dir.path(), name, extra);
         let out = dir.path().join(name);
-        let o = vigil(&["eval", "skab", "--data", data.to_str().unwrap(), "-c", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(o.status.success(), "eval {name} failed: {stdout}{}", String::from_utf8_lossy(&o.stderr));
-        eprintln!("{name}:\n{stdout}");
+        let stdout = eval_skab(&data, &config, &out);
         let rows = std::fs::read_to_string(out.join("pump/0.csv")).unwrap() + &std::fs::read_to_string(out.join("pump/1.csv")).unwrap();
         (stdout.lines().find(|l| l.starts_with("overall")).expect("overall line").to_string(), rows)
     };

@@ -261,7 +261,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         session: config.pipeline.session.as_ref().map(Into::into),
         routing: routing.clone(),
         multivariate,
-        warmup_pca: config.pipeline.warmup_pca.as_ref().map(|w| WarmupPcaSettings::new(w, config.pipeline.window.size_ms)),
+        warmup_pca: config.pipeline.warmup_pca.as_ref().map(|w| WarmupPcaSettings::new(w)),
     };
     let mut threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = Vec::new();
     let stop = Arc::new(AtomicBool::new(false));

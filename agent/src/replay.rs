@@ -274,7 +274,7 @@ impl Replayer {
                 session: None,
                 routing: Arc::new(routing),
                 multivariate,
-                warmup_pca: self.config.pipeline.warmup_pca.as_ref().map(|w| WarmupPcaSettings::new(w, self.config.pipeline.window.size_ms)),
+                warmup_pca: self.config.pipeline.warmup_pca.as_ref().map(|w| WarmupPcaSettings::new(w)),
             },
             entities: HashMap::new(),
             assets: HashMap::new(),

@@ -396,14 +396,14 @@ mod tests {
             window_std_ratio: None,
             relative_std_floor: Some(0.01),
         };
-        let pca = WarmupPcaSettings { windows: 2, size_ms: g.size_ms, variance: 0.99, limit_quantile: 0.99, weight: 0.1, model_weight: 0.25 };
+        let pca = WarmupPcaSettings { windows: 2, variance: 0.99, limit_quantile: 0.99, weight: 0.1, model_weight: 0.25 };
         let mut out = Vec::new();
         for &(c, t, v) in readings {
             state.admit(c, t, v, &g);
             state.close_ready(&g, 4, norm.warmup, |w, st| {
                 let warmed = st.warmed_up(norm.warmup);
                 let baselines: Vec<(f64, f64)> = st.channels.iter().map(|c| (c.baseline.mean, c.baseline.scale(&norm))).collect();
-                let evidence = st.pca.observe(&pca, w.end_ms, &w.values, &baselines, warmed);
+                let evidence = st.pca.observe(&pca, g.size_ms, w.end_ms, &w.values, &baselines, warmed);
                 if warmed {
                     out.push((w.end_ms, evidence));
                 }

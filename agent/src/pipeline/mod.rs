@@ -468,7 +468,7 @@ impl Worker {
             // The long view records the warm-up's windows too (it fits on them).
             let long_view = s.warmup_pca.as_ref().map(|p| {
                 let baselines: Vec<(f64, f64)> = state.channels.iter().map(|c| (c.baseline.mean, c.baseline.scale(norm))).collect();
-                let evidence = state.pca.observe(p, window.end_ms, &window.values, &baselines, warmed_up);
+                let evidence = state.pca.observe(p, s.geometry.size_ms, window.end_ms, &window.values, &baselines, warmed_up);
                 LongViewEvidence { model_weight: p.model_weight, evidence }
             });
             if !warmed_up {

@@ -15,7 +15,8 @@
 //!   it is not recorded during the warm-up and adds no evidence afterwards.
 //! * **Same baseline as the model's input**: `z = (mean − baseline mean) / scale` with the
 //!   asset's frozen per-channel baseline and scale ([`super::asset::Baseline::scale`]), not
-//!   clipped (a long-span mean is already smooth).
+//!   clipped like the model's input (a long-span mean is already smooth) but bounded by
+//!   ±[`MAX_Z`] so extreme finite readings keep T² and Q finite.
 //! * **Fit**: `μ` and covariance of the recorded `z` (population); eigen decomposition by
 //!   cyclic Jacobi ([`symmetric_eigen`]; C ≤ a few dozen channels); the first `k` components
 //!   explaining at least `variance` of the total; `T² = Σⱼ<k tⱼ² / λⱼ`, `Q = ‖d − Pₖ tₖ‖²` with
@@ -45,8 +46,6 @@ use crate::config::WarmupPcaConfig;
 pub struct WarmupPcaSettings {
     /// Back-to-back windows in the long view.
     pub windows: usize,
-    /// Window length (the spacing of the averaged windows), ms.
-    pub size_ms: i64,
     pub variance: f64,
     pub limit_quantile: f64,
     pub weight: f64,
@@ -54,10 +53,9 @@ pub struct WarmupPcaSettings {
 }
 
 impl WarmupPcaSettings {
-    pub fn new(c: &WarmupPcaConfig, size_ms: u64) -> WarmupPcaSettings {
+    pub fn new(c: &WarmupPcaConfig) -> WarmupPcaSettings {
         WarmupPcaSettings {
             windows: c.windows.max(1),
-            size_ms: size_ms as i64,
             variance: c.variance,
             limit_quantile: c.limit_quantile,
             weight: c.weight,
@@ -126,19 +124,20 @@ pub struct WarmupPca {
 }
 
 impl WarmupPca {
-    /// Folds the window ending `end_ms` (raw values, time-major over `baselines.len()` channels)
-    /// and returns its evidence. `baselines` are the channels' `(mean, scale)`, meaningful once
-    /// `warmed_up`; the first warmed-up window fits the PCA.
-    pub fn observe(&mut self, s: &WarmupPcaSettings, end_ms: i64, values: &[f64], baselines: &[(f64, f64)], warmed_up: bool) -> f64 {
+    /// Folds the window ending `end_ms` (raw values, time-major over `baselines.len()` channels;
+    /// windows are `size_ms` long — the worker's geometry) and returns its evidence. `baselines`
+    /// are the channels' `(mean, scale)`, meaningful once `warmed_up`; the first warmed-up
+    /// window fits the PCA.
+    pub fn observe(&mut self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, values: &[f64], baselines: &[(f64, f64)], warmed_up: bool) -> f64 {
         let n = baselines.len().max(1);
         let slots = values.len() / n;
         let means: Vec<f64> = (0..n).map(|c| values.iter().skip(c).step_by(n).sum::<f64>() / slots.max(1) as f64).collect();
-        let oldest = end_ms - (s.windows as i64 - 1) * s.size_ms;
+        let oldest = end_ms - (s.windows as i64 - 1) * size_ms;
         while self.recent.front().is_some_and(|(t, _)| *t < oldest) {
             self.recent.pop_front();
         }
         self.recent.push_back((end_ms, means));
-        let long = self.long_view(s, end_ms, n);
+        let long = self.long_view(s.windows, size_ms, end_ms, n);
         match &self.fit {
             Fit::Collecting => {
                 if let Some(long) = long.filter(|_| self.warmup.len() < MAX_WARMUP_VIEWS) {
@@ -148,35 +147,39 @@ impl WarmupPca {
                     let z: Vec<Vec<f64>> = self.warmup.iter().map(|m| to_z(m, baselines)).collect();
                     self.fit = fit(&z, s.variance, s.limit_quantile).map_or(Fit::Unavailable, Fit::Fitted);
                     self.warmup = Vec::new();
-                    return self.evidence(s, end_ms, baselines);
+                    return self.evidence(s, size_ms, end_ms, baselines);
                 }
                 0.0
             }
-            Fit::Fitted(_) => self.evidence(s, end_ms, baselines),
+            Fit::Fitted(_) => self.evidence(s, size_ms, end_ms, baselines),
             Fit::Unavailable => 0.0,
         }
     }
 
-    fn evidence(&self, s: &WarmupPcaSettings, end_ms: i64, baselines: &[(f64, f64)]) -> f64 {
-        let (Fit::Fitted(f), Some(long)) = (&self.fit, self.long_view(s, end_ms, baselines.len())) else { return 0.0 };
+    fn evidence(&self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, baselines: &[(f64, f64)]) -> f64 {
+        let (Fit::Fitted(f), Some(long)) = (&self.fit, self.long_view(s.windows, size_ms, end_ms, baselines.len())) else { return 0.0 };
         let (t2, q) = f.t2_q(&to_z(&long, baselines));
         s.weight * (t2 / f.t2_limit + q / f.q_limit)
     }
 
-    /// Mean of the windows ending `end_ms − j·size`, `j < windows`, if all are in the ring.
-    fn long_view(&self, s: &WarmupPcaSettings, end_ms: i64, n: usize) -> Option<Vec<f64>> {
+    /// Mean of the windows ending `end_ms − j·size_ms`, `j < windows`, if all are in the ring.
+    fn long_view(&self, windows: usize, size_ms: i64, end_ms: i64, n: usize) -> Option<Vec<f64>> {
         let mut sum = vec![0.0; n];
-        for j in 0..s.windows as i64 {
-            let t = end_ms - j * s.size_ms;
+        for j in 0..windows as i64 {
+            let t = end_ms - j * size_ms;
             let (_, m) = self.recent.iter().rev().find(|(e, _)| *e == t)?;
             sum.iter_mut().zip(m).for_each(|(a, b)| *a += b);
         }
-        Some(sum.into_iter().map(|v| v / s.windows as f64).collect())
+        Some(sum.into_iter().map(|v| v / windows as f64).collect())
     }
 }
 
+/// Bound of a long view's z (far beyond any real shift; keeps T² and Q finite for extreme but
+/// finite readings).
+pub const MAX_Z: f64 = 1e3;
+
 fn to_z(raw: &[f64], baselines: &[(f64, f64)]) -> Vec<f64> {
-    raw.iter().zip(baselines).map(|(x, (mean, scale))| (x - mean) / scale).collect()
+    raw.iter().zip(baselines).map(|(x, (mean, scale))| ((x - mean) / scale).clamp(-MAX_Z, MAX_Z)).collect()
 }
 
 impl PcaFit {
@@ -298,7 +301,7 @@ mod tests {
     use super::*;
 
     fn settings(windows: usize) -> WarmupPcaSettings {
-        WarmupPcaSettings { windows, size_ms: 4000, variance: 0.99, limit_quantile: 0.99, weight: 0.5, model_weight: 0.25 }
+        WarmupPcaSettings { windows, variance: 0.99, limit_quantile: 0.99, weight: 0.5, model_weight: 0.25 }
     }
 
     #[test]
@@ -361,7 +364,7 @@ mod tests {
                 let x = level(t) + ((t / 1000) as f64 * 0.9).sin() * 0.3;
                 [x, 10.0 + 2.0 * x]
             }).collect();
-            (e, pca.observe(s, e, &values, &baselines, e >= warm_end))
+            (e, pca.observe(s, 4000, e, &values, &baselines, e >= warm_end))
         }).collect()
     }
 
