@@ -384,7 +384,7 @@ mod tests {
 
     /// Like [`run`], feeding each complete window through the long view as the worker does
     /// (warm-up of 30 readings); returns `(end, evidence)` of the warmed-up windows.
-    fn run_long_view(state: &mut AssetWindows, readings: &[(usize, i64, f64)]) -> Vec<(i64, f64)> {
+    fn run_long_view(state: &mut AssetWindows, readings: &[(usize, i64, f64)]) -> Vec<(i64, Option<f64>)> {
         use super::super::warmup_pca::WarmupPcaSettings;
         let g = geometry();
         let norm = Normalisation {
@@ -425,8 +425,8 @@ mod tests {
         let mut whole = AssetWindows::new(2);
         let all = run_long_view(&mut whole, &readings);
         assert!(matches!(whole.pca.fit, super::super::warmup_pca::Fit::Fitted(_)), "{:?}", whole.pca.fit);
-        let before = all.iter().filter(|(e, _)| *e < 80_000).map(|p| p.1).fold(0.0, f64::max);
-        let after = all.iter().filter(|(e, _)| *e >= 90_000).map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let before = all.iter().filter(|(e, _)| *e < 80_000).filter_map(|p| p.1).fold(0.0, f64::max);
+        let after = all.iter().filter(|(e, _)| *e >= 90_000).map(|p| p.1.unwrap_or(0.0)).fold(f64::INFINITY, f64::min);
         assert!(after > 5.0 * before.max(0.1), "the step stands out: {after} vs {before}");
         for cut in [30, 150] {
             // 30 readings: the warm-up is still recording; 150: the PCA is fitted.

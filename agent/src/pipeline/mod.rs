@@ -466,10 +466,11 @@ impl Worker {
         state.close_ready(&s.geometry, width, norm.warmup, |window, state| {
             let warmed_up = state.warmed_up(norm.warmup);
             // The long view records the warm-up's windows too (it fits on them).
-            let long_view = s.warmup_pca.as_ref().map(|p| {
+            // Without evidence (no fit, or no long view) the model alone scores the window.
+            let long_view = s.warmup_pca.as_ref().and_then(|p| {
                 let baselines: Vec<(f64, f64)> = state.channels.iter().map(|c| (c.baseline.mean, c.baseline.scale(norm))).collect();
-                let evidence = state.pca.observe(p, s.geometry.size_ms, window.end_ms, &window.values, &baselines, warmed_up);
-                LongViewEvidence { model_weight: p.model_weight, evidence }
+                let evidence = state.pca.observe(p, s.geometry.size_ms, window.end_ms, &window.values, &baselines, warmed_up)?;
+                Some(LongViewEvidence { model_weight: p.model_weight, evidence })
             });
             if !warmed_up {
                 return;

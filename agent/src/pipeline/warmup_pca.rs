@@ -12,7 +12,7 @@
 //!   means of the windows ending at `t`, `t − size`, …, `t − (windows − 1)·size` (`size_ms` must
 //!   be a multiple of `hop_ms`). Those means are kept in a ring covering that span. When one of
 //!   them is missing (a gap without readings skipped a window), the window has no long view:
-//!   it is not recorded during the warm-up and adds no evidence afterwards.
+//!   it is not recorded during the warm-up and is scored by the model alone afterwards.
 //! * **Same baseline as the model's input**: `z = (mean − baseline mean) / scale` with the
 //!   asset's frozen per-channel baseline and scale ([`super::asset::Baseline::scale`]), not
 //!   clipped like the model's input (a long-span mean is already smooth) but bounded by
@@ -22,10 +22,13 @@
 //!   explaining at least `variance` of the total; `T² = Σⱼ<k tⱼ² / λⱼ`, `Q = ‖d − Pₖ tₖ‖²` with
 //!   `d = z − μ`, `t = Pᵀ d`. Limits = the `limit_quantile` of each over the recorded warm-up
 //!   views (linear interpolation between order statistics). With fewer than two recorded views
-//!   the asset gets no fit and no evidence ([`Fit::Unavailable`], kept: it never re-fits).
+//!   the asset gets no fit ([`Fit::Unavailable`], kept: it never re-fits) and is scored by the
+//!   model alone.
 //! * **Evidence** = `weight · (T² / T²_limit + Q / Q_limit)`. The inference stage combines it
 //!   with the model: `e = model_weight · error / error_scale + evidence`, score `e / (1 + e)`
-//!   (so the review threshold 0.5 is `e = 1`), see [`LongViewEvidence`].
+//!   (so the review threshold 0.5 is `e = 1`), see [`LongViewEvidence`]. A window without
+//!   evidence (no fit, or no long view) is scored by the model alone, as without the view: the
+//!   weights are a pair, and the model's weight alone would only make it less sensitive.
 //! * **Bounded**: at most [`MAX_WARMUP_VIEWS`] views are recorded (the first ones; a channel
 //!   that never completes its warm-up must not grow the state); the ring holds one long view's
 //!   span.
@@ -69,8 +72,7 @@ impl WarmupPcaSettings {
 pub struct LongViewEvidence {
     /// Weight of the model's `error / error_scale`.
     pub model_weight: f64,
-    /// `weight · (T² / T²_limit + Q / Q_limit)`; 0 when the window has no long view or the
-    /// asset no fit.
+    /// `weight · (T² / T²_limit + Q / Q_limit)`.
     pub evidence: f64,
 }
 
@@ -108,7 +110,7 @@ pub enum Fit {
     #[default]
     Collecting,
     Fitted(PcaFit),
-    /// The warm-up recorded fewer than two long views: no evidence for this asset.
+    /// The warm-up recorded fewer than two long views: the asset is scored by the model alone.
     Unavailable,
 }
 
@@ -125,10 +127,10 @@ pub struct WarmupPca {
 
 impl WarmupPca {
     /// Folds the window ending `end_ms` (raw values, time-major over `baselines.len()` channels;
-    /// windows are `size_ms` long — the worker's geometry) and returns its evidence. `baselines`
-    /// are the channels' `(mean, scale)`, meaningful once `warmed_up`; the first warmed-up
-    /// window fits the PCA.
-    pub fn observe(&mut self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, values: &[f64], baselines: &[(f64, f64)], warmed_up: bool) -> f64 {
+    /// windows are `size_ms` long — the worker's geometry) and returns its evidence, `None`
+    /// without a fit or a long view. `baselines` are the channels' `(mean, scale)`, meaningful
+    /// once `warmed_up`; the first warmed-up window fits the PCA.
+    pub fn observe(&mut self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, values: &[f64], baselines: &[(f64, f64)], warmed_up: bool) -> Option<f64> {
         let n = baselines.len().max(1);
         let slots = values.len() / n;
         let means: Vec<f64> = (0..n).map(|c| values.iter().skip(c).step_by(n).sum::<f64>() / slots.max(1) as f64).collect();
@@ -149,17 +151,17 @@ impl WarmupPca {
                     self.warmup = Vec::new();
                     return self.evidence(s, size_ms, end_ms, baselines);
                 }
-                0.0
+                None
             }
             Fit::Fitted(_) => self.evidence(s, size_ms, end_ms, baselines),
-            Fit::Unavailable => 0.0,
+            Fit::Unavailable => None,
         }
     }
 
-    fn evidence(&self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, baselines: &[(f64, f64)]) -> f64 {
-        let (Fit::Fitted(f), Some(long)) = (&self.fit, self.long_view(s.windows, size_ms, end_ms, baselines.len())) else { return 0.0 };
-        let (t2, q) = f.t2_q(&to_z(&long, baselines));
-        s.weight * (t2 / f.t2_limit + q / f.q_limit)
+    fn evidence(&self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, baselines: &[(f64, f64)]) -> Option<f64> {
+        let Fit::Fitted(f) = &self.fit else { return None };
+        let (t2, q) = f.t2_q(&to_z(&self.long_view(s.windows, size_ms, end_ms, baselines.len())?, baselines));
+        Some(s.weight * (t2 / f.t2_limit + q / f.q_limit))
     }
 
     /// Mean of the windows ending `end_ms − j·size_ms`, `j < windows`, if all are in the ring.
@@ -356,7 +358,7 @@ mod tests {
 
     /// Feeds windows of one channel pair ending every second (size 4 s, hop 1 s); the
     /// baselines complete at `warm_end`.
-    fn run(pca: &mut WarmupPca, s: &WarmupPcaSettings, ends: impl Iterator<Item = i64>, warm_end: i64, level: impl Fn(i64) -> f64) -> Vec<(i64, f64)> {
+    fn run(pca: &mut WarmupPca, s: &WarmupPcaSettings, ends: impl Iterator<Item = i64>, warm_end: i64, level: impl Fn(i64) -> f64) -> Vec<(i64, Option<f64>)> {
         let baselines = [(0.0, 1.0), (10.0, 2.0)];
         ends.map(|e| {
             let values: Vec<f64> = (0..4).flat_map(|slot| {
@@ -373,18 +375,19 @@ mod tests {
         let s = settings(2);
         let mut pca = WarmupPca::default();
         let out = run(&mut pca, &s, (1..=200).map(|i| i * 1000), 100_000, |_| 0.0);
-        assert!(out.iter().filter(|(e, _)| *e < 100_000).all(|(_, ev)| *ev == 0.0), "no evidence during the warm-up");
+        assert!(out.iter().filter(|(e, _)| *e < 100_000).all(|(_, ev)| ev.is_none()), "no evidence during the warm-up");
+        assert!(out.iter().filter(|(e, _)| *e >= 100_000).all(|(_, ev)| ev.is_some()), "evidence from the fit on");
         let Fit::Fitted(f) = &pca.fit else { panic!("not fitted: {:?}", pca.fit) };
         assert_eq!(f.mean.len(), 2);
         assert!(pca.warmup.is_empty(), "the recorded views are dropped after the fit");
         assert!(pca.recent.len() <= 5, "the ring covers one long view: {}", pca.recent.len());
-        let normal = out.iter().filter(|(e, _)| *e >= 100_000).map(|p| p.1).fold(0.0, f64::max);
+        let normal = out.iter().filter_map(|p| p.1).fold(0.0, f64::max);
         // The same process continues: evidence near the warm-up's own (limits at its p99).
         assert!(normal < 2.5 * s.weight, "normal evidence {normal}");
         // A sustained level shift of 1.5 (5 times the warm-up's swing).
         let mut pca2 = WarmupPca::default();
         let shifted = run(&mut pca2, &s, (1..=200).map(|i| i * 1000), 100_000, |t| if t >= 150_000 { -1.5 } else { 0.0 });
-        let late = shifted.iter().filter(|(e, _)| *e >= 160_000).map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let late = shifted.iter().filter(|(e, _)| *e >= 160_000).filter_map(|p| p.1).fold(f64::INFINITY, f64::min);
         assert!(late > 10.0 * normal.max(s.weight), "a shifted level must stand out: {late} vs {normal}");
     }
 
@@ -396,8 +399,8 @@ mod tests {
         assert!(matches!(pca.fit, Fit::Fitted(_)));
         // The window 4 s before 110 s never closed (a gap): 110 s has no long view.
         let out = run(&mut pca, &s, [105_000, 110_000, 114_000].into_iter(), 0, |_| 5.0);
-        assert_eq!(out[1].1, 0.0);
-        assert!(out[2].1 > 0.0, "114 s pairs with 110 s");
+        assert_eq!(out[1].1, None, "no long view: the model alone");
+        assert!(out[2].1.is_some_and(|e| e > 0.0), "114 s pairs with 110 s");
     }
 
     #[test]
@@ -417,7 +420,7 @@ mod tests {
         // Warmed up at the very first window: nothing recorded.
         let out = run(&mut pca, &s, (1..=50).map(|i| i * 1000), 0, |_| 3.0);
         assert_eq!(pca.fit, Fit::Unavailable);
-        assert!(out.iter().all(|(_, ev)| *ev == 0.0));
+        assert!(out.iter().all(|(_, ev)| ev.is_none()));
     }
 
     #[test]
