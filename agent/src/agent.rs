@@ -343,18 +343,19 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
         let ingest_tx = ingest_tx.clone();
         // One thread per connection: the ingest loop blocks on the commit log when it is behind
         // (backpressure), which must not hold up alerts.
+        let host = mqtt_cfg.sparkplug_host_id.as_deref().map(mqtt::HostSession::new);
         let connections = [
-            ("mqtt", eventloop, ingest_outbound, routes, Some(ingest_tx), Some(watch)),
-            ("mqtt-pub", pub_eventloop, pub_outbound, Vec::new(), None, None),
+            ("mqtt", eventloop, ingest_outbound, routes, Some(ingest_tx), Some(watch), host),
+            ("mqtt-pub", pub_eventloop, pub_outbound, Vec::new(), None, None, None),
         ];
-        for (name, eventloop, outbound, routes, ingest, watch) in connections {
+        for (name, eventloop, outbound, routes, ingest, watch, host) in connections {
             let metrics = metrics.clone();
             let shutdown = mqtt::Shutdown { stop: stop_rx.clone(), drained: drained_rx.clone() };
             threads.push((
                 name,
                 spawn(name, Box::new(move || {
                     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt.block_on(mqtt::run(eventloop, outbound, routes, ingest, metrics, backoff, shutdown, watch)),
+                        Ok(rt) => rt.block_on(mqtt::run(eventloop, outbound, routes, ingest, metrics, backoff, shutdown, watch, host)),
                         Err(e) => tracing::error!(error = %e, "cannot start the MQTT runtime"),
                     }
                 }))?,

@@ -237,6 +237,19 @@ pub struct Metrics {
     /// `vigil_sparkplug_online{group, node, device}`: 1 while a Sparkplug B edge node (device
     /// label empty) or device is online (BIRTH seen, no DEATH since), 0 after its DEATH.
     pub sparkplug_presence: SparkplugPresence,
+    /// `vigil_sparkplug_host_online{host_id}`: 1 while the agent's Sparkplug host STATE is
+    /// online (the current connection's birth was published), 0 after the connection was lost
+    /// (the broker publishes the will) or the orderly shutdown published `online: false`.
+    /// Exported only with `mqtt.sparkplug_host_id`.
+    pub sparkplug_host: SparkplugHostStatus,
+}
+
+/// The agent's own Sparkplug host application state (`ingest::sparkplug::HostApplication`).
+#[derive(Debug, Default)]
+pub struct SparkplugHostStatus {
+    /// `mqtt.sparkplug_host_id`, set once by the MQTT source.
+    pub host_id: std::sync::OnceLock<String>,
+    pub online: Gauge,
 }
 
 /// Online state of every Sparkplug B node and device seen (`ingest::sparkplug`), replaced as a
@@ -410,6 +423,10 @@ impl Collector for Metrics {
             for p in &presence {
                 out.sample("vigil_sparkplug_online", &[("group", &p.group), ("node", &p.node), ("device", &p.device)], f64::from(u8::from(p.online)));
             }
+        }
+        if let Some(host_id) = self.sparkplug_host.host_id.get() {
+            out.family("vigil_sparkplug_host_online", Kind::Gauge, "1 while the agent's Sparkplug host application STATE is online.");
+            out.sample("vigil_sparkplug_host_online", &[("host_id", host_id)], self.sparkplug_host.online.get() as f64);
         }
         if self.broker_dropped_seen.get() > 0 {
             out.family("vigil_mqtt_broker_dropped_messages", Kind::Gauge, "Messages the broker reports it dropped ($SYS/broker/publish/messages/dropped), broker-wide.");

@@ -170,6 +170,15 @@ impl Config {
                     return fail("mqtt.tls.client_cert_file", "client_cert_file and client_key_file must be given together".into());
                 }
             }
+            if let Some(host_id) = &mqtt.sparkplug_host_id {
+                crate::ingest::sparkplug::check_host_id(host_id).map_err(|e| ("mqtt.sparkplug_host_id".to_string(), e))?;
+                if !self.ingest.mqtt.iter().any(|s| s.format == crate::config::PayloadFormat::SparkplugB) {
+                    return fail(
+                        "mqtt.sparkplug_host_id",
+                        "a Sparkplug host application needs an [[ingest.mqtt]] subscription with format = \"sparkplug_b\" (e.g. topic = \"spBv1.0/#\")".into(),
+                    );
+                }
+            }
         }
         for (i, pair) in self.replay.entities.iter().enumerate() {
             crate::replay::column_entity(pair).map_err(|e| (format!("replay.entities[{i}]"), e))?;
@@ -574,6 +583,26 @@ model_dir = "models/univariate-ae/1.0.0"
     }
 
     #[test]
+    fn sparkplug_host_id_is_checked_and_needs_a_sparkplug_subscription() {
+        let mqtt = |id: &str, format: &str| {
+            format!("\n[mqtt]\nhost = \"127.0.0.1\"\nsparkplug_host_id = {id}\n\n[[ingest.mqtt]]\ntopic = \"spBv1.0/#\"\nformat = \"{format}\"\n")
+        };
+        let ok = load(&mqtt("\"vigil-plant1\"", "sparkplug_b")).unwrap();
+        assert_eq!(ok.mqtt.unwrap().sparkplug_host_id.as_deref(), Some("vigil-plant1"));
+        for bad in ["\"\"", "\"a/b\"", "\"a+\"", "\"#\""] {
+            let (line, key, message) = expect_invalid(&mqtt(bad, "sparkplug_b"));
+            assert_eq!((line, key.as_str()), (14, "mqtt.sparkplug_host_id"), "{bad}: {message}");
+        }
+        let (line, key, message) = expect_invalid(&mqtt("\"a/b\"", "sparkplug_b"));
+        assert!(message.contains('/') && line == 14, "the message names the character: {message}");
+        let (line, key2, message) = expect_invalid(&mqtt("\"h1\"", "json"));
+        assert_eq!((line, key2.as_str()), (14, "mqtt.sparkplug_host_id"), "{message}");
+        assert!(message.contains("sparkplug_b"), "{message}");
+        assert_eq!(key, key2);
+        assert!(load(&mqtt("\"h1\"", "sparkplug_b").replace("sparkplug_host_id = \"h1\"\n", "")).unwrap().mqtt.unwrap().sparkplug_host_id.is_none());
+    }
+
+    #[test]
     fn warmup_pca_is_checked_and_needs_assets() {
         let asset = "\n[[pipeline.assets]]\nid = \"pump\"\nchannels = [\"p.a\", \"p.b\"]\n\n[pipeline.warmup_pca]\n";
         let ok = load(asset).unwrap();
@@ -694,6 +723,7 @@ model_dir = "models/univariate-ae/1.0.0"
         let mut c = Config::load(&path).unwrap();
         let mqtt = c.mqtt.as_mut().unwrap();
         mqtt.client_id = Some("x".into());
+        mqtt.sparkplug_host_id = Some("x".into());
         mqtt.username = Some("x".into());
         mqtt.password = Some(super::super::Secret::new("x"));
         mqtt.tls = Some(super::super::TlsConfig { ca_file: "a".into(), client_cert_file: Some("b".into()), client_key_file: Some("c".into()) });

@@ -195,6 +195,16 @@ pub struct MqttConfig {
     /// it grows. Brokers without `$SYS` ignore the subscription.
     #[serde(default = "defaults::yes")]
     pub broker_stats: bool,
+    /// Sparkplug B host application id. When set, the agent acts as a Sparkplug 3.0 host
+    /// application under this id on its ingest connection: its MQTT will is
+    /// `spBv1.0/STATE/<id>` = `{"online":false,"timestamp":T}` (QoS 1, retained), and after
+    /// every (re)connect it publishes `{"online":true,"timestamp":T}` there (same T, new per
+    /// connection), then `online: false` again on an orderly shutdown. Edge nodes configured
+    /// with this id as their primary host application publish only while it is online.
+    /// Needs an `[[ingest.mqtt]]` subscription with `format = "sparkplug_b"`. A UTF-8 string
+    /// without `/`, `+`, `#`. Unset (the default): no STATE is published.
+    #[serde(default)]
+    pub sparkplug_host_id: Option<String>,
     /// TLS via rustls. Without this table the connection is plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,

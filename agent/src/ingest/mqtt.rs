@@ -24,6 +24,19 @@
 //! client's request channel is full: [`Outbound`] keeps it, in order, and the event loop hands
 //! it over as soon as there is room (PUBACKs must leave in the order the PUBLISHes arrived).
 //!
+//! # Sparkplug host application (`mqtt.sparkplug_host_id`)
+//!
+//! The ingest connection carries the agent's host STATE ([`super::sparkplug::HostApplication`]
+//! has the payloads and the protocol rules): before every connection attempt the will in
+//! `EventLoop::options` is renewed with a new timestamp; after the CONNACK the agent subscribes
+//! to its own STATE topic and its routes, and once every SUBACK is in it publishes the birth,
+//! the first message it publishes on that connection (rebirth requests decided earlier wait
+//! for it). The birth and the shutdown death are put at the head of the event loop's queue
+//! (`EventLoop::pending`), so they neither wait behind nor fail on a full request channel.
+//! On an orderly shutdown the death goes out after the last acks and the loop waits (bounded)
+//! for the broker's PUBACK before it disconnects. Messages on the own STATE topic are not
+//! measurements: they are acknowledged in order through the commit log with nothing in them.
+//!
 //! # Threads
 //!
 //! The event loop runs on its own OS thread with a single-threaded tokio runtime, so blocking
@@ -33,15 +46,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions, Request};
 use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::watch;
 
 use super::decode::Decoder;
 use super::sequence::{SeqEvent, SequenceTracker};
-use super::sparkplug::{Effects, SparkplugState};
+use super::sparkplug::{Command, Effects, HostApplication, SparkplugState};
 use super::topic::{render, TopicTemplate};
 use super::IngestBatch;
 use crate::config::{MqttConfig, MqttSubscription, PayloadFormat, ValidationConfig};
@@ -334,18 +347,92 @@ impl Watch {
 }
 
 /// Acts on what a Sparkplug B message changed: counts a sequence gap, publishes rebirth
-/// requests (QoS 0, as the specification asks of NCMD) and re-exports the online state.
-fn sparkplug_effects(metrics: &Metrics, outbound: &Outbound, state: &SparkplugState, effects: Effects) {
+/// requests (QoS 0, as the specification asks of NCMD; into `held` while the host birth is not
+/// out yet) and re-exports the online state.
+fn sparkplug_effects(metrics: &Metrics, outbound: &Outbound, state: &SparkplugState, effects: Effects, held: Option<&mut Vec<Command>>) {
     if effects.gap > 0 {
         metrics.sparkplug_seq_gaps.add(effects.gap);
     }
-    for c in effects.commands {
+    for c in &effects.commands {
         tracing::info!(topic = %c.topic, "Sparkplug B: requesting a rebirth");
         metrics.sparkplug_rebirth_requests.inc();
-        outbound.command(c.topic, c.payload);
+    }
+    match held {
+        Some(held) => held.extend(effects.commands),
+        None => effects.commands.into_iter().for_each(|c| outbound.command(c.topic, c.payload)),
     }
     if effects.presence_changed {
         metrics.sparkplug_presence.set(state.presence());
+    }
+}
+
+/// The host application's I/O on the ingest connection (see the module doc).
+pub struct HostSession {
+    app: HostApplication,
+    /// SUBACKs of this connection still to come before the birth may go out.
+    subacks_due: usize,
+    /// The current connection's birth was published (handed to the event loop).
+    online: bool,
+    /// Rebirth requests decided before the birth: the birth is the first message a host
+    /// application publishes.
+    held: Vec<Command>,
+}
+
+impl HostSession {
+    /// For a checked `mqtt.sparkplug_host_id`.
+    pub fn new(host_id: &str) -> HostSession {
+        HostSession { app: HostApplication::new(host_id), subacks_due: 0, online: false, held: Vec::new() }
+    }
+
+    /// Before a connection attempt: a new timestamp and its will.
+    fn renew_will(&mut self, eventloop: &mut EventLoop) {
+        let will = self.app.connecting(now_ms());
+        eventloop.options.set_last_will(LastWill::new(self.app.topic(), will, QoS::AtLeastOnce, true, None));
+    }
+
+    /// Puts a STATE message at the head of the event loop's queue (QoS 1, retained).
+    fn publish(&self, eventloop: &mut EventLoop, metrics: &Metrics, online: bool) {
+        let payload = if online { self.app.birth() } else { self.app.death() };
+        let mut publish = rumqttc::v5::mqttbytes::v5::Publish::new(self.app.topic(), QoS::AtLeastOnce, payload, None);
+        publish.retain = true;
+        eventloop.pending.push_back(Request::Publish(publish));
+        metrics.sparkplug_host.online.set(u64::from(online));
+        tracing::info!(host_id = self.app.host_id(), topic = self.app.topic(), online, timestamp = self.app.timestamp(), "Sparkplug B host STATE published");
+    }
+
+    /// Publishes the birth and then the rebirth requests held for it.
+    fn birth(&mut self, eventloop: &mut EventLoop, metrics: &Metrics, outbound: &Outbound) {
+        self.publish(eventloop, metrics, true);
+        self.online = true;
+        for c in self.held.drain(..) {
+            outbound.command(c.topic, c.payload);
+        }
+    }
+
+    /// One SUBACK of this connection arrived.
+    fn suback(&mut self, eventloop: &mut EventLoop, metrics: &Metrics, outbound: &Outbound) {
+        if self.subacks_due > 0 {
+            self.subacks_due -= 1;
+            if self.subacks_due == 0 && !self.online {
+                self.birth(eventloop, metrics, outbound);
+            }
+        }
+    }
+
+    /// The connection is gone (the broker publishes the will): renew the will for the next.
+    /// A STATE of the old connection not yet acknowledged is dropped: rumqttc would send it
+    /// again on a resumed session, ahead of the new connection's subscriptions and with the old
+    /// timestamp.
+    fn lost(&mut self, eventloop: &mut EventLoop, metrics: &Metrics) {
+        if self.online {
+            tracing::info!(host_id = self.app.host_id(), timestamp = self.app.timestamp(), "Sparkplug B host offline (connection lost; the broker publishes the will)");
+        }
+        let topic = self.app.topic().as_bytes();
+        eventloop.pending.retain(|r| !matches!(r, Request::Publish(p) if p.topic == topic));
+        self.online = false;
+        self.subacks_due = 0;
+        metrics.sparkplug_host.online.set(0);
+        self.renew_will(eventloop);
     }
 }
 
@@ -357,9 +444,11 @@ pub struct Backoff {
 }
 
 /// The event loop of one connection. With `ingest`, it subscribes to the routes' filters and
-/// feeds the commit log; without, it only sends what [`Outbound`] holds. It runs until `stop`
-/// turns true, then keeps polling (so acks of batches still being committed go out) until
-/// `drained` turns true, and disconnects.
+/// feeds the commit log; without, it only sends what [`Outbound`] holds. With `host` (ingest
+/// only) it is the Sparkplug host application. It runs until `stop` turns true, then keeps
+/// polling (so acks of batches still being committed go out) until `drained` turns true, and
+/// disconnects.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut eventloop: EventLoop,
     outbound: Outbound,
@@ -369,6 +458,7 @@ pub async fn run(
     backoff: Backoff,
     shutdown: Shutdown,
     watch: Option<Watch>,
+    mut host: Option<HostSession>,
 ) {
     let mut sequences = SequenceTracker::default();
     let mut sparkplug = SparkplugState::default();
@@ -379,6 +469,10 @@ pub async fn run(
     let mut ingest = ingest;
     let mut delay = backoff.min;
     let connected = if is_ingest { &metrics.mqtt_ingest_connected } else { &metrics.mqtt_publish_connected };
+    if let Some(h) = host.as_mut() {
+        let _ = metrics.sparkplug_host.host_id.set(h.app.host_id().to_string());
+        h.renew_will(&mut eventloop);
+    }
     loop {
         let waiting = outbound.flush() as u64;
         if is_ingest {
@@ -407,16 +501,32 @@ pub async fn run(
                 }
                 metrics.mqtt_connects.inc();
                 tracing::info!(session_present = ack.session_present, "MQTT connected (MQTT 5)");
-                for f in &filters {
-                    if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                        tracing::error!(filter = %f, error = %e, "cannot queue MQTT subscribe");
+                let mut subscribed = 0;
+                // A host application subscribes to its own STATE topic, then to the namespace.
+                let state_topic = host.as_ref().map(|h| h.app.topic().to_string());
+                for f in state_topic.iter().chain(&filters) {
+                    match client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                        Ok(()) => subscribed += 1,
+                        Err(e) => tracing::error!(filter = %f, error = %e, "cannot queue MQTT subscribe"),
                     }
                 }
                 if watch.as_ref().is_some_and(|w| w.broker_stats) {
                     // QoS 0: a statistic, no ack; brokers without $SYS simply never send it.
-                    if let Err(e) = client.try_subscribe(BROKER_DROPPED_TOPIC, QoS::AtMostOnce) {
-                        tracing::error!(error = %e, "cannot queue the $SYS subscribe");
+                    match client.try_subscribe(BROKER_DROPPED_TOPIC, QoS::AtMostOnce) {
+                        Ok(()) => subscribed += 1,
+                        Err(e) => tracing::error!(error = %e, "cannot queue the $SYS subscribe"),
                     }
+                }
+                if let Some(h) = host.as_mut() {
+                    h.subacks_due = subscribed;
+                    if subscribed == 0 {
+                        h.birth(&mut eventloop, &metrics, &outbound);
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if let Some(h) = host.as_mut() {
+                    h.suback(&mut eventloop, &metrics, &outbound);
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -429,8 +539,18 @@ pub async fn run(
                 }
                 metrics.mqtt_messages.inc();
                 let Some(tx) = ingest.as_ref() else { continue };
-                let (mut batch, effects) = decode_publish(&routes, &mut sparkplug, &topic, &publish.payload, now_ms());
-                sparkplug_effects(&metrics, &outbound, &sparkplug, effects);
+                let own_state = host.as_ref().is_some_and(|h| topic == h.app.topic());
+                let (mut batch, effects) = if own_state {
+                    (IngestBatch { readings: Vec::new(), rejects: Vec::new(), on_commit: None }, Effects::default())
+                } else {
+                    decode_publish(&routes, &mut sparkplug, &topic, &publish.payload, now_ms())
+                };
+                if let Some(h) = host.as_mut().filter(|h| h.online && h.app.contradicted(&topic, &publish.payload)) {
+                    tracing::warn!(host_id = h.app.host_id(), "a Sparkplug B STATE says this host is offline; publishing its birth again");
+                    h.publish(&mut eventloop, &metrics, true);
+                }
+                let held = host.as_mut().filter(|h| !h.online).map(|h| &mut h.held);
+                sparkplug_effects(&metrics, &outbound, &sparkplug, effects, held);
                 if let Some(w) = &watch {
                     w.sequences(&metrics, &mut sequences, &batch.readings);
                 }
@@ -444,6 +564,9 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 connected.set(0);
+                if let Some(h) = host.as_mut() {
+                    h.lost(&mut eventloop, &metrics);
+                }
                 let connection = if is_ingest { "MQTT connection lost" } else { "MQTT publisher connection lost" };
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{connection}");
                 if stopping {
@@ -457,14 +580,30 @@ pub async fn run(
     }
     // Hand over the acks still waiting, then disconnect (bounded: the broker may be gone; an
     // ack that does not make it only means a redelivery).
+    let mut lost = false;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while outbound.flush() > 0 {
             if eventloop.poll().await.is_err() {
+                lost = true;
                 break;
             }
         }
     })
     .await;
+    // A host application announces its orderly departure: the death after the last acks, and
+    // the broker's PUBACK for it before the DISCONNECT (bounded; without it the broker still
+    // publishes the will when the connection closes).
+    if let Some(h) = host.as_ref().filter(|h| h.online && !lost) {
+        h.publish(&mut eventloop, &metrics, false);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !(eventloop.pending.is_empty() && eventloop.state.inflight() == 0) {
+                if eventloop.poll().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     connected.set(0);
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {

@@ -27,6 +27,27 @@
 //! on record, and a DATA metric with an alias its BIRTH did not define. At most one request per
 //! node is outstanding ([`REBIRTH_RETRY_MS`]).
 //!
+//! # Host application STATE (`mqtt.sparkplug_host_id`)
+//!
+//! With a host id the agent is a Sparkplug host application ([`HostApplication`]): edge nodes
+//! that name it as their primary host publish only while its STATE is online. The STATE topic
+//! is `spBv1.0/STATE/<host_id>`, the payload JSON `{"online":<bool>,"timestamp":<ms>}`
+//! ([`HostState`]; not protobuf, so every Sparkplug payload type can read it), QoS 1, retained.
+//! Invariants, as Sparkplug 3.0 states them:
+//!
+//! - Every connection attempt gets a new timestamp T, later than all earlier ones. The
+//!   CONNECT's will is `online: false` with T; the birth published after the subscriptions
+//!   are acknowledged is `online: true` with the same T; an orderly shutdown publishes
+//!   `online: false` with T before disconnecting. Edge nodes compare timestamps, so a late
+//!   will of an earlier connection (smaller T) cannot take the current one offline.
+//! - A STATE `online: false` for the agent's own id with a timestamp not older than T
+//!   contradicts the current connection: the birth is published again
+//!   ([`HostApplication::contradicted`]). Older ones (the will of a previous connection, still
+//!   retained or queued in the persistent session) are history and ignored.
+//!
+//! This module only encodes and decodes; the MQTT source (`ingest::mqtt`) sets the will,
+//! publishes and orders the messages.
+//!
 //! # Readings and the entity id
 //!
 //! Each numeric metric becomes one reading: `Int8`–`UInt64`, `Float`, `Double` as their value,
@@ -283,6 +304,94 @@ fn parse_topic(topic: &str) -> Result<Option<Topic<'_>>, String> {
         return Err("empty group, node or device id".into());
     }
     Ok(Some(Topic { group, kind, node, device }))
+}
+
+/// A host application's STATE payload: `{"online":<bool>,"timestamp":<ms since the epoch>}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostState {
+    pub online: bool,
+    pub timestamp: u64,
+}
+
+impl HostState {
+    /// The UTF-8 JSON payload, keys in the specification's order.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing two plain fields into a Vec cannot fail; the fallback is never used.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a STATE payload; a reason when it is not one.
+    pub fn decode(payload: &[u8]) -> Result<HostState, String> {
+        serde_json::from_slice(payload).map_err(|e| format!("not a Sparkplug host STATE payload: {e}"))
+    }
+}
+
+/// Checks a host application id (`mqtt.sparkplug_host_id`): non-empty, and a single topic
+/// level usable in `spBv1.0/STATE/<id>` (none of `/`, `+`, `#`, NUL).
+pub fn check_host_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some(c) = id.chars().find(|c| matches!(c, '/' | '+' | '#' | '\0')) {
+        return Err(format!("`{}` contains {c:?}: a Sparkplug host id is one topic level, without `/`, `+`, `#`", id.escape_debug()));
+    }
+    Ok(())
+}
+
+/// The agent as a Sparkplug host application: its STATE topic and the timestamp T of the
+/// current connection attempt (see the module doc).
+#[derive(Debug, Clone)]
+pub struct HostApplication {
+    host_id: String,
+    topic: String,
+    timestamp: u64,
+}
+
+impl HostApplication {
+    /// A host application with a checked id ([`check_host_id`]).
+    pub fn new(host_id: &str) -> HostApplication {
+        HostApplication { host_id: host_id.to_string(), topic: format!("{NAMESPACE}/STATE/{host_id}"), timestamp: 0 }
+    }
+
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    /// `spBv1.0/STATE/<host_id>`.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// T of the current connection attempt (0 before the first).
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// Starts a connection attempt at `now`: a new T, later than every earlier one (also when
+    /// the clock steps back), and returns the will payload (`online: false`, T).
+    pub fn connecting(&mut self, now: EpochMs) -> Vec<u8> {
+        self.timestamp = u64::try_from(now).unwrap_or(0).max(self.timestamp + 1);
+        self.death()
+    }
+
+    /// The birth (`online: true`) of the current connection.
+    pub fn birth(&self) -> Vec<u8> {
+        HostState { online: true, timestamp: self.timestamp }.encode()
+    }
+
+    /// The death (`online: false`) of the current connection: the will, and what an orderly
+    /// shutdown publishes.
+    pub fn death(&self) -> Vec<u8> {
+        HostState { online: false, timestamp: self.timestamp }.encode()
+    }
+
+    /// Whether a message on `topic` says the current connection is offline, so the birth must
+    /// be published again: the agent's own STATE topic, `online: false`, a timestamp not older
+    /// than T. Anything else (other hosts, births, the will of an earlier connection, a payload
+    /// that is not a STATE) is not.
+    pub fn contradicted(&self, topic: &str, payload: &[u8]) -> bool {
+        topic == self.topic && HostState::decode(payload).is_ok_and(|s| !s.online && s.timestamp >= self.timestamp)
+    }
 }
 
 /// The `NCMD` payload that asks a node to rebirth.
@@ -594,6 +703,45 @@ mod tests {
         assert!(s.presence()[0].online);
         s.decode(&v, "spBv1.0/G/NDEATH/N", &death(3), NOW);
         assert!(!s.presence()[0].online);
+    }
+
+    #[test]
+    fn host_state_payloads_and_timestamps() {
+        let mut host = HostApplication::new("vigil-1");
+        assert_eq!(host.topic(), "spBv1.0/STATE/vigil-1");
+        let will = host.connecting(NOW);
+        assert_eq!(String::from_utf8(will.clone()).unwrap(), format!("{{\"online\":false,\"timestamp\":{NOW}}}"));
+        assert_eq!(String::from_utf8(host.birth()).unwrap(), format!("{{\"online\":true,\"timestamp\":{NOW}}}"));
+        assert_eq!(host.death(), will, "the shutdown death repeats the will");
+        assert_eq!(HostState::decode(&host.birth()), Ok(HostState { online: true, timestamp: NOW as u64 }));
+        // Every attempt a later T, also when the clock steps back or stands still.
+        host.connecting(NOW);
+        assert_eq!(host.timestamp(), NOW as u64 + 1);
+        host.connecting(NOW - 60_000);
+        assert_eq!(host.timestamp(), NOW as u64 + 2);
+        host.connecting(NOW + 5000);
+        assert_eq!(host.timestamp(), NOW as u64 + 5000);
+
+        // Only an offline STATE for this host, not older than T, contradicts the connection.
+        let t = host.timestamp();
+        let state = |online, timestamp| HostState { online, timestamp }.encode();
+        assert!(host.contradicted("spBv1.0/STATE/vigil-1", &state(false, t)));
+        assert!(host.contradicted("spBv1.0/STATE/vigil-1", &state(false, t + 1)));
+        assert!(!host.contradicted("spBv1.0/STATE/vigil-1", &state(false, t - 1)), "an earlier connection's will");
+        assert!(!host.contradicted("spBv1.0/STATE/vigil-1", &state(true, t)));
+        assert!(!host.contradicted("spBv1.0/STATE/other", &state(false, t)));
+        assert!(!host.contradicted("spBv1.0/STATE/vigil-1", b"OFFLINE"), "Sparkplug 2.2 plain-text STATE");
+        assert!(HostState::decode(b"{\"online\":\"no\",\"timestamp\":1}").is_err());
+        assert!(HostState::decode(b"").unwrap_err().contains("not a Sparkplug host STATE"));
+    }
+
+    #[test]
+    fn host_ids_are_one_topic_level() {
+        assert_eq!(check_host_id("SCADA Host-1.ü"), Ok(()));
+        for bad in ["", "a/b", "a+", "#", "a\0b"] {
+            assert!(check_host_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_host_id("plant/1").unwrap_err().contains("'/'"));
     }
 
     #[test]
