@@ -17,6 +17,11 @@
 //!   asset's frozen per-channel baseline and scale ([`super::asset::Baseline::scale`]), not
 //!   clipped like the model's input (a long-span mean is already smooth) but bounded by
 //!   ±[`MAX_Z`] so extreme finite readings keep T² and Q finite.
+//! * **No NaN gets in.** Readings are finite (ingest rejects the rest); the means divide before
+//!   they sum, so they stay finite too. Only a baseline broken by extreme readings makes a `z`
+//!   NaN: such a view is left out of the fit, and a window whose evidence is not finite is
+//!   scored by the model alone — a NaN in the covariance would otherwise poison the asset's
+//!   fit, and every later score, for good.
 //! * **Fit**: `μ` and covariance of the recorded `z` (population); eigen decomposition by
 //!   cyclic Jacobi ([`symmetric_eigen`]; C ≤ a few dozen channels); the first `k` components
 //!   explaining at least `variance` of the total; `T² = Σⱼ<k tⱼ² / λⱼ`, `Q = ‖d − Pₖ tₖ‖²` with
@@ -133,7 +138,10 @@ impl WarmupPca {
     pub fn observe(&mut self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, values: &[f64], baselines: &[(f64, f64)], warmed_up: bool) -> Option<f64> {
         let n = baselines.len().max(1);
         let slots = values.len() / n;
-        let means: Vec<f64> = (0..n).map(|c| values.iter().skip(c).step_by(n).sum::<f64>() / slots.max(1) as f64).collect();
+        // Each term divided before summing: a mean of finite readings stays finite (a sum of
+        // readings near f64::MAX would overflow to ±inf, and +inf and −inf windows to a NaN
+        // long view).
+        let means: Vec<f64> = (0..n).map(|c| values.iter().skip(c).step_by(n).map(|x| x / slots.max(1) as f64).sum()).collect();
         let oldest = end_ms - (s.windows as i64 - 1) * size_ms;
         while self.recent.front().is_some_and(|(t, _)| *t < oldest) {
             self.recent.pop_front();
@@ -146,7 +154,9 @@ impl WarmupPca {
                     self.warmup.push(long);
                 }
                 if warmed_up {
-                    let z: Vec<Vec<f64>> = self.warmup.iter().map(|m| to_z(m, baselines)).collect();
+                    // A view whose z is not finite (a baseline broken by extreme readings) is
+                    // left out: one NaN in the covariance would poison the fit for good.
+                    let z: Vec<Vec<f64>> = self.warmup.iter().map(|m| to_z(m, baselines)).filter(|z| z.iter().all(|v| v.is_finite())).collect();
                     self.fit = fit(&z, s.variance, s.limit_quantile).map_or(Fit::Unavailable, Fit::Fitted);
                     self.warmup = Vec::new();
                     return self.evidence(s, size_ms, end_ms, baselines);
@@ -161,7 +171,9 @@ impl WarmupPca {
     fn evidence(&self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, baselines: &[(f64, f64)]) -> Option<f64> {
         let Fit::Fitted(f) = &self.fit else { return None };
         let (t2, q) = f.t2_q(&to_z(&self.long_view(s.windows, size_ms, end_ms, baselines.len())?, baselines));
-        Some(s.weight * (t2 / f.t2_limit + q / f.q_limit))
+        // Not finite only when the baselines are (z is clamped, the fit is finite): the model
+        // alone scores the window rather than a NaN score.
+        Some(s.weight * (t2 / f.t2_limit + q / f.q_limit)).filter(|e| e.is_finite())
     }
 
     /// Mean of the windows ending `end_ms − j·size_ms`, `j < windows`, if all are in the ring.
@@ -170,9 +182,9 @@ impl WarmupPca {
         for j in 0..windows as i64 {
             let t = end_ms - j * size_ms;
             let (_, m) = self.recent.iter().rev().find(|(e, _)| *e == t)?;
-            sum.iter_mut().zip(m).for_each(|(a, b)| *a += b);
+            sum.iter_mut().zip(m).for_each(|(a, b)| *a += b / windows as f64);
         }
-        Some(sum.into_iter().map(|v| v / windows as f64).collect())
+        Some(sum)
     }
 }
 
@@ -421,6 +433,66 @@ mod tests {
         let out = run(&mut pca, &s, (1..=50).map(|i| i * 1000), 0, |_| 3.0);
         assert_eq!(pca.fit, Fit::Unavailable);
         assert!(out.iter().all(|(_, ev)| ev.is_none()));
+    }
+
+    /// Windows of two channels ending every 4 s (size 4 s, 4 slots): channel 0 is `ch0(end)` in
+    /// every slot, channel 1 a slow wobble.
+    fn feed(pca: &mut WarmupPca, s: &WarmupPcaSettings, baselines: &[(f64, f64)], windows: std::ops::RangeInclusive<i64>, warm_from: i64, ch0: impl Fn(i64) -> f64) -> Vec<Option<f64>> {
+        windows
+            .map(|i| {
+                let e = i * 4000;
+                let values: Vec<f64> = (0..4).flat_map(|slot| [ch0(e), ((i * 4 + slot) as f64 * 0.3).sin()]).collect();
+                pca.observe(s, 4000, e, &values, baselines, i >= warm_from)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn extreme_finite_readings_neither_overflow_nor_poison_the_fit() {
+        // Channel 0 alternates between ±f64::MAX window by window: finite readings (ingest takes
+        // them) whose window sums overflow to +inf and −inf, and whose long view was NaN, which
+        // made the fit's mean NaN and every later evidence NaN.
+        let s = settings(2);
+        let mut pca = WarmupPca::default();
+        let alternating = |e: i64| if (e / 4000) % 2 == 0 { f64::MAX } else { -f64::MAX };
+        let out = feed(&mut pca, &s, &[(0.0, 1.0), (0.0, 1.0)], 1..=200, 100, alternating);
+        let Fit::Fitted(f) = &pca.fit else { panic!("not fitted: {:?}", pca.fit) };
+        assert!(f.mean.iter().chain([&f.t2_limit, &f.q_limit]).all(|v| v.is_finite()), "{f:?}");
+        assert!(out[99..].iter().all(|e| e.is_some_and(f64::is_finite)), "{:?}", &out[99..]);
+    }
+
+    #[test]
+    fn a_baseline_that_is_not_finite_gives_no_fit_and_no_nan_evidence() {
+        // A baseline broken by extreme readings (its Welford mean overflowed): the views' z is
+        // NaN. The fit used to take them (NaN mean, evidence Some(NaN) for every window, so a NaN
+        // score); now they are left out and the model alone scores the asset.
+        let s = settings(2);
+        let mut pca = WarmupPca::default();
+        let out = feed(&mut pca, &s, &[(f64::NAN, 1.0), (0.0, 1.0)], 1..=150, 100, |e| (e as f64 * 1e-3).cos());
+        assert_eq!(pca.fit, Fit::Unavailable);
+        assert!(out.iter().all(Option::is_none), "{out:?}");
+    }
+
+    #[test]
+    fn degenerate_warm_ups_fit_and_terminate() {
+        // Every view identical (constant channels): a zero covariance, no component, limits at
+        // their floor; the same view scores 0, a moved one is far beyond the limits.
+        let identical = vec![vec![1.0, -2.0, 0.5]; 50];
+        let f = fit(&identical, 0.99, 0.99).expect("fit");
+        assert!(f.components.is_empty());
+        assert_eq!((f.t2_limit, f.q_limit), (MIN_VARIANCE, MIN_VARIANCE));
+        assert_eq!(f.t2_q(&[1.0, -2.0, 0.5]), (0.0, 0.0));
+        assert!(f.t2_q(&[1.1, -2.0, 0.5]).1 / f.q_limit > 1e6);
+        // One constant channel next to two moving together: rank one, Jacobi still converges.
+        let z: Vec<Vec<f64>> = (0..100).map(|i| { let a = (i as f64 * 0.21).sin(); vec![a, 3.0, -a] }).collect();
+        let f = fit(&z, 0.99, 0.99).expect("fit");
+        assert_eq!(f.components.len(), 1);
+        let m = z.iter().map(|v| v[0]).sum::<f64>() / 100.0;
+        let var = z.iter().map(|v| (v[0] - m) * (v[0] - m)).sum::<f64>() / 100.0;
+        assert!((f.variances[0] - 2.0 * var).abs() < 1e-9, "{:?} vs 2 x {var}", f.variances);
+        let (values, vectors) = symmetric_eigen(vec![vec![0.0; 4]; 4]);
+        assert_eq!(values, vec![0.0; 4]);
+        assert_eq!(vectors.len(), 4);
     }
 
     #[test]
