@@ -58,7 +58,7 @@ use features::{resample, Ewma};
 use aggregate::AggregateSettings;
 use session::{SessionEvent, SessionSettings};
 use asset::{normalise_asset_window, AssetWindows, Routing};
-use warmup_pca::{LongViewEvidence, WarmupPcaSettings};
+use warmup_pca::{Fit, LongViewEvidence, WarmupPcaSettings};
 use window::{Admission, EntityWindows, Geometry};
 
 /// Stable partitioning hash (FNV-1a, 64 bit): the same entity maps to the same worker on every
@@ -469,8 +469,12 @@ impl Worker {
             // Without evidence (no fit, or no long view) the model alone scores the window.
             let long_view = s.warmup_pca.as_ref().and_then(|p| {
                 let baselines: Vec<(f64, f64)> = state.channels.iter().map(|c| (c.baseline.mean, c.baseline.scale(norm))).collect();
-                let evidence = state.pca.observe(p, s.geometry.size_ms, window.end_ms, &window.values, &baselines, warmed_up)?;
-                Some(LongViewEvidence { model_weight: p.model_weight, evidence })
+                let collecting = state.pca.fit == Fit::Collecting;
+                let evidence = state.pca.observe(p, s.geometry.size_ms, window.end_ms, &window.values, &baselines, warmed_up);
+                if collecting {
+                    state.pca.fit.log_outcome(asset);
+                }
+                Some(LongViewEvidence { model_weight: p.model_weight, evidence: evidence? })
             });
             if !warmed_up {
                 return;

@@ -36,12 +36,22 @@
 //!   weights are a pair, and the model's weight alone would only make it less sensitive.
 //! * **Bounded**: at most [`MAX_WARMUP_VIEWS`] views are recorded (the first ones; a channel
 //!   that never completes its warm-up must not grow the state); the ring holds one long view's
-//!   span.
+//!   span: `(windows − 1) · size_ms / hop_ms + 1` window means of `C` channels (17 on SKAB), so
+//!   `size_ms / hop_ms` and `windows` (≤ 64) bound it.
 //! * **Checkpointed** with the asset ([`super::asset::AssetWindows::pca`], serde default: a state
 //!   written before this view existed loads as "collecting"). The fit needs the warm-up's
 //!   windows: an asset already past its warm-up when the view is turned on (or restored from
 //!   such a state) records nothing before its next window, gets [`Fit::Unavailable`] and is
-//!   scored by the model alone until its state is reset.
+//!   scored by the model alone for as long as its state is kept (no command resets an asset's
+//!   state; a fresh warm-up needs a fresh state). The worker logs each asset's outcome
+//!   ([`Fit::log_outcome`]).
+//! * **The fit is frozen with its settings.** `variance` and `limit_quantile` changed later do
+//!   not re-fit an asset (they apply to a fresh warm-up); a fit is only compared with long
+//!   views of the `windows` it was made on ([`PcaFit::windows`]) — with another span the asset
+//!   is scored by the model alone. `weight` and `model_weight` apply to every window at once.
+//! * **Every model gets the same evidence**: a shadow or canary candidate's score combines its
+//!   own error (over its own `error_scale`) with the window's evidence, like the active model's,
+//!   so the rollback comparison compares what each would alert on.
 
 use std::collections::VecDeque;
 
@@ -100,6 +110,10 @@ pub struct PcaFit {
     pub variances: Vec<f64>,
     pub t2_limit: f64,
     pub q_limit: f64,
+    /// The long view's `windows` the fit was made on: a fit is only compared with views of the
+    /// same span (0: fitted before the span was recorded, taken as the configured one).
+    #[serde(default)]
+    pub windows: usize,
 }
 
 /// Most long views recorded during one warm-up (SKAB: 385).
@@ -130,6 +144,21 @@ pub struct WarmupPca {
     pub fit: Fit,
 }
 
+impl Fit {
+    /// Logs how an asset's warm-up ended for its long view (call when it leaves
+    /// [`Fit::Collecting`]).
+    pub fn log_outcome(&self, asset: &str) {
+        match self {
+            Fit::Collecting => {}
+            Fit::Fitted(f) => tracing::info!(asset, components = f.components.len(), t2_limit = f.t2_limit, q_limit = f.q_limit, "warm-up PCA fitted"),
+            Fit::Unavailable => tracing::warn!(
+                asset,
+                "warm-up PCA unavailable: fewer than two long views recorded during the asset's warm-up (it was already past it, e.g. a state from before [pipeline.warmup_pca] was on); the model alone scores it while its state is kept"
+            ),
+        }
+    }
+}
+
 impl WarmupPca {
     /// Folds the window ending `end_ms` (raw values, time-major over `baselines.len()` channels;
     /// windows are `size_ms` long — the worker's geometry) and returns its evidence, `None`
@@ -157,7 +186,7 @@ impl WarmupPca {
                     // A view whose z is not finite (a baseline broken by extreme readings) is
                     // left out: one NaN in the covariance would poison the fit for good.
                     let z: Vec<Vec<f64>> = self.warmup.iter().map(|m| to_z(m, baselines)).filter(|z| z.iter().all(|v| v.is_finite())).collect();
-                    self.fit = fit(&z, s.variance, s.limit_quantile).map_or(Fit::Unavailable, Fit::Fitted);
+                    self.fit = fit(&z, s.variance, s.limit_quantile).map_or(Fit::Unavailable, |f| Fit::Fitted(PcaFit { windows: s.windows, ..f }));
                     self.warmup = Vec::new();
                     return self.evidence(s, size_ms, end_ms, baselines);
                 }
@@ -170,6 +199,11 @@ impl WarmupPca {
 
     fn evidence(&self, s: &WarmupPcaSettings, size_ms: i64, end_ms: i64, baselines: &[(f64, f64)]) -> Option<f64> {
         let Fit::Fitted(f) = &self.fit else { return None };
+        if f.windows != 0 && f.windows != s.windows {
+            // `windows` changed since the fit: a longer (shorter) mean varies less (more) than
+            // the warm-up's views, so the limits would not hold.
+            return None;
+        }
         let (t2, q) = f.t2_q(&to_z(&self.long_view(s.windows, size_ms, end_ms, baselines.len())?, baselines));
         // Not finite only when the baselines are (z is clamped, the fit is finite): the model
         // alone scores the window rather than a NaN score.
@@ -242,6 +276,7 @@ pub fn fit(z: &[Vec<f64>], variance: f64, limit_quantile: f64) -> Option<PcaFit>
         variances: values.iter().take(k).map(|v| v.max(MIN_VARIANCE)).collect(),
         t2_limit: 1.0,
         q_limit: 1.0,
+        windows: 0,
     };
     let (mut t2s, mut qs): (Vec<f64>, Vec<f64>) = z.iter().map(|v| f.t2_q(v)).unzip();
     f.t2_limit = quantile(&mut t2s, limit_quantile).max(MIN_VARIANCE);
@@ -493,6 +528,44 @@ mod tests {
         let (values, vectors) = symmetric_eigen(vec![vec![0.0; 4]; 4]);
         assert_eq!(values, vec![0.0; 4]);
         assert_eq!(vectors.len(), 4);
+    }
+
+    #[test]
+    fn a_fit_is_only_compared_with_views_of_its_own_span() {
+        let mut pca = WarmupPca::default();
+        run(&mut pca, &settings(2), (1..=100).map(|i| i * 1000), 100_000, |_| 0.0);
+        let Fit::Fitted(f) = &pca.fit else { panic!("not fitted: {:?}", pca.fit) };
+        assert_eq!(f.windows, 2);
+        // `windows` raised to 4 after the fit (a restart with another config): the 16 s view is
+        // not what the limits were taken on; it used to be scored against them all the same.
+        let out = run(&mut pca, &settings(4), (101..=110).map(|i| i * 1000), 0, |_| 0.0);
+        assert!(out.iter().all(|(_, e)| e.is_none()), "{out:?}");
+        let out = run(&mut pca, &settings(2), (111..=112).map(|i| i * 1000), 0, |_| 0.0);
+        assert!(out.iter().all(|(_, e)| e.is_some()), "{out:?}");
+        // A fit written before the span was recorded loads, and is taken as the configured one.
+        let mut value = ciborium::Value::serialized(&pca).unwrap();
+        let before = format!("{value:?}");
+        strip_key(&mut value, "windows");
+        assert_ne!(format!("{value:?}"), before, "the field is named `windows`");
+        let mut bytes = Vec::new();
+        ciborium::ser::into_writer(&value, &mut bytes).unwrap();
+        let mut old: WarmupPca = crate::store::from_cbor("asset_state", "x", &bytes).unwrap();
+        assert!(matches!(&old.fit, Fit::Fitted(f) if f.windows == 0));
+        // (From 116 s on: the ring then holds the windows 4 and 8 s back.)
+        let out = run(&mut old, &settings(3), (113..=120).map(|i| i * 1000), 0, |_| 0.0);
+        assert!(out[3..].iter().all(|(_, e)| e.is_some()), "{out:?}");
+    }
+
+    /// Removes every map entry named `key`, at any depth.
+    fn strip_key(v: &mut ciborium::Value, key: &str) {
+        match v {
+            ciborium::Value::Map(m) => {
+                m.retain(|(k, _)| k.as_text() != Some(key));
+                m.iter_mut().for_each(|(_, v)| strip_key(v, key));
+            }
+            ciborium::Value::Array(a) => a.iter_mut().for_each(|v| strip_key(v, key)),
+            _ => {}
+        }
     }
 
     #[test]
