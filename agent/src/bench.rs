@@ -148,6 +148,23 @@ struct Broker {
     port: u16,
     child: Option<Child>,
     settings: String,
+    /// The log of the broker the bench started (none with `--broker`).
+    log: Option<PathBuf>,
+}
+
+impl Broker {
+    /// The clients the broker dropped outgoing messages for (its queue limit was reached), from
+    /// its log's notices; `None` when the bench did not start the broker.
+    fn dropped_for(&self) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(self.log.as_ref()?).ok()?;
+        let mut clients: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_once("Outgoing messages are being dropped for client ").map(|(_, c)| c.trim_end_matches('.').to_string()))
+            .collect();
+        clients.sort();
+        clients.dedup();
+        Some(clients)
+    }
 }
 
 impl Drop for Broker {
@@ -187,7 +204,7 @@ fn start_broker(opts: &BenchOptions, dir: &Path, max_queued: u64) -> Result<Brok
         let port: u16 = port.parse().map_err(|_| err("--broker port is not a number"))?;
         let mut none = None;
         wait_port(host, port, &mut none, Duration::from_secs(5))?;
-        return Ok(Broker { host: host.into(), port, child: None, settings: "external broker (--broker): its own limits apply".into() });
+        return Ok(Broker { host: host.into(), port, child: None, settings: "external broker (--broker): its own limits apply".into(), log: None });
     }
     let bin = if Path::new("/usr/sbin/mosquitto").exists() { PathBuf::from("/usr/sbin/mosquitto") } else { PathBuf::from("mosquitto") };
     let mut last_err = None;
@@ -200,7 +217,8 @@ fn start_broker(opts: &BenchOptions, dir: &Path, max_queued: u64) -> Result<Brok
             c += "user root\n";
         }
         c += "per_listener_settings false\nallow_anonymous true\npersistence false\n";
-        c += &format!("log_dest file {}\nlog_type error\nlog_type warning\n", dir.join("mosquitto.log").display());
+        // Notices include "Outgoing messages are being dropped for client X" (see `broker_drops`).
+        c += &format!("log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n", dir.join("mosquitto.log").display());
         let settings = format!(
             "max_inflight_messages {}\nmax_queued_messages {max_queued}\nmax_queued_bytes 0\nset_tcp_nodelay {}\n",
             opts.max_inflight, opts.broker_nodelay
@@ -210,7 +228,7 @@ fn start_broker(opts: &BenchOptions, dir: &Path, max_queued: u64) -> Result<Brok
         std::fs::write(&conf, c)?;
         let child = Command::new(&bin).arg("-c").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
             .map_err(|e| err(format!("cannot start {}: {e} (install Debian `mosquitto`, or pass --broker)", bin.display())))?;
-        let mut broker = Broker { host: "127.0.0.1".into(), port, child: Some(child), settings: settings.trim().replace('\n', ", ") };
+        let mut broker = Broker { host: "127.0.0.1".into(), port, child: Some(child), settings: settings.trim().replace('\n', ", "), log: Some(dir.join("mosquitto.log")) };
         match wait_port("127.0.0.1", port, &mut broker.child, Duration::from_secs(10)) {
             Ok(()) => return Ok(broker),
             Err(e) => last_err = Some(e),
@@ -656,6 +674,12 @@ fn run_in(
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let _ = sub.disconnect().await;
+        // End the persistent session: left behind, it would subscribe to `bench/#` for the rest
+        // of the run and queue every later reading for nobody, until the broker's queue limit
+        // drops them — and the agent, which watches the broker's drop counter, would warn about
+        // a loss that is the bench's own. Connecting with a clean session discards it.
+        let (sub, _task) = subscriber(&broker, "vigil-bench-ceiling", "bench/#", true, |_, _| {}).await?;
+        let _ = sub.disconnect().await;
         let g = *received.lock().unwrap();
         let span = g.2.unwrap().duration_since(g.1.unwrap()).as_secs_f64();
         Ok::<_, BoxErr>((n as f64 / span.max(1e-9), publish_time))
@@ -817,6 +841,13 @@ fn run_in(
     }
     if let Some(first) = first_warning {
         println!("  agent logged {warnings} warning/error line(s); first: {first}");
+    }
+    // The sessions the broker dropped messages for (its log's notices). None is expected: the
+    // ceiling's session ends after phase 1, and the agent committed every reading.
+    match broker.dropped_for() {
+        Some(clients) if clients.is_empty() => println!("  broker: no message dropped"),
+        Some(clients) => println!("  broker: dropped messages queued for {}", clients.join(", ")),
+        None => {}
     }
 
     let mut latencies_ms = Vec::new();
