@@ -208,15 +208,15 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     let multivariate = manifest.kind == ModelKind::Multivariate;
     let routing = Arc::new(asset_routing(&config, &manifest)?);
     // Restore per-entity and per-asset state, partitioned like the live routing.
-    let mut entity_states: Vec<HashMap<Arc<str>, EntityWindows>> = vec![HashMap::new(); workers_n];
+    let mut entity_states: Vec<HashMap<Arc<str>, Box<EntityWindows>>> = vec![HashMap::new(); workers_n];
     let mut asset_states: Vec<HashMap<Arc<str>, AssetWindows>> = vec![HashMap::new(); workers_n];
-    let mut alert_states: HashMap<Arc<str>, EntityAlertState> = HashMap::new();
+    let mut alert_states: HashMap<Arc<str>, Box<EntityAlertState>> = HashMap::new();
     {
         let txn = db.begin_read().doing("restoring state")?;
         let t = txn.open_table(store::ENTITY_STATE).doing("restoring state")?;
         for row in t.iter().doing("restoring state")? {
             let (k, v) = row.doing("restoring state")?;
-            let state: EntityWindows = store::from_cbor("entity_state", k.value(), v.value())?;
+            let state: Box<EntityWindows> = store::from_cbor("entity_state", k.value(), v.value())?;
             entity_states[routing.worker_of(k.value(), workers_n)].insert(Arc::from(k.value()), state);
         }
         let t = txn.open_table(store::ASSET_STATE).doing("restoring state")?;

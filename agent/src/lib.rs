@@ -4,7 +4,8 @@
 //! [`ingest`] → [`commit_log`] → [`pipeline`] (windows, features) → [`inference`] →
 //! [`alerts`] → [`uplink_policy`] (what enters the outbox) → uplink (the `cloud-uplink`
 //! crate's outbox and sinks).
-//! [`agent`] wires them together; [`config`], [`store`], [`dlq`] and [`metrics`] serve them all;
+//! [`agent`] wires them together; [`config`], [`store`], [`dlq`] and [`metrics`] serve them all
+//! ([`memory`]: what each entity may cost resident);
 //! [`api`] serves metrics, health, a JSON API and the dashboard over local HTTP.
 
 pub mod agent;
@@ -18,6 +19,7 @@ pub mod dlq;
 pub mod eval;
 pub mod inference;
 pub mod ingest;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod reading;

@@ -37,6 +37,7 @@ use crate::api::live::{LiveView, ScoreView};
 use crate::commit_log::{InternalWrite, Outputs};
 use crate::config::{Config, ScoreMode};
 use crate::inference::batcher::ScoredWindow;
+use crate::memory::Sparse;
 use crate::inference::manifest::Band;
 use crate::metrics::Metrics;
 use crate::pipeline::{Emit, Emitted, RawSummary, Stage};
@@ -297,8 +298,10 @@ pub struct EntityAlertState {
     pub cooldown_until_ms: i64,
     pub last_review_ms: Option<i64>,
     /// `alerts.score = "entity_relative"` history (empty in states written before it existed).
+    /// Boxed on first use ([`Sparse`]): the default `model` scoring never needs it, and the
+    /// evaluator's per-entity map stores states inline.
     #[serde(default)]
-    pub baseline: ErrorBaseline,
+    pub baseline: Sparse<ErrorBaseline>,
     /// `alerts.score = "novelty"` history (its model-error part is `baseline`); created on the
     /// first novelty-scored window. Boxed: the evaluator's per-entity map stores states inline,
     /// and in the other modes 10 000 entities would carry ~160 unused bytes each.
@@ -311,13 +314,15 @@ pub struct EntityAlertState {
     /// Highest [`Emit::seq`] of this entity already processed (absent in older states).
     #[serde(default)]
     pub emitted_through: u64,
-    /// Sessions open (or closed by the worker but not yet released), by start.
+    /// Sessions open (or closed by the worker but not yet released), by start. Boxed on first
+    /// use: only entities `pipeline.session` applies to have any.
     #[serde(default)]
-    pub sessions: Vec<SessionScores>,
+    pub sessions: Sparse<Vec<SessionScores>>,
     /// sha256 of the model whose errors `baseline` holds: a new active model (another error
-    /// scale) starts a new history. Empty in states written before it existed.
+    /// scale) starts a new history. Empty in states written before it existed, and in the
+    /// default `model` scoring (boxed on first use, like `baseline`).
     #[serde(default)]
-    pub baseline_model: String,
+    pub baseline_model: Sparse<String>,
 }
 
 /// Most prefix maxima kept per session (the latest: they are the larger ones). A session
@@ -384,7 +389,8 @@ pub struct Evaluation {
 pub struct Evaluator {
     pub agent: String,
     pub policy: Policy,
-    pub states: HashMap<Arc<str>, EntityAlertState>,
+    /// Per entity, boxed (see [`crate::memory`]).
+    pub states: HashMap<Arc<str>, Box<EntityAlertState>>,
 }
 
 impl Evaluator {
@@ -403,15 +409,16 @@ impl Evaluator {
             ScoreMode::EntityRelative | ScoreMode::Novelty => {
                 // The error history belongs to one model: a new active model (another error
                 // scale) starts a new one.
-                if state.baseline_model != w.model.sha256 {
-                    if !state.baseline_model.is_empty() {
-                        state.baseline = ErrorBaseline::default();
+                let history_of = state.baseline_model.get().map_or("", String::as_str);
+                if history_of != w.model.sha256 {
+                    if !history_of.is_empty() {
+                        state.baseline.clear();
                     }
-                    state.baseline_model = w.model.sha256.clone();
+                    *state.baseline_model.get_mut() = w.model.sha256.clone();
                 }
                 match p.score {
-                    ScoreMode::Novelty => state.novelty.get_or_insert_with(Default::default).score(&w.raw, w.error, &mut state.baseline, p.novelty_horizon),
-                    _ => state.baseline.score(w.error),
+                    ScoreMode::Novelty => state.novelty.get_or_insert_with(Default::default).score(&w.raw, w.error, state.baseline.get_mut(), p.novelty_horizon),
+                    _ => state.baseline.get_mut().score(w.error),
                 }
             }
         };
@@ -498,7 +505,7 @@ impl Evaluator {
             ));
             out.messages.push(msg);
         }
-        if !state.sessions.is_empty() {
+        if state.sessions.get().is_some_and(|s| !s.is_empty()) {
             let changes: Vec<SessionAlert> = out.records[first_record..]
                 .iter()
                 .filter_map(|(_, b)| match b {
@@ -506,7 +513,7 @@ impl Evaluator {
                     _ => None,
                 })
                 .collect();
-            for acc in state.sessions.iter_mut().filter(|a| w.window_end_ms > a.start_ms) {
+            for acc in state.sessions.get_mut().iter_mut().filter(|a| w.window_end_ms > a.start_ms) {
                 if acc.maxima.last().is_none_or(|m| score > m.1) {
                     acc.maxima.push((w.window_end_ms, score));
                     if acc.maxima.len() > SESSION_MAXIMA {
@@ -530,12 +537,16 @@ impl Evaluator {
         match e.what {
             Emitted::Record { event_time_ms, body } => out.records.push((event_time_ms, body)),
             Emitted::SessionOpened { start_ms } => {
-                state.sessions.push(SessionScores { start_ms, ..SessionScores::default() });
+                state.sessions.get_mut().push(SessionScores { start_ms, ..SessionScores::default() });
             }
             Emitted::SessionClosed { mut body, windows_through_ms } => {
                 if let Body::Session { start_ms, max_score, alerts, .. } = &mut body {
-                    if let Some(i) = state.sessions.iter().position(|a| a.start_ms == *start_ms) {
-                        let acc = state.sessions.remove(i);
+                    let sessions = state.sessions.get_mut();
+                    if let Some(i) = sessions.iter().position(|a| a.start_ms == *start_ms) {
+                        let acc = sessions.remove(i);
+                        if sessions.is_empty() {
+                            state.sessions.clear();
+                        }
                         *max_score = acc.maxima.iter().rev().find(|m| m.0 <= windows_through_ms).map(|m| m.1);
                         *alerts = acc.alerts.into_iter().filter(|a| a.window_end_ms <= windows_through_ms).collect();
                     }
@@ -991,12 +1002,12 @@ mod tests {
         let mut ev = evaluator();
         ev.policy.score = ScoreMode::Novelty;
         ev.policy.novelty_horizon = 80;
-        ev.states.insert(Arc::from("e"), loaded);
+        ev.states.insert(Arc::from("e"), Box::new(loaded));
         let mut w = window(6000, 0.0);
         w.raw = summary(&[1.0, 2.0]);
         assert_eq!(ev.evaluate(&w, &mut Evaluation::default()).map(|s| s.0), Some(0.0));
         let again: EntityAlertState = crate::store::from_cbor("alert_state", "e", &crate::store::to_cbor(&ev.states["e"])).unwrap();
-        assert_eq!(again, ev.states["e"]);
+        assert_eq!(again, *ev.states["e"]);
         assert_eq!(again.novelty.and_then(|n| n.values).map(|r| r.blocks.len()), Some(2));
     }
 
@@ -1017,7 +1028,7 @@ mod tests {
         for i in 0..200 {
             assert_eq!(win(&mut ev, 1.0 + (i % 2) as f64, &[0.0, 10.0], &mut out), Some(0.0));
         }
-        let mut b = ev.states["e"].baseline.clone();
+        let mut b = ev.states["e"].baseline.get().cloned().unwrap_or_default();
         let expected = NOVELTY_ERROR_WEIGHT * b.score(50.0);
         let saved = crate::store::to_cbor(&ev.states["e"]);
         let got = win(&mut ev, 50.0, &[0.0, 10.0], &mut out).unwrap();
@@ -1055,7 +1066,7 @@ mod tests {
         let Some((1000, Body::Session { max_score, alerts, .. })) = out.records.first() else { panic!("{:?}", out.records) };
         assert_eq!(*max_score, Some(0.9));
         assert_eq!(alerts, &vec![SessionAlert { window_end_ms: 2000, state: AlertState::Raised, score: 0.9 }]);
-        assert!(ev.states["e"].sessions.is_empty());
+        assert!(ev.states["e"].sessions.get().is_none());
         // Recovery emits it again: skipped.
         assert!(!ev.emit(emit(2, Emitted::SessionClosed { body, windows_through_ms: 4000 }), &mut out));
         assert_eq!(out.records.len(), 1);

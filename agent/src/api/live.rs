@@ -3,8 +3,8 @@
 //! # Design constraints
 //!
 //! - **Bounded memory.** Per entity: the latest reading, the latest score and two rings of
-//!   `api.sparkline_points` values (`f32`) — about 200 bytes with the default 16 points (0
-//!   keeps no rings). Features are not copied here: the API reads them from the feature store
+//!   `api.sparkline_points` values (`f32`, one allocation for both) — about 250 bytes resident
+//!   with the default 16 points, map slot included (budget: [`crate::memory`]). Features are not copied here: the API reads them from the feature store
 //!   (`features` table, written at each checkpoint). Globally: the last [`RECENT_SCORES`]
 //!   scores, the open alerts, the last [`RECENT_EVENTS`] review and health events.
 //! - **Cheap for the data path.** Workers lock once per batch of readings they received (not
@@ -32,51 +32,103 @@ pub const RECENT_SCORES: usize = 500;
 /// Review and health events kept.
 pub const RECENT_EVENTS: usize = 100;
 
-/// A fixed-size ring of recent values: one exact allocation, `next` is the slot to write.
-#[derive(Debug, Clone, Default)]
+/// The position of one ring of recent values inside [`Sparklines::slots`]: `next` is the slot
+/// to write.
+#[derive(Debug, Clone, Copy, Default)]
 struct Ring {
-    values: Box<[f32]>,
     len: u16,
     next: u16,
 }
 
 impl Ring {
-    fn push(&mut self, v: f64, cap: usize) {
-        if cap == 0 {
+    fn push(&mut self, slots: &mut [f32], v: f64) {
+        let n = slots.len();
+        if n == 0 {
             return;
         }
-        if self.values.is_empty() {
-            self.values = vec![0.0; cap.min(u16::MAX as usize)].into_boxed_slice();
-        }
-        let n = self.values.len();
-        self.values[self.next as usize] = v as f32;
+        slots[self.next as usize] = v as f32;
         self.next = ((self.next as usize + 1) % n) as u16;
         self.len = (self.len as usize + 1).min(n) as u16;
     }
 
     /// Oldest first.
-    fn to_vec(&self) -> Vec<f32> {
-        let n = self.values.len();
+    fn to_vec(&self, slots: &[f32]) -> Vec<f32> {
+        let n = slots.len();
         let start = (self.next as usize + n - self.len as usize) % n.max(1);
-        (0..self.len as usize).map(|i| self.values[(start + i) % n]).collect()
+        (0..self.len as usize).map(|i| slots[(start + i) % n]).collect()
     }
 }
+
+/// An entity's two sparklines (recent values, recent scores) in one exact allocation of
+/// `2 × api.sparkline_points` slots, values first: one heap block per entity, not two.
+#[derive(Debug, Default)]
+struct Sparklines {
+    slots: Box<[f32]>,
+    values: Ring,
+    scores: Ring,
+}
+
+impl Sparklines {
+    /// The values' and the scores' slots, allocated on first use.
+    fn halves(&mut self, cap: usize) -> (&mut [f32], &mut [f32]) {
+        if self.slots.is_empty() {
+            self.slots = vec![0.0; 2 * cap.min(u16::MAX as usize)].into_boxed_slice();
+        }
+        let half = self.slots.len() / 2;
+        self.slots.split_at_mut(half)
+    }
+
+    fn push_value(&mut self, v: f64, cap: usize) {
+        let mut ring = self.values;
+        ring.push(self.halves(cap).0, v);
+        self.values = ring;
+    }
+
+    fn push_score(&mut self, v: f64, cap: usize) {
+        let mut ring = self.scores;
+        ring.push(self.halves(cap).1, v);
+        self.scores = ring;
+    }
+
+    fn values(&self) -> Vec<f32> {
+        self.values.to_vec(&self.slots[..self.slots.len() / 2])
+    }
+
+    fn scores(&self) -> Vec<f32> {
+        self.scores.to_vec(&self.slots[self.slots.len() / 2..])
+    }
+}
+
+/// Band names as [`crate::alerts::band_name`] gives them; [`LastScore`] keeps the index.
+const BANDS: [&str; 3] = ["normal", "review", "alert"];
 
 /// The latest score of an entity, compactly.
 #[derive(Debug, Clone, Copy)]
 struct LastScore {
     window_end_ms: i64,
     score: f32,
-    band: &'static str,
+    /// Index into [`BANDS`].
+    band: u8,
+}
+
+impl LastScore {
+    fn band(&self) -> &'static str {
+        BANDS.get(self.band as usize).copied().unwrap_or(BANDS[0])
+    }
 }
 
 #[derive(Debug, Default)]
 struct EntityState {
     last_event_ms: i64,
     last_value: f64,
-    values: Ring,
     score: Option<LastScore>,
-    scores: Ring,
+    sparklines: Sparklines,
+}
+
+/// Inline bytes of one entity's live state (the budget test in [`crate::memory`]).
+#[cfg(test)]
+pub(crate) fn entity_state_size() -> usize {
+    std::mem::size_of::<EntityState>()
 }
 
 /// One scored window.
@@ -196,7 +248,7 @@ impl LiveView {
                 e.last_event_ms = r.event_time_ms;
                 e.last_value = r.value;
             }
-            e.values.push(r.value, cap);
+            e.sparklines.push_value(r.value, cap);
         }
     }
 
@@ -208,8 +260,9 @@ impl LiveView {
             let mut entities = lock(&self.entities);
             for s in &scores {
                 if let Some(e) = entities.get_mut(s.entity.as_str()) {
-                    e.scores.push(s.score, cap);
-                    e.score = Some(LastScore { window_end_ms: s.window_end_ms, score: s.score as f32, band: s.band });
+                    e.sparklines.push_score(s.score, cap);
+                    let band = BANDS.iter().position(|b| *b == s.band).unwrap_or(0) as u8;
+                    e.score = Some(LastScore { window_end_ms: s.window_end_ms, score: s.score as f32, band });
                 }
             }
         }
@@ -335,10 +388,10 @@ impl LiveView {
                 entity: k.to_string(),
                 last_event_ms: e.last_event_ms,
                 last_value: e.last_value,
-                values: e.values.to_vec(),
-                scores: e.scores.to_vec(),
+                values: e.sparklines.values(),
+                scores: e.sparklines.scores(),
                 features: None,
-                score: e.score.map(|s| ScoreView { entity: k.to_string(), window_end_ms: s.window_end_ms, score: s.score as f64, band: s.band }),
+                score: e.score.map(|s| ScoreView { entity: k.to_string(), window_end_ms: s.window_end_ms, score: s.score as f64, band: s.band() }),
                 alert: open.contains(k.as_ref()),
             })
             .collect()

@@ -250,7 +250,9 @@ pub struct WorkerSettings {
 pub struct Worker {
     pub index: usize,
     pub settings: WorkerSettings,
-    pub entities: HashMap<Arc<str>, EntityWindows>,
+    /// Window state per entity, boxed: the map keeps up to half its buckets empty, and an
+    /// empty bucket then costs a pointer, not a state (see [`crate::memory`]).
+    pub entities: HashMap<Arc<str>, Box<EntityWindows>>,
     /// Join state of the assets routed to this worker.
     pub assets: HashMap<Arc<str>, AssetWindows>,
     pub inbox: Receiver<WorkerMsg>,
@@ -341,7 +343,7 @@ impl Worker {
         let too_late = if s.aggregate.sizes_ms.is_empty() {
             Vec::new()
         } else {
-            state.tumbling.add(reading.event_time_ms, reading.value, &s.aggregate, &mut aggregates)
+            state.tumbling.get_mut().add(reading.event_time_ms, reading.value, &s.aggregate, &mut aggregates)
         };
         let sliding_late = matches!(admission, Admission::Late { .. });
         if sliding_late || !too_late.is_empty() {
@@ -374,7 +376,7 @@ impl Worker {
         }
         let watermark = state.max_event_ms.map(|m| (m, m - s.geometry.lateness_ms));
         if let Some((max_event, watermark)) = watermark.filter(|_| !s.aggregate.sizes_ms.is_empty()) {
-            state.tumbling.advance(max_event, watermark, &s.aggregate, &mut aggregates);
+            state.tumbling.get_mut().advance(max_event, watermark, &s.aggregate, &mut aggregates);
         }
         for a in aggregates {
             emits.push(Emitted::Record {
@@ -391,7 +393,7 @@ impl Worker {
         let sessions = s.session.as_ref().filter(|ss| ss.applies_to(&key));
         let mut session_events = Vec::new();
         if let (Some(ss), Some((_, watermark)), false) = (sessions, watermark, sliding_late) {
-            let sessions = &mut state.sessions;
+            let sessions = state.sessions.get_mut();
             sessions.walk(state.buffer.iter().copied(), watermark, ss, s.aggregate.accuracy, &mut session_events);
         }
         let size_ms = s.geometry.size_ms;
@@ -420,7 +422,7 @@ impl Worker {
             let _ = to_inference.send(Stage::Item(job));
         });
         if let (Some(ss), Some((_, watermark))) = (sessions, watermark) {
-            state.sessions.release(watermark, size_ms, ss, &mut session_events);
+            state.sessions.get_mut().release(watermark, size_ms, ss, &mut session_events);
             let closed = session_events.drain(..).map(session_emit).collect();
             send_emits(&self.to_inference, &key, &mut state.emitted, closed);
         }

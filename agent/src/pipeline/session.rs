@@ -81,8 +81,7 @@ pub enum SessionEvent {
 pub struct Sessions {
     /// Readings with event time at or below this have been walked.
     pub walked_through_ms: Option<i64>,
-    /// Boxed: every entity's state holds a `Sessions`, few have a session open, and the
-    /// pipeline's per-entity map stores states inline (10 000 entities × the open session's
+    /// Boxed: few entities have a session open at a time (10 000 entities × the open session's
     /// ~160 bytes of statistics would otherwise be resident whether used or not).
     pub open: Option<Box<OpenSession>>,
     /// Closed, not yet released (see the module docs).

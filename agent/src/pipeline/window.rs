@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::features::{Ewma, Features};
+use crate::memory::Sparse;
 use crate::config::{LatePolicy, WindowConfig};
 
 /// Window geometry, from [`WindowConfig`].
@@ -55,12 +56,13 @@ pub struct EntityWindows {
     pub ewma_through_ms: i64,
     /// The latest emitted window's features (the feature-store row).
     pub features: Option<Features>,
-    /// Tumbling-window aggregates (absent in states written before they existed).
+    /// Tumbling-window aggregates (absent in states written before they existed). Boxed on
+    /// first use ([`Sparse`]): without `pipeline.aggregate.sizes_ms` one pointer per entity.
     #[serde(default)]
-    pub tumbling: super::aggregate::Tumbling,
-    /// Activity sessions (likewise).
+    pub tumbling: Sparse<super::aggregate::Tumbling>,
+    /// Activity sessions (likewise; used by the entities `pipeline.session` applies to).
     #[serde(default)]
-    pub sessions: super::session::Sessions,
+    pub sessions: Sparse<super::session::Sessions>,
     /// Emission counter of [`super::Emit`] (likewise).
     #[serde(default)]
     pub emitted: u64,
@@ -120,6 +122,12 @@ impl EntityWindows {
     }
 
     fn insert(&mut self, t: i64, v: f64) {
+        // Grows by an eighth (at least 4 slots), not by doubling: a steady sensor's buffer stays
+        // about one window long, so its capacity settles just above that (34 readings at 1 Hz
+        // with 32 s windows: 36 slots, where doubling gives 64).
+        if self.buffer.len() == self.buffer.capacity() {
+            self.buffer.reserve_exact((self.buffer.len() / 8).max(4));
+        }
         // Usually appends; out-of-order readings within the lateness bound are inserted in place.
         let pos = self.buffer.iter().rposition(|&(bt, _)| bt <= t).map_or(0, |p| p + 1);
         self.buffer.insert(pos, (t, v));
@@ -159,8 +167,8 @@ impl EntityWindows {
             }
         }
         self.next_end_ms = Some(next_end);
-        // A steady sensor's buffer stays about one window long; growth doubles the capacity
-        // (37 readings -> 64 slots). With thousands of entities that slack is megabytes.
+        // After a burst (a faster sensor for a while), give the slack back: with thousands of
+        // entities it is megabytes.
         let len = self.buffer.len();
         if self.buffer.capacity() > len + len / 2 + 8 {
             self.buffer.shrink_to(len + len / 4 + 4);
