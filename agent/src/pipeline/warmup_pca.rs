@@ -252,6 +252,8 @@ pub fn fit(z: &[Vec<f64>], variance: f64, limit_quantile: f64) -> Option<PcaFit>
     if z.len() < 2 || z.iter().any(|v| v.len() != n) {
         return None;
     }
+    // Indexing below cannot panic: every view has `n` values (checked above), `cov` is n × n,
+    // and `symmetric_eigen` returns `n` values and vectors of `n`.
     let count = z.len() as f64;
     let mean: Vec<f64> = (0..n).map(|c| z.iter().map(|v| v[c]).sum::<f64>() / count).collect();
     let mut cov = vec![vec![0.0; n]; n];
@@ -292,14 +294,19 @@ pub fn quantile(v: &mut [f64], q: f64) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let h = (v.len() - 1) as f64 * q.clamp(0.0, 1.0);
+    // In bounds: h ∈ [0, len − 1] (q clamped; a NaN q makes h NaN, which casts to 0).
     let lo = h.floor() as usize;
     let hi = (lo + 1).min(v.len() - 1);
     v[lo] + (h - lo as f64) * (v[hi] - v[lo])
 }
 
 /// Eigenvalues (descending) and unit eigenvectors of the symmetric matrix `a` (row-major,
-/// `n × n`) by cyclic Jacobi rotations, until the off-diagonal part is below 1e-22 of the
-/// matrix's norm (or 100 sweeps).
+/// `n × n`) by cyclic Jacobi rotations, until the off-diagonal sum of squares is at most 1e-22
+/// of the whole matrix's (a relative Frobenius norm of 1e-11), or after 100 sweeps (which also
+/// ends a matrix holding a NaN).
+///
+/// # Panics
+/// When `a` is not square; [`fit`], its caller, builds it `n × n` (never from data's shape).
 pub fn symmetric_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
     let n = a.len();
     // v[i][k]: component i of eigenvector k.
