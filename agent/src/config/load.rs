@@ -12,6 +12,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::{Config, ValueEncodingSetting};
 use crate::ingest::topic::TopicTemplate;
+use crate::pipeline::warmup_pca::MAX_SPANNED_WINDOWS;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +332,17 @@ impl Config {
             if p.window.size_ms % p.window.hop_ms != 0 {
                 return fail("pipeline.warmup_pca", format!("needs pipeline.window.size_ms ({}) to be a multiple of hop_ms ({})", p.window.size_ms, p.window.hop_ms));
             }
+            // Every asset keeps (and checkpoints) the means of the windows one long view spans.
+            let spanned = (w.windows as u64 - 1) * (p.window.size_ms / p.window.hop_ms) + 1;
+            if spanned > MAX_SPANNED_WINDOWS as u64 {
+                return fail(
+                    "pipeline.warmup_pca.windows",
+                    format!(
+                        "{} windows of {} ms every {} ms span {spanned} window means, which every asset keeps; at most {MAX_SPANNED_WINDOWS}: fewer windows, or a longer hop_ms",
+                        w.windows, p.window.size_ms, p.window.hop_ms
+                    ),
+                );
+            }
             for (key, v) in [("pipeline.warmup_pca.variance", w.variance), ("pipeline.warmup_pca.limit_quantile", w.limit_quantile)] {
                 if !(v > 0.0 && v <= 1.0) {
                     return fail(key, "must be > 0 and <= 1".into());
@@ -623,6 +635,11 @@ model_dir = "models/univariate-ae/1.0.0"
         assert!(key == "pipeline.warmup_pca" && message.contains("[[pipeline.assets]]"), "{key}: {message}");
         let (_, key, message) = expect_invalid(&format!("\n[pipeline.window]\nsize_ms = 2500\nhop_ms = 1000\n{asset}"));
         assert!(key == "pipeline.warmup_pca" && message.contains("multiple of hop_ms"), "{key}: {message}");
+        // 63 · 60 + 1 = 3 781 window means per asset (each checkpointed every second): refused;
+        // the default window (32 s every 1 s) allows all 64 (2 017).
+        let (_, key, message) = expect_invalid(&format!("\n[pipeline.window]\nsize_ms = 60000\nhop_ms = 1000\n{asset}windows = 64\n"));
+        assert!(key == "pipeline.warmup_pca.windows" && message.contains("3781 window means"), "{key}: {message}");
+        assert_eq!(load(&format!("{asset}windows = 64\n")).unwrap().pipeline.warmup_pca.map(|w| w.windows), Some(64));
     }
 
     #[test]

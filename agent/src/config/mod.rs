@@ -443,7 +443,9 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields)]
 pub struct WarmupPcaConfig {
     /// Back-to-back windows averaged into the long view (span = `windows · size_ms`;
-    /// `pipeline.window.size_ms` must be a multiple of `hop_ms`). Between 1 and 64.
+    /// `pipeline.window.size_ms` must be a multiple of `hop_ms`). Between 1 and 64, and the
+    /// window means one long view spans, `(windows − 1) · size_ms / hop_ms + 1`, at most 2 048
+    /// (every asset keeps them; the default 32 s window every 1 s allows all 64).
     #[serde(default = "defaults::warmup_pca_windows")]
     pub windows: usize,
     /// Share of the warm-up's variance the retained principal components explain, in (0, 1].

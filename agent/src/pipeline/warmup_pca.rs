@@ -36,8 +36,8 @@
 //!   weights are a pair, and the model's weight alone would only make it less sensitive.
 //! * **Bounded**: at most [`MAX_WARMUP_VIEWS`] views are recorded (the first ones; a channel
 //!   that never completes its warm-up must not grow the state); the ring holds one long view's
-//!   span: `(windows − 1) · size_ms / hop_ms + 1` window means of `C` channels (17 on SKAB), so
-//!   `size_ms / hop_ms` and `windows` (≤ 64) bound it.
+//!   span: `(windows − 1) · size_ms / hop_ms + 1` window means of `C` channels (17 on SKAB), at
+//!   most [`MAX_SPANNED_WINDOWS`] (config validation).
 //! * **Checkpointed** with the asset ([`super::asset::AssetWindows::pca`], serde default: a state
 //!   written before this view existed loads as "collecting"). The fit needs the warm-up's
 //!   windows: an asset already past its warm-up when the view is turned on (or restored from
@@ -118,6 +118,11 @@ pub struct PcaFit {
 
 /// Most long views recorded during one warm-up (SKAB: 385).
 pub const MAX_WARMUP_VIEWS: usize = 2048;
+
+/// Most window means one long view may span (`(windows − 1) · size_ms / hop_ms + 1`, kept and
+/// checkpointed per asset; config validation refuses more): the same bound as the warm-up's
+/// record, so an asset's long-view state is at most twice that many means of its channels.
+pub const MAX_SPANNED_WINDOWS: usize = MAX_WARMUP_VIEWS;
 
 /// Floor of a component's variance and of the limits (a constant channel must not divide by 0).
 pub const MIN_VARIANCE: f64 = 1e-9;
