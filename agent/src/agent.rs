@@ -45,6 +45,7 @@ use crate::inference::lifecycle::{self, Command, Deployment, DeploymentRecord, L
 use crate::inference::ModelRuntime;
 use crate::ingest::modbus::{self, writeback::{AuditLog, WriteBackPublisher}};
 use crate::ingest::{self, mqtt, serial, simulator_source, INGEST_QUEUE};
+use crate::ingest::subscriptions::SubscriptionStatus;
 use crate::api::live::LiveView;
 use crate::api::{self, ApiState};
 use crate::metrics::{HealthKind, Metrics, OutboxCollector, ProcessCollector, Registry};
@@ -320,6 +321,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     if config.alerts.print {
         publishers.push(Box::new(StdoutPublisher));
     }
+    // The broker's answers to the ingest connection's subscriptions (empty without MQTT).
+    let subscriptions = Arc::new(SubscriptionStatus::default());
     if let Some(mqtt_cfg) = &config.mqtt {
         let routes = config
             .ingest
@@ -338,7 +341,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             review_topic: config.alerts.review_topic.clone(),
         }));
         health.mqtt = Some((pub_outbound.clone(), config.alerts.topic.clone()));
-        let watch = mqtt::Watch { health: health.clone(), broker_stats: mqtt_cfg.broker_stats };
+        let watch = mqtt::Watch { health: health.clone(), broker_stats: mqtt_cfg.broker_stats, subscriptions: subscriptions.clone() };
         let backoff = mqtt::Backoff { min: Duration::from_millis(mqtt_cfg.reconnect_min_ms), max: Duration::from_millis(mqtt_cfg.reconnect_max_ms) };
         let ingest_tx = ingest_tx.clone();
         // One thread per connection: the ingest loop blocks on the commit log when it is behind
@@ -446,6 +449,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             let mut registry = Registry::default();
             registry.register(metrics.clone());
             registry.register(Arc::new(OutboxCollector(outbox.clone())));
+            registry.register(subscriptions.clone());
             registry.register(Arc::new(LifecycleCollector(lifecycle.clone())));
             if let Some(monitor) = &drift {
                 registry.register(Arc::new(DriftCollector { monitor: monitor.clone(), min_windows: config.alerts.drift_min_windows }));
@@ -465,6 +469,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                 mqtt_ingest: config.mqtt.is_some() && !config.ingest.mqtt.is_empty(),
                 started_ms: crate::reading::now_ms(),
                 drift: drift.clone(),
+                subscriptions: subscriptions.clone(),
                 commit_log: control_tx,
                 reload: reload_tx,
             });

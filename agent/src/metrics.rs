@@ -318,16 +318,19 @@ pub enum HealthKind {
     ModelDrift,
     /// A model version was refused at load or a candidate was demoted (rolled back).
     ModelLifecycle,
+    /// The MQTT broker refused a subscription (SUBACK reason code >= 0x80).
+    SubscriptionRefused,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 4] = [HealthKind::BrokerDrops, HealthKind::SequenceGap, HealthKind::ModelDrift, HealthKind::ModelLifecycle];
+    pub const ALL: [HealthKind; 5] = [HealthKind::BrokerDrops, HealthKind::SequenceGap, HealthKind::ModelDrift, HealthKind::ModelLifecycle, HealthKind::SubscriptionRefused];
     pub fn as_str(self) -> &'static str {
         match self {
             HealthKind::BrokerDrops => "broker_drops",
             HealthKind::SequenceGap => "sequence_gap",
             HealthKind::ModelDrift => "model_drift",
             HealthKind::ModelLifecycle => "model_lifecycle",
+            HealthKind::SubscriptionRefused => "subscription_refused",
         }
     }
 }

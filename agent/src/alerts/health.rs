@@ -1,5 +1,6 @@
 //! Agent health alerts: problems of the plumbing rather than the plant — the broker reports
-//! dropped messages, a publisher's sequence numbers skip. They are counted
+//! dropped messages, a publisher's sequence numbers skip, the broker refuses a subscription,
+//! a model drifts or is refused. They are counted
 //! (`vigil_health_alerts_total{kind}`), logged as warnings, shown on the dashboard and published
 //! as JSON on the alert topic with `"entity": "agent"` and `"state": "health"`.
 //!

@@ -23,8 +23,8 @@
 //! |--------|----------------------|-------------------------------------------------------------|
 //! | GET    | `/`                  | the dashboard                                               |
 //! | GET    | `/metrics`           | Prometheus text format ([`crate::metrics`] documents names) |
-//! | GET    | `/health`            | liveness: `200 ok` while the agent runs                     |
-//! | GET    | `/ready`             | readiness: store open, model loaded, a source connected    |
+//! | GET    | `/health`            | liveness: `200` while the agent runs; `ok`, or `degraded` and one line per problem (an MQTT subscription the broker refused) |
+//! | GET    | `/ready`             | readiness: store open, model loaded, a source connected; `degraded` lists the problems |
 //! | GET    | `/api/state`         | everything the dashboard shows, in one document             |
 //! | GET    | `/api/entities`      | per entity: latest reading, features, score (`?filter=&limit=`) |
 //! | GET    | `/api/scores`        | the most recent scores (`?limit=`)                          |
@@ -85,6 +85,8 @@ pub struct ApiState {
     pub started_ms: i64,
     /// Model drift (when the manifest has reference distributions).
     pub drift: Option<Arc<crate::inference::drift::DriftMonitor>>,
+    /// The broker's answers to the MQTT subscriptions (a refused one makes the agent degraded).
+    pub subscriptions: Arc<crate::ingest::subscriptions::SubscriptionStatus>,
     /// Requests to the commit log (the single writer), e.g. a DLQ replay.
     pub commit_log: crossbeam_channel::Sender<crate::commit_log::Control>,
     /// Config reload requests to the agent's main loop.
@@ -96,7 +98,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/api/state", get(api_state))
         .route("/api/entities", get(entities))
@@ -141,6 +143,29 @@ struct Readiness {
     model_loaded: bool,
     source_connected: bool,
     sources_optional: bool,
+    /// Problems that leave the agent running but blind to part of its input (empty: none).
+    degraded: Vec<String>,
+}
+
+/// What keeps the agent from seeing all its input while it runs: MQTT subscriptions the
+/// broker refused, one line each, naming the filter and the broker's reason code.
+fn degraded(s: &ApiState) -> Vec<String> {
+    s.subscriptions.refused().iter().map(|r| format!("MQTT subscription refused by the broker: {r}")).collect()
+}
+
+/// Liveness stays `200` while the agent runs (restarting it does not fix a broker's ACL); the
+/// body says `ok`, or `degraded` followed by one line per problem.
+async fn health(State(s): State<Arc<ApiState>>) -> String {
+    let problems = degraded(&s);
+    if problems.is_empty() {
+        return "ok\n".into();
+    }
+    let mut body = String::from("degraded\n");
+    for p in problems {
+        body += &p;
+        body.push('\n');
+    }
+    body
 }
 
 fn readiness(s: &ApiState) -> Readiness {
@@ -153,6 +178,7 @@ fn readiness(s: &ApiState) -> Readiness {
         model_loaded: true,
         source_connected,
         sources_optional: s.sources_optional,
+        degraded: degraded(s),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod sequence;
 pub mod serial;
 pub mod simulator;
 pub mod sparkplug;
+pub mod subscriptions;
 pub mod simulator_source;
 pub mod topic;
 

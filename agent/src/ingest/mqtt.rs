@@ -24,6 +24,18 @@
 //! client's request channel is full: [`Outbound`] keeps it, in order, and the event loop hands
 //! it over as soon as there is room (PUBACKs must leave in the order the PUBLISHes arrived).
 //!
+//! # Subscriptions
+//!
+//! After every CONNACK the ingest connection subscribes to each of its filters (the own
+//! Sparkplug STATE topic, every route's filter, the `$SYS` drop counter), one SUBSCRIBE per
+//! filter (a broker may limit the filters per SUBSCRIBE), put at the head of the event
+//! loop's queue (`EventLoop::pending`) so they neither wait behind nor fail on a full request
+//! channel; SUBSCRIBEs left over from an earlier connection are dropped, as the new connection
+//! asks for everything again. Each SUBACK's reason codes are mapped back to their filters
+//! ([`super::subscriptions`]): a filter the broker refuses is logged as an ERROR, counted,
+//! raises a `subscription_refused` health alert and makes `/health` degraded, until a SUBACK on
+//! a later connection grants it.
+//!
 //! # Sparkplug host application (`mqtt.sparkplug_host_id`)
 //!
 //! The ingest connection carries the agent's host STATE ([`super::sparkplug::HostApplication`]
@@ -46,7 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, SubAck, Subscribe, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions, Request};
 use rumqttc::{TlsConfiguration, Transport};
@@ -55,6 +67,7 @@ use tokio::sync::watch;
 use super::decode::Decoder;
 use super::sequence::{SeqEvent, SequenceTracker};
 use super::sparkplug::{Command, Effects, HostApplication, SparkplugState};
+use super::subscriptions::{Answer, Change, Ledger, Requested, SubscriptionStatus};
 use super::topic::{render, TopicTemplate};
 use super::IngestBatch;
 use crate::config::{MqttConfig, MqttSubscription, PayloadFormat, ValidationConfig};
@@ -294,14 +307,46 @@ pub struct Shutdown {
 }
 
 /// Loss watching on the ingest connection: the broker's own drop counter (`$SYS`, when
-/// `mqtt.broker_stats`) and publisher sequence gaps ([`super::sequence`]); both raise agent
-/// health alerts.
+/// `mqtt.broker_stats`), publisher sequence gaps ([`super::sequence`]) and subscriptions the
+/// broker refused ([`super::subscriptions`]); all raise agent health alerts.
 pub struct Watch {
     pub health: HealthReporter,
     pub broker_stats: bool,
+    /// The broker's last answer per filter (shared with the HTTP API and `/metrics`).
+    pub subscriptions: Arc<SubscriptionStatus>,
 }
 
 impl Watch {
+    /// The answers of one SUBACK: logs refusals (filter and reason code, nothing else about
+    /// the connection) and grants after a refusal, and raises one health alert per SUBACK
+    /// that refused anything.
+    fn subscription_answers(&self, answers: &[Answer]) {
+        let mut refused = Vec::new();
+        for a in answers {
+            match self.subscriptions.record(a) {
+                Change::Refused(r) => {
+                    tracing::error!(
+                        filter = %r.filter,
+                        code = format_args!("0x{:02X}", r.code),
+                        reason = r.reason,
+                        "the MQTT broker refused the subscription: nothing matching this filter will arrive (check the broker's ACL for this agent's user; the agent asks again on its next connection)"
+                    );
+                    refused.push(r.to_string());
+                }
+                Change::GrantedAgain => tracing::info!(filter = %a.filter, "the MQTT broker granted the subscription it had refused"),
+                Change::Granted => {}
+            }
+            if let SubscribeReasonCode::Success(granted) = a.code {
+                if (granted as u8) < (a.requested as u8) {
+                    tracing::warn!(filter = %a.filter, granted = granted as u8, requested = a.requested as u8, "the MQTT broker granted the subscription with a lower QoS: messages may be lost");
+                }
+            }
+        }
+        if !refused.is_empty() {
+            self.health.raise(HealthKind::SubscriptionRefused, format!("the MQTT broker refused the subscription to {}: nothing matching it arrives", refused.join(", ")));
+        }
+    }
+
     /// A `$SYS` message: the broker's drop counter.
     fn broker_report(&self, metrics: &Metrics, topic: &str, payload: &[u8]) {
         if topic != BROKER_DROPPED_TOPIC {
@@ -436,6 +481,33 @@ impl HostSession {
     }
 }
 
+/// Subscribes to `wanted`, one SUBSCRIBE per filter in this order, at the head of the event
+/// loop's queue, after dropping any SUBSCRIBE an earlier connection left there; returns how
+/// many SUBSCRIBEs (SUBACKs to come). Called on each CONNACK (see the module doc).
+fn subscribe(eventloop: &mut EventLoop, ledger: &mut Ledger, wanted: Vec<Requested>) -> usize {
+    eventloop.pending.retain(|r| !matches!(r, Request::Subscribe(_)));
+    ledger.reset();
+    for (filter, qos) in wanted.iter().rev() {
+        eventloop.pending.push_front(Request::Subscribe(Subscribe::new(Filter::new(filter.clone(), *qos), None)));
+    }
+    for w in &wanted {
+        ledger.queued(vec![w.clone()]);
+    }
+    wanted.len()
+}
+
+/// One SUBACK: its reason codes, mapped back to their filters, go to the watch.
+fn suback(ledger: &mut Ledger, watch: Option<&Watch>, ack: &SubAck) {
+    match ledger.answered(ack) {
+        Some(answers) => {
+            if let Some(w) = watch {
+                w.subscription_answers(&answers);
+            }
+        }
+        None => tracing::debug!(pkid = ack.pkid, "SUBACK for a SUBSCRIBE this connection did not send"),
+    }
+}
+
 /// Reconnect backoff bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -462,6 +534,7 @@ pub async fn run(
 ) {
     let mut sequences = SequenceTracker::default();
     let mut sparkplug = SparkplugState::default();
+    let mut ledger = Ledger::default();
     let Shutdown { mut stop, mut drained } = shutdown;
     let filters: Vec<String> = routes.iter().map(|r| r.template.filter()).collect();
     let client = outbound.client().clone();
@@ -501,22 +574,14 @@ pub async fn run(
                 }
                 metrics.mqtt_connects.inc();
                 tracing::info!(session_present = ack.session_present, "MQTT connected (MQTT 5)");
-                let mut subscribed = 0;
                 // A host application subscribes to its own STATE topic, then to the namespace.
                 let state_topic = host.as_ref().map(|h| h.app.topic().to_string());
-                for f in state_topic.iter().chain(&filters) {
-                    match client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                        Ok(()) => subscribed += 1,
-                        Err(e) => tracing::error!(filter = %f, error = %e, "cannot queue MQTT subscribe"),
-                    }
-                }
+                let mut wanted: Vec<Requested> = state_topic.iter().chain(&filters).map(|f| (f.clone(), QoS::AtLeastOnce)).collect();
                 if watch.as_ref().is_some_and(|w| w.broker_stats) {
                     // QoS 0: a statistic, no ack; brokers without $SYS simply never send it.
-                    match client.try_subscribe(BROKER_DROPPED_TOPIC, QoS::AtMostOnce) {
-                        Ok(()) => subscribed += 1,
-                        Err(e) => tracing::error!(error = %e, "cannot queue the $SYS subscribe"),
-                    }
+                    wanted.push((BROKER_DROPPED_TOPIC.to_string(), QoS::AtMostOnce));
                 }
+                let subscribed = subscribe(&mut eventloop, &mut ledger, wanted);
                 if let Some(h) = host.as_mut() {
                     h.subacks_due = subscribed;
                     if subscribed == 0 {
@@ -524,7 +589,13 @@ pub async fn run(
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(pkid))) => {
+                if !ledger.sent(pkid) {
+                    tracing::debug!(pkid, "a SUBSCRIBE of an earlier connection went out");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                suback(&mut ledger, watch.as_ref(), &ack);
                 if let Some(h) = host.as_mut() {
                     h.suback(&mut eventloop, &metrics, &outbound);
                 }

@@ -58,7 +58,7 @@ pub use http::{http_get, http_request, HttpResponse};
 pub use lines::LineBuffer;
 pub use modbus::{mbpoll_read, mbpoll_write_registers, EchoServer, MbLink, MbTable, ModbusEndpoint, ModbusSim};
 pub use mosquitto::{
-    mqtt_publish, mqtt_publish_with, ClientTls, Mosquitto, MosquittoOptions, MqttMessage,
+    mqtt_publish, mqtt_publish_with, ClientTls, Mosquitto, MosquittoOptions, MqttMessage, DYNSEC_ADMIN,
     PublishOptions, Subscriber, SubscriberOptions,
 };
 pub use net::{free_port, wait_for_port};

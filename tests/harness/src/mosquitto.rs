@@ -27,7 +27,21 @@ pub struct MosquittoOptions<'a> {
     /// Extra lines written **before** the listeners, i.e. as global options (a line that starts
     /// a `listener` must be followed by that listener's own settings).
     pub extra_config: Vec<String>,
+    /// Load Mosquitto's dynamic security plugin (`mosquitto_dynamic_security.so`, shipped in
+    /// Debian's `mosquitto` package): clients, roles and ACLs are then managed with
+    /// [`Mosquitto::dynsec`] (`mosquitto_ctrl dynsec ...` as the admin user). Unlike
+    /// `acl_file`, which Mosquitto 2.0.11 checks only when delivering, its `subscribePattern`
+    /// / `subscribeLiteral` ACLs are checked at SUBSCRIBE: a denied filter is refused in the
+    /// SUBACK (0x87 on MQTT 5, 0x80 on 3.1.1). Its default ACL access refuses subscriptions and
+    /// client publishes; anonymous clients may connect (`allow_anonymous true`) but are in no
+    /// role, so they can neither subscribe nor publish.
+    pub dynamic_security: bool,
 }
+
+/// User name of the dynamic security plugin's admin client ([`Mosquitto::dynsec`]).
+pub const DYNSEC_ADMIN: &str = "dynsec-admin";
+/// Its password (a loopback test broker; never a real secret).
+const DYNSEC_ADMIN_PASSWORD: &str = "dynsec-admin-pw";
 
 /// A Mosquitto broker on 127.0.0.1 with its own config, persistence directory and log in a
 /// temporary directory. SIGKILLed on drop.
@@ -41,6 +55,7 @@ pub struct MosquittoOptions<'a> {
 /// (otherwise mosquitto drops to user `mosquitto` and cannot read the 0600 key).
 pub struct Mosquitto {
     dir: tempfile::TempDir,
+    dynamic_security: bool,
     conf: PathBuf,
     log: PathBuf,
     plain_port: u16,
@@ -71,6 +86,7 @@ impl Mosquitto {
         let log = dir.path().join("mosquitto.log");
         let mut m = Mosquitto {
             dir,
+            dynamic_security: opts.dynamic_security,
             conf,
             log,
             plain_port: 0,
@@ -78,6 +94,9 @@ impl Mosquitto {
             out: LineBuffer::new(),
             proc: None,
         };
+        if opts.dynamic_security {
+            m.dynsec_init()?;
+        }
         // A "free" port can be taken by another process (another test binary) before mosquitto
         // binds it: then mosquitto exits with "Address already in use"; pick new ports.
         let mut attempt = 0;
@@ -108,6 +127,10 @@ impl Mosquitto {
         c += "connection_messages true\n";
         if let Some(n) = opts.max_queued_messages {
             c += &format!("max_queued_messages {n}\n");
+        }
+        if opts.dynamic_security {
+            c += &format!("plugin {}\n", dynsec_plugin()?.display());
+            c += &format!("plugin_opt_config_file {}\n", self.dynsec_file().display());
         }
         for line in &opts.extra_config {
             c += line;
@@ -272,6 +295,53 @@ impl Mosquitto {
             .map(|(_, l)| l)
     }
 
+    fn dynsec_file(&self) -> PathBuf {
+        self.dir.path().join("dynamic-security.json")
+    }
+
+    /// Creates the dynamic security plugin's file with its admin client (offline, before the
+    /// broker starts; `mosquitto_ctrl` salts and hashes the password).
+    fn dynsec_init(&self) -> Result<()> {
+        let file = self.dynsec_file();
+        let mut cmd = Command::new("mosquitto_ctrl");
+        cmd.arg("dynsec").arg("init").arg(&file).args([DYNSEC_ADMIN, DYNSEC_ADMIN_PASSWORD]);
+        let out = cmd.output().map_err(HarnessError::io("running mosquitto_ctrl dynsec init"))?;
+        if !out.status.success() || !file.exists() {
+            return Err(HarnessError::Command {
+                command: format!("mosquitto_ctrl dynsec init {}", file.display()),
+                status: out.status.to_string(),
+                output: String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `mosquitto_ctrl dynsec ARGS` against the running broker as the admin client, e.g.
+    /// `["createClient", "agent", "-p", "pw"]`, `["addRoleACL", "role", "subscribePattern",
+    /// "plant/#", "allow"]`; returns its output. `mosquitto_ctrl` exits 0 even when the plugin
+    /// refuses a command, so a reply with `Error` is an error here. Changing a role's ACLs
+    /// makes the plugin disconnect the clients in that role (they reconnect and are checked
+    /// against the new ACLs).
+    ///
+    /// # Panics
+    /// If the broker was started without `dynamic_security`.
+    pub fn dynsec(&self, args: &[&str]) -> Result<String> {
+        assert!(self.dynamic_security, "Mosquitto started without dynamic_security");
+        let mut cmd = Command::new("mosquitto_ctrl");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.plain_port.to_string()]);
+        cmd.args(["-u", DYNSEC_ADMIN, "-P", DYNSEC_ADMIN_PASSWORD, "dynsec"]).args(args);
+        let out = cmd.output().map_err(HarnessError::io("running mosquitto_ctrl dynsec"))?;
+        let text = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
+        if !out.status.success() || text.contains("Error") || text.contains("error:") {
+            return Err(HarnessError::Command {
+                command: format!("mosquitto_ctrl dynsec {}", args.join(" ")),
+                status: out.status.to_string(),
+                output: text,
+            });
+        }
+        Ok(text)
+    }
+
     /// The broker's temporary directory (config, log, `data/`, `tls/`).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -291,6 +361,21 @@ impl Drop for Mosquitto {
         // Proc's own Drop SIGKILLs and dumps the log tail when panicking.
         self.proc.take();
     }
+}
+
+/// The dynamic security plugin: `VIGIL_MOSQUITTO_DYNSEC`, else where Debian installs it.
+fn dynsec_plugin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VIGIL_MOSQUITTO_DYNSEC") {
+        return Ok(p.into());
+    }
+    let name = "mosquitto_dynamic_security.so";
+    let candidates = [
+        PathBuf::from(format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH)).join(name),
+        Path::new("/usr/lib").join(name),
+        Path::new("/usr/local/lib").join(name),
+    ];
+    // Debian's `mosquitto` package installs it (tests/peers/install.sh).
+    candidates.iter().find(|p| p.exists()).cloned().ok_or_else(|| HarnessError::MissingFile(candidates[0].clone()))
 }
 
 // ------------------------------------------------------------------------------------ clients
