@@ -13,6 +13,10 @@
 //! - once the ACL is fixed (the plugin disconnects the clients of the changed role), the agent
 //!   reconnects, subscribes again, is granted the filter, `/health` is `ok` again and the
 //!   filter's readings arrive.
+//!
+//! And an alert publish the broker refuses (MQTT 5 PUBACK `0x87`: the agent's user may not
+//! publish to the alert topic) is logged, counted in `vigil_mqtt_publish_refused_total{reason}`
+//! and makes `/health` degraded.
 
 mod support;
 
@@ -37,6 +41,21 @@ fn body(api: std::net::SocketAddr, path: &str) -> (u16, String) {
     (r.status, r.text())
 }
 
+/// The agent's config: `[mqtt]` with its credentials, the `plant` and `lab` subscriptions.
+fn agent_config(dir: &std::path::Path, id: &str, port: u16) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (data, outbox) = (dir.join("data"), dir.join("outbox"));
+    let config = dir.join("vigil.toml");
+    let text = format!(
+        "{}\n{}username = \"{AGENT_USER}\"\npassword = \"{AGENT_PASSWORD}\"\n\n\
+         [[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n\n\
+         [[ingest.mqtt]]\ntopic = \"lab/{{sensor}}/value\"\nentity = \"lab.{{sensor}}\"\n",
+        base_config(id, &data, &outbox),
+        mqtt_plain(port),
+    );
+    std::fs::write(&config, text).unwrap();
+    (config, outbox)
+}
+
 #[test]
 fn refused_subscription_is_logged_counted_and_degrades_health_until_granted() {
     let broker = Mosquitto::start(MosquittoOptions { dynamic_security: true, ..Default::default() }).unwrap();
@@ -59,16 +78,7 @@ fn refused_subscription_is_logged_counted_and_degrades_health_until_granted() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let (data, outbox) = (dir.path().join("data"), dir.path().join("outbox"));
-    let config = dir.path().join("vigil.toml");
-    let text = format!(
-        "{}\n{}username = \"{AGENT_USER}\"\npassword = \"{AGENT_PASSWORD}\"\n\n\
-         [[ingest.mqtt]]\ntopic = \"plant/{{line}}/{{sensor}}/value\"\nentity = \"{{line}}.{{sensor}}\"\n\n\
-         [[ingest.mqtt]]\ntopic = \"lab/{{sensor}}/value\"\nentity = \"lab.{{sensor}}\"\n",
-        base_config("acl", &data, &outbox),
-        mqtt_plain(port),
-    );
-    std::fs::write(&config, text).unwrap();
+    let (config, outbox) = agent_config(dir.path(), "acl", port);
     let mut agent = spawn_agent(&config);
     let api = api_addr(&agent);
 
@@ -132,4 +142,41 @@ fn refused_subscription_is_logged_counted_and_degrades_health_until_granted() {
     assert_no_panic(&agent);
     let out = agent.lines().join("\n");
     assert!(!out.contains(AGENT_PASSWORD), "the MQTT password must never be logged");
+}
+
+#[test]
+fn refused_alert_publish_is_logged_counted_and_degrades_health() {
+    let broker = Mosquitto::start(MosquittoOptions { dynamic_security: true, ..Default::default() }).unwrap();
+    // May subscribe to `plant/#` and `$SYS`, may publish nothing (the plugin's default).
+    for cmd in [
+        vec!["createRole", "reader"],
+        vec!["addRoleACL", "reader", "subscribePattern", "plant/#", "allow"],
+        vec!["addRoleACL", "reader", "subscribePattern", "$SYS/broker/publish/#", "allow"],
+        vec!["createClient", AGENT_USER, "-p", AGENT_PASSWORD],
+        vec!["addClientRole", AGENT_USER, "reader"],
+    ] {
+        broker.dynsec(&cmd).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = agent_config(dir.path(), "pubacl", broker.plain_port());
+    let mut agent = spawn_agent(&config);
+    let api = api_addr(&agent);
+
+    // The refused `lab` subscription raises a health alert, published on the alert topic,
+    // which the broker refuses in turn.
+    let line = agent
+        .wait_for_line(|l| l.contains("ERROR") && l.contains("refused an alert publish"), Duration::from_secs(60))
+        .expect("the refused publish is logged as an ERROR");
+    assert!(line.contains("0x87") && line.contains("not authorized"), "{line}");
+    let samples = wait_for_metrics(api, "the refused publish", |s| prom_value(s, "vigil_mqtt_publish_refused_total", &[("reason", "not authorized")]).is_some());
+    assert_eq!(prom_value(&samples, "vigil_mqtt_publish_refused_total", &[("reason", "not authorized")]), Some(1.0), "one health alert (rate-limited), refused once");
+    let (status, health) = body(api, "/health");
+    assert_eq!(status, 200);
+    assert!(health.starts_with("degraded\n") && health.contains("refused alert publishes") && health.contains("0x87"), "{health}");
+    assert!(health.contains(REFUSED), "the refused subscription too: {health}");
+
+    agent.terminate().unwrap();
+    assert!(agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
+    assert_no_panic(&agent);
+    assert!(!agent.lines().join("\n").contains(AGENT_PASSWORD), "the MQTT password must never be logged");
 }

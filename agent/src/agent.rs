@@ -46,6 +46,7 @@ use crate::inference::ModelRuntime;
 use crate::ingest::modbus::{self, writeback::{AuditLog, WriteBackPublisher}};
 use crate::ingest::{self, mqtt, serial, simulator_source, INGEST_QUEUE};
 use crate::ingest::subscriptions::SubscriptionStatus;
+use crate::alerts::publish::PublishRefusals;
 use crate::api::live::LiveView;
 use crate::api::{self, ApiState};
 use crate::metrics::{HealthKind, Metrics, OutboxCollector, ProcessCollector, Registry};
@@ -323,6 +324,8 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     }
     // The broker's answers to the ingest connection's subscriptions (empty without MQTT).
     let subscriptions = Arc::new(SubscriptionStatus::default());
+    // Alert publishes the broker refused (empty without MQTT).
+    let publish_refusals = Arc::new(PublishRefusals::default());
     if let Some(mqtt_cfg) = &config.mqtt {
         let routes = config
             .ingest
@@ -341,15 +344,15 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             review_topic: config.alerts.review_topic.clone(),
         }));
         health.mqtt = Some((pub_outbound.clone(), config.alerts.topic.clone()));
-        let watch = mqtt::Watch { health: health.clone(), broker_stats: mqtt_cfg.broker_stats, subscriptions: subscriptions.clone() };
+        let watch = |broker_stats| mqtt::Watch { health: health.clone(), broker_stats, subscriptions: subscriptions.clone(), publishes: publish_refusals.clone() };
         let backoff = mqtt::Backoff { min: Duration::from_millis(mqtt_cfg.reconnect_min_ms), max: Duration::from_millis(mqtt_cfg.reconnect_max_ms) };
         let ingest_tx = ingest_tx.clone();
         // One thread per connection: the ingest loop blocks on the commit log when it is behind
         // (backpressure), which must not hold up alerts.
         let host = mqtt_cfg.sparkplug_host_id.as_deref().map(mqtt::HostSession::new);
         let connections = [
-            ("mqtt", eventloop, ingest_outbound, routes, Some(ingest_tx), Some(watch), host),
-            ("mqtt-pub", pub_eventloop, pub_outbound, Vec::new(), None, None, None),
+            ("mqtt", eventloop, ingest_outbound, routes, Some(ingest_tx), Some(watch(mqtt_cfg.broker_stats)), host),
+            ("mqtt-pub", pub_eventloop, pub_outbound, Vec::new(), None, Some(watch(false)), None),
         ];
         for (name, eventloop, outbound, routes, ingest, watch, host) in connections {
             let metrics = metrics.clone();
@@ -450,6 +453,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
             registry.register(metrics.clone());
             registry.register(Arc::new(OutboxCollector(outbox.clone())));
             registry.register(subscriptions.clone());
+            registry.register(publish_refusals.clone());
             registry.register(Arc::new(LifecycleCollector(lifecycle.clone())));
             if let Some(monitor) = &drift {
                 registry.register(Arc::new(DriftCollector { monitor: monitor.clone(), min_windows: config.alerts.drift_min_windows }));
@@ -470,6 +474,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
                 started_ms: crate::reading::now_ms(),
                 drift: drift.clone(),
                 subscriptions: subscriptions.clone(),
+                publish_refusals: publish_refusals.clone(),
                 commit_log: control_tx,
                 reload: reload_tx,
             });

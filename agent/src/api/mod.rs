@@ -23,7 +23,7 @@
 //! |--------|----------------------|-------------------------------------------------------------|
 //! | GET    | `/`                  | the dashboard                                               |
 //! | GET    | `/metrics`           | Prometheus text format ([`crate::metrics`] documents names) |
-//! | GET    | `/health`            | liveness: `200` while the agent runs; `ok`, or `degraded` and one line per problem (an MQTT subscription the broker refused) |
+//! | GET    | `/health`            | liveness: `200` while the agent runs; `ok`, or `degraded` and one line per problem (an MQTT subscription or alert publish the broker refused) |
 //! | GET    | `/ready`             | readiness: store open, model loaded, a source connected; `degraded` lists the problems |
 //! | GET    | `/api/state`         | everything the dashboard shows, in one document             |
 //! | GET    | `/api/entities`      | per entity: latest reading, features, score (`?filter=&limit=`) |
@@ -87,6 +87,8 @@ pub struct ApiState {
     pub drift: Option<Arc<crate::inference::drift::DriftMonitor>>,
     /// The broker's answers to the MQTT subscriptions (a refused one makes the agent degraded).
     pub subscriptions: Arc<crate::ingest::subscriptions::SubscriptionStatus>,
+    /// Alert publishes the broker refused (degraded until it accepts one again).
+    pub publish_refusals: Arc<crate::alerts::publish::PublishRefusals>,
     /// Requests to the commit log (the single writer), e.g. a DLQ replay.
     pub commit_log: crossbeam_channel::Sender<crate::commit_log::Control>,
     /// Config reload requests to the agent's main loop.
@@ -147,10 +149,13 @@ struct Readiness {
     degraded: Vec<String>,
 }
 
-/// What keeps the agent from seeing all its input while it runs: MQTT subscriptions the
-/// broker refused, one line each, naming the filter and the broker's reason code.
+/// What keeps the agent from seeing all its input, or from being heard, while it runs: MQTT
+/// subscriptions the broker refused, one line each, naming the filter and the broker's reason
+/// code; alert publishes the broker refused, until it accepts one again.
 fn degraded(s: &ApiState) -> Vec<String> {
-    s.subscriptions.refused().iter().map(|r| format!("MQTT subscription refused by the broker: {r}")).collect()
+    let mut lines: Vec<String> = s.subscriptions.refused().iter().map(|r| format!("MQTT subscription refused by the broker: {r}")).collect();
+    lines.extend(s.publish_refusals.degraded());
+    lines
 }
 
 /// Liveness stays `200` while the agent runs (restarting it does not fix a broker's ACL); the

@@ -73,6 +73,7 @@ use super::IngestBatch;
 use crate::config::{MqttConfig, MqttSubscription, PayloadFormat, ValidationConfig};
 use crate::dlq::{DlqEntry, DlqReason};
 use crate::alerts::health::HealthReporter;
+use crate::alerts::publish::PublishRefusals;
 use crate::metrics::{HealthKind, Metrics};
 use crate::reading::{now_ms, SourceKind};
 
@@ -306,14 +307,17 @@ pub struct Shutdown {
     pub drained: watch::Receiver<bool>,
 }
 
-/// Loss watching on the ingest connection: the broker's own drop counter (`$SYS`, when
+/// Loss watching. On the ingest connection: the broker's own drop counter (`$SYS`, when
 /// `mqtt.broker_stats`), publisher sequence gaps ([`super::sequence`]) and subscriptions the
-/// broker refused ([`super::subscriptions`]); all raise agent health alerts.
+/// broker refused ([`super::subscriptions`]); all raise agent health alerts. On the publish
+/// connection: publishes the broker refused in its PUBACK ([`PublishRefusals`]).
 pub struct Watch {
     pub health: HealthReporter,
     pub broker_stats: bool,
     /// The broker's last answer per filter (shared with the HTTP API and `/metrics`).
     pub subscriptions: Arc<SubscriptionStatus>,
+    /// Alert publishes the broker refused (shared with the HTTP API and `/metrics`).
+    pub publishes: Arc<PublishRefusals>,
 }
 
 impl Watch {
@@ -592,6 +596,17 @@ pub async fn run(
             Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(pkid))) => {
                 if !ledger.sent(pkid) {
                     tracing::debug!(pkid, "a SUBSCRIBE of an earlier connection went out");
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) if !is_ingest => {
+                let refused = watch.as_ref().and_then(|w| w.publishes.record(ack.reason));
+                if let Some((code, reason)) = refused {
+                    tracing::error!(
+                        pkid = ack.pkid,
+                        code = format_args!("0x{code:02X}"),
+                        reason,
+                        "the MQTT broker refused an alert publish: the message is dropped (the outbox keeps the alert; check that the agent's user may publish to alerts.topic and alerts.review_topic)"
+                    );
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
