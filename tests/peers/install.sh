@@ -24,7 +24,7 @@ VENV="${VIGIL_PEERS_VENV:-$REPO/target/peers-venv}"
 NODE_DIR="${VIGIL_PEERS_NODE:-$REPO/target/peers-node}"
 
 APT_PACKAGES=(
-  mosquitto mosquitto-clients   # MQTT broker + independent clients (mosquitto_pub/sub)
+  mosquitto mosquitto-clients   # MQTT broker (+ its dynamic security plugin) + independent clients (mosquitto_pub/sub/ctrl)
   socat                         # pty pairs for Modbus RTU tests
   stunnel4                      # TLS terminator in front of tansu (Kafka over TLS)
   mbpoll                        # independent Modbus client
