@@ -53,6 +53,7 @@ fn bad_input_goes_to_the_dlq_and_can_be_replayed() {
         ("bad/json", br#"{"value": 1.0, "ts": "#.to_vec(), "undecodable"),
         ("bad/nan", format!(r#"{{"value": NaN, "ts": {now}}}"#).into_bytes(), "undecodable"),
         ("bad/nanstr", format!(r#"{{"value": "NaN", "ts": {now}}}"#).into_bytes(), "non_finite"),
+        ("bad/huge", format!(r#"{{"value": 3.4028235e38, "ts": {now}}}"#).into_bytes(), "out_of_range"),
         ("bad/novalue", format!(r#"{{"ts": {now}}}"#).into_bytes(), "missing_field"),
         ("bad/nots", br#"{"value": 3.5}"#.to_vec(), "missing_field"),
         ("bad/future", format!(r#"{{"value": 1.0, "ts": {}}}"#, now + 10 * 24 * 3600 * 1000).into_bytes(), "timestamp_skew"),

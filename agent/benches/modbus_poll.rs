@@ -58,7 +58,7 @@ fn device_config(port: u16, registers: u16, coalesce: bool) -> ModbusConfig {
 fn measure(rt: &tokio::runtime::Runtime, config: &ModbusConfig, seconds: u64) -> (PollStats, u64, Duration) {
     let (tx, _rx) = crossbeam_channel::unbounded();
     let sinks = Sinks { ingest: tx, audit: None, metrics: Arc::new(Metrics::default()) };
-    let (mut links, _) = poll::links(config, Instant::now());
+    let (mut links, _) = poll::links(config, &vigil::config::ValidationConfig::default(), Instant::now());
     let link = &mut links[0];
     rt.block_on(async {
         link.poll_all_once(&sinks).await; // connect and warm up

@@ -371,7 +371,7 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
 
     if !config.ingest.modbus.devices.is_empty() {
         let audit = AuditLog { to_commit_log: internal_tx.clone(), metrics: metrics.clone() };
-        let running = modbus::spawn(&config.ingest.modbus, ingest_tx.clone(), audit.clone(), metrics.clone(), stop_rx.clone())
+        let running = modbus::spawn(&config.ingest.modbus, &config.validation, ingest_tx.clone(), audit.clone(), metrics.clone(), stop_rx.clone())
             .map_err(AgentError::Spawn)?;
         if !config.ingest.modbus.write_back.is_empty() {
             publishers.push(Box::new(WriteBackPublisher::new(&config.ingest.modbus.write_back, running.pollers, audit)));

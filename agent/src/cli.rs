@@ -107,7 +107,7 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
         let _ = writeln!(s, "  simulator: {} machines × 3 sensors every {} ms, speedup {}", sim.machines, sim.period_ms, sim.speedup);
     }
     let v = &config.validation;
-    let _ = writeln!(s, "validation: payload <= {} B, event time within -{} s / +{} s, known entities: {}", v.max_payload_bytes, v.max_past_skew_s, v.max_future_skew_s, if v.known_entities.is_empty() { "any".to_string() } else { v.known_entities.len().to_string() });
+    let _ = writeln!(s, "validation: payload <= {} B, |value| <= {:e}, event time within -{} s / +{} s, known entities: {}", v.max_payload_bytes, v.max_abs_value, v.max_past_skew_s, v.max_future_skew_s, if v.known_entities.is_empty() { "any".to_string() } else { v.known_entities.len().to_string() });
     let p = &config.pipeline;
     for (device, link, group, points, requests) in crate::ingest::modbus::poll::describe(&config.ingest.modbus) {
         let _ = writeln!(s, "modbus: {device} ({link}) group {group}: {points} points in {requests} read requests per poll");

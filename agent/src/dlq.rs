@@ -40,6 +40,8 @@ pub enum DlqReason {
     InvalidField,
     /// The value is NaN or infinite.
     NonFinite,
+    /// The value's magnitude exceeds `validation.max_abs_value`.
+    OutOfRange,
     /// The event time is further from the gateway clock than the configured skew.
     TimestampSkew,
     /// The entity is not in `validation.known_entities`.
@@ -57,11 +59,12 @@ pub enum DlqReason {
 }
 
 impl DlqReason {
-    pub const ALL: [DlqReason; 11] = [
+    pub const ALL: [DlqReason; 12] = [
         DlqReason::Undecodable,
         DlqReason::MissingField,
         DlqReason::InvalidField,
         DlqReason::NonFinite,
+        DlqReason::OutOfRange,
         DlqReason::TimestampSkew,
         DlqReason::UnknownEntity,
         DlqReason::Oversized,
@@ -77,6 +80,7 @@ impl DlqReason {
             DlqReason::MissingField => "missing_field",
             DlqReason::InvalidField => "invalid_field",
             DlqReason::NonFinite => "non_finite",
+            DlqReason::OutOfRange => "out_of_range",
             DlqReason::TimestampSkew => "timestamp_skew",
             DlqReason::UnknownEntity => "unknown_entity",
             DlqReason::Oversized => "oversized",

@@ -159,6 +159,10 @@ impl Config {
         if m.scan_interval_ms == 0 {
             return fail("models.scan_interval_ms", "must be > 0".into());
         }
+        let max_abs = self.validation.max_abs_value;
+        if !(max_abs.is_finite() && max_abs > 0.0) {
+            return fail("validation.max_abs_value", format!("{max_abs} must be a finite number > 0"));
+        }
         if let Some(mqtt) = &self.mqtt {
             if mqtt.receive_maximum == 0 {
                 return fail("mqtt.receive_maximum", "must be between 1 and 65535".into());
@@ -612,6 +616,17 @@ model_dir = "models/univariate-ae/1.0.0"
         assert!(message.contains("sparkplug_b"), "{message}");
         assert_eq!(key, key2);
         assert!(load(&mqtt("\"h1\"", "sparkplug_b").replace("sparkplug_host_id = \"h1\"\n", "")).unwrap().mqtt.unwrap().sparkplug_host_id.is_none());
+    }
+
+    #[test]
+    fn max_abs_value_must_be_positive_and_finite() {
+        assert_eq!(load("\n[validation]\nmax_abs_value = 1e6\n").unwrap().validation.max_abs_value, 1e6);
+        for bad in ["0.0", "-5.0", "inf", "nan"] {
+            let extra = format!("\n[validation]\nmax_abs_value = {bad}\n");
+            let want = format!("{BASE}{extra}").lines().position(|l| l.starts_with("max_abs_value")).map(|i| i + 1);
+            let (line, key, message) = expect_invalid(&extra);
+            assert_eq!((Some(line), key.as_str()), (want, "validation.max_abs_value"), "{bad}: {message}");
+        }
     }
 
     #[test]

@@ -379,6 +379,13 @@ pub struct ValidationConfig {
     /// (`unknown_entity`). Empty = accept any entity.
     #[serde(default)]
     pub known_entities: Vec<String>,
+    /// Readings whose absolute value exceeds this go to the DLQ (`out_of_range`), from every
+    /// source. No plant quantity comes near the default 1e15; what does is garbage — an
+    /// uninitialised float32 Modbus register reads 3.4e38, a unit or scaling mistake — and it
+    /// would also overflow the sums and variances every window, baseline and PCA keeps (a few
+    /// thousand values near 1e308 sum to infinity). Must be positive and finite.
+    #[serde(default = "defaults::max_abs_value")]
+    pub max_abs_value: f64,
 }
 
 impl Default for ValidationConfig {
@@ -388,6 +395,7 @@ impl Default for ValidationConfig {
             max_future_skew_s: defaults::max_future_skew_s(),
             max_past_skew_s: defaults::max_past_skew_s(),
             known_entities: Vec::new(),
+            max_abs_value: defaults::max_abs_value(),
         }
     }
 }
@@ -1276,6 +1284,9 @@ mod defaults {
     }
     pub fn max_past_skew_s() -> u64 {
         7 * 24 * 3600
+    }
+    pub fn max_abs_value() -> f64 {
+        1e15
     }
     pub fn workers() -> usize {
         2

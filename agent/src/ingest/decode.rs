@@ -176,9 +176,7 @@ impl Decoder {
                 return Err(reject(DlqReason::InvalidField, format!("field \"{}\" is {}, not a number", f.value, scalar_kind(other))))
             }
         };
-        if !value.is_finite() {
-            return Err(reject(DlqReason::NonFinite, format!("field \"{}\" is {value}", f.value)));
-        }
+        check_value(&self.validation, value).map_err(|r| reject(r.reason, format!("field \"{}\": {}", f.value, r.detail)))?;
 
         let event_time_ms = match get(&f.time) {
             None | Some(Scalar::Null) if f.time_optional || self.format == PayloadFormat::Number => now,
@@ -231,6 +229,18 @@ impl Decoder {
             source_seq,
         })
     }
+}
+
+/// Values: finite (`non_finite`) and within `validation.max_abs_value` (`out_of_range`).
+/// Shared by every source.
+pub(crate) fn check_value(validation: &ValidationConfig, value: f64) -> Result<(), Rejection> {
+    if !value.is_finite() {
+        return Err(reject(DlqReason::NonFinite, format!("value is {value}")));
+    }
+    if value.abs() > validation.max_abs_value {
+        return Err(reject(DlqReason::OutOfRange, format!("value {value:e} exceeds validation.max_abs_value = {:e}", validation.max_abs_value)));
+    }
+    Ok(())
 }
 
 /// Entity ids: 1–256 bytes, no control characters, and in `validation.known_entities` when
@@ -465,6 +475,22 @@ mod tests {
         assert_eq!((out.readings[0].value, out.readings[0].event_time_ms), (42.25, NOW));
         assert_eq!(one_reject(&decoder(PayloadFormat::Number), b"NaN").reason, DlqReason::NonFinite);
         assert_eq!(one_reject(&decoder(PayloadFormat::Number), b"abc").reason, DlqReason::Undecodable);
+    }
+
+    #[test]
+    fn values_beyond_max_abs_value_are_out_of_range() {
+        let d = decoder(PayloadFormat::Json);
+        // The default bound passes every plausible quantity and refuses garbage (an
+        // uninitialised float32 register) before it reaches a window's sums.
+        let ok = d.decode("t", format!("{{\"value\": -9.9e14, \"ts\": {NOW}}}").as_bytes(), "e", NOW);
+        assert_eq!((ok.readings.len(), ok.rejects.len()), (1, 0));
+        let r = one_reject(&d, format!("{{\"value\": 3.4028235e38, \"ts\": {NOW}}}").as_bytes());
+        assert_eq!(r.reason, DlqReason::OutOfRange);
+        assert!(r.detail.contains("validation.max_abs_value") && r.detail.contains("field \"value\""), "{}", r.detail);
+        let mut strict = decoder(PayloadFormat::Number);
+        strict.validation.max_abs_value = 100.0;
+        assert_eq!(one_reject(&strict, b"-100.5").reason, DlqReason::OutOfRange);
+        assert_eq!(strict.decode("t", b"100", "e", NOW).readings.len(), 1);
     }
 
     #[test]

@@ -71,7 +71,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 
-use super::decode::{check_entity, check_event_time, Decoded};
+use super::decode::{check_entity, check_event_time, check_value, Decoded};
 use crate::config::ValidationConfig;
 use crate::dlq::{DlqEntry, DlqReason};
 use crate::reading::{EpochMs, Quality, Reading, SourceKind};
@@ -624,9 +624,7 @@ fn metric_reading(
         // Strings, bytes, datasets, templates, arrays, DateTime: not measurements.
         _ => return Ok(None),
     };
-    if !value.is_finite() {
-        return Err((DlqReason::NonFinite, format!("\"{name}\" is {value}"), false));
-    }
+    check_value(validation, value).map_err(|r| (r.reason, format!("\"{name}\": {}", r.detail), false))?;
     let event_time_ms = match m.timestamp.or(payload_time) {
         Some(t) => i64::try_from(t).map_err(|_| (DlqReason::InvalidField, format!("\"{name}\": timestamp {t} out of range"), false))?,
         None => now,

@@ -22,6 +22,7 @@
 //! asked is a [`ReplyError`]; a NaN or infinite float is [`DecodeError::NonFinite`].
 
 use crate::config::modbus::{GapRange, ModbusDevice, ModbusPoint, Order, Table, ValueType};
+use crate::dlq::DlqReason;
 
 /// One read request: `count` registers (or bits) of `table` from `address`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +114,19 @@ pub enum ReplyError {
 pub enum DecodeError {
     #[error("{entity}: decoded value is {value} (not finite)")]
     NonFinite { entity: String, value: f64 },
+    /// A finite value the source-independent checks refused (`ingest::decode::check_value`).
+    #[error("{entity}: {detail}")]
+    Rejected { entity: String, reason: DlqReason, detail: String },
+}
+
+impl DecodeError {
+    /// The dead-letter reason.
+    pub fn reason(&self) -> DlqReason {
+        match self {
+            DecodeError::NonFinite { .. } => DlqReason::NonFinite,
+            DecodeError::Rejected { reason, .. } => *reason,
+        }
+    }
 }
 
 /// Checks that `reply` fits `request` (length, kind). Bit replies may be padded to whole bytes.

@@ -32,6 +32,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::modbus::ModbusConfig;
+use crate::config::ValidationConfig;
 use crate::metrics::Metrics;
 use poll::Sinks;
 use writeback::{AuditLog, WriteCommand};
@@ -47,12 +48,13 @@ pub struct Running {
 /// Starts polling every configured device on a `vigil-modbus` thread until `stop` turns true.
 pub fn spawn(
     config: &ModbusConfig,
+    validation: &ValidationConfig,
     ingest: Sender<IngestBatch>,
     audit: AuditLog,
     metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<Running> {
-    let (links, pollers) = poll::links(config, Instant::now());
+    let (links, pollers) = poll::links(config, validation, Instant::now());
     let sinks = Sinks { ingest, audit: Some(audit), metrics };
     let thread = std::thread::Builder::new().name("vigil-modbus".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

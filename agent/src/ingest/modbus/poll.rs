@@ -39,7 +39,9 @@ use super::schedule::Ticker;
 use super::serial::SerialPort;
 use super::writeback::{AuditLog, WriteCommand};
 use crate::config::modbus::{ModbusConfig, ModbusDevice, Parity, Table};
+use crate::config::ValidationConfig;
 use crate::dlq::{DlqEntry, DlqReason};
+use crate::ingest::decode::check_value;
 use crate::ingest::IngestBatch;
 use crate::metrics::Metrics;
 use crate::reading::{now_ms, Quality, Reading, SourceKind};
@@ -216,13 +218,15 @@ pub struct Link {
     name: String,
     conn: Connection,
     devices: Vec<Device>,
+    /// Value bounds every decoded point must pass (`[validation]`, as for every source).
+    validation: ValidationConfig,
     /// Write-back commands; `None` once every sender is gone.
     commands: Option<UnboundedReceiver<WriteCommand>>,
 }
 
 /// The links for `config`, with ticks anchored at `anchor`, and each device's write-back
-/// command queue (`(device name, sender)`).
-pub fn links(config: &ModbusConfig, anchor: Instant) -> (Vec<Link>, Vec<(String, UnboundedSender<WriteCommand>)>) {
+/// command queue (`(device name, sender)`). Decoded values are checked against `validation`.
+pub fn links(config: &ModbusConfig, validation: &ValidationConfig, anchor: Instant) -> (Vec<Link>, Vec<(String, UnboundedSender<WriteCommand>)>) {
     let mut links: Vec<Link> = Vec::new();
     let mut senders: Vec<(Transport, UnboundedSender<WriteCommand>)> = Vec::new();
     let mut pollers = Vec::new();
@@ -245,7 +249,7 @@ pub fn links(config: &ModbusConfig, anchor: Instant) -> (Vec<Link>, Vec<(String,
                 let (tx, rx) = unbounded_channel();
                 pollers.push((d.name.clone(), tx.clone()));
                 senders.push((transport.clone(), tx));
-                links.push(Link { name: transport.describe(), conn: Connection { transport, client: None }, devices: vec![device], commands: Some(rx) });
+                links.push(Link { name: transport.describe(), conn: Connection { transport, client: None }, devices: vec![device], validation: validation.clone(), commands: Some(rx) });
             }
         }
     }
@@ -393,7 +397,11 @@ impl Link {
                             let ingest_time_ms = now_ms();
                             for &pi in &req.points {
                                 let point = &device.cfg.points[pi];
-                                match decode(point, req, &reply) {
+                                match decode(point, req, &reply).and_then(|value| {
+                                    check_value(&self.validation, value)
+                                        .map(|()| value)
+                                        .map_err(|r| DecodeError::Rejected { entity: point.entity.clone(), reason: r.reason, detail: r.detail })
+                                }) {
                                     Ok(value) => batch.readings.push(Reading {
                                         entity: point.entity.clone(),
                                         event_time_ms: sent_ms,
@@ -404,7 +412,7 @@ impl Link {
                                         seq: 0,
                                         source_seq: None,
                                     }),
-                                    Err(e @ DecodeError::NonFinite { .. }) => batch.rejects.push(reject(DlqReason::NonFinite, raw_bytes(&reply), e.to_string())),
+                                    Err(e) => batch.rejects.push(reject(e.reason(), raw_bytes(&reply), e.to_string())),
                                 }
                             }
                             stats.points += req.points.len();

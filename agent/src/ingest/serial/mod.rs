@@ -32,7 +32,7 @@ use crossbeam_channel::Sender;
 use firmware_bridge::gateway::{Frame, FrameDecoder, Rejection, Sequence, SequenceTracker};
 use firmware_bridge::wire::Quality as WireQuality;
 
-use super::decode::{check_entity, check_event_time};
+use super::decode::{check_entity, check_event_time, check_value};
 use super::topic::render;
 use super::IngestBatch;
 use crate::config::{SerialPortConfig, ValidationConfig};
@@ -144,8 +144,8 @@ fn readings_of(frame: &Frame, entity: &str, validation: &ValidationConfig, now: 
     let node = h.node.to_string();
     for r in &frame.readings {
         let where_ = || format!("node {} channel {}", h.node, r.channel);
-        if !r.value.is_finite() {
-            out(Err((DlqReason::NonFinite, format!("{}: value is {}", where_(), r.value))));
+        if let Err(e) = check_value(validation, r.value) {
+            out(Err((e.reason, format!("{}: {}", where_(), e.detail))));
             continue;
         }
         let channel = r.channel.to_string();
