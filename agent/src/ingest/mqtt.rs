@@ -45,8 +45,11 @@
 //! the first message it publishes on that connection (rebirth requests decided earlier wait
 //! for it). The birth and the shutdown death are put at the head of the event loop's queue
 //! (`EventLoop::pending`), so they neither wait behind nor fail on a full request channel.
-//! On an orderly shutdown the death goes out after the last acks and the loop waits (bounded)
-//! for the broker's PUBACK before it disconnects. Messages on the own STATE topic are not
+//! On an orderly shutdown the death goes out once the last acks are handed to the client
+//! (rumqttc sends `pending` first, so acks still in its request channel follow the death, all
+//! before the DISCONNECT) and the loop waits (bounded) for the broker's PUBACK before it
+//! disconnects. A connection lost before the birth keeps the rebirth requests not yet sent
+//! for the next birth ([`HostSession::lost`]). Messages on the own STATE topic are not
 //! measurements: they are acknowledged in order through the commit log with nothing in them.
 //!
 //! # Threads
@@ -272,6 +275,12 @@ impl Outbound {
         }
     }
 
+    /// Takes the publishes still waiting in line, oldest first (the host application holds
+    /// them for the next connection's birth: [`HostSession::lost`]).
+    fn take_publishes(&self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.backlog().publishes).into()
+    }
+
     /// Hands waiting requests to the client while its request channel has room; returns how
     /// many still wait.
     pub fn flush(&self) -> usize {
@@ -471,13 +480,30 @@ impl HostSession {
     /// The connection is gone (the broker publishes the will): renew the will for the next.
     /// A STATE of the old connection not yet acknowledged is dropped: rumqttc would send it
     /// again on a resumed session, ahead of the new connection's subscriptions and with the old
-    /// timestamp.
-    fn lost(&mut self, eventloop: &mut EventLoop, metrics: &Metrics) {
+    /// timestamp. Rebirth requests not yet sent (in `pending`, where rumqttc put what was left
+    /// in its request channel and its unacknowledged publishes, or waiting in `outbound`) are
+    /// held for the next birth: sent as they are, they would go out on the next connection
+    /// ahead of its birth (rumqttc sends `pending` and then the request channel as soon as the
+    /// SUBSCRIBEs are out, while the birth waits for their SUBACKs). The ingest connection
+    /// publishes nothing else.
+    fn lost(&mut self, eventloop: &mut EventLoop, metrics: &Metrics, outbound: &Outbound) {
         if self.online {
             tracing::info!(host_id = self.app.host_id(), timestamp = self.app.timestamp(), "Sparkplug B host offline (connection lost; the broker publishes the will)");
         }
         let topic = self.app.topic().as_bytes();
-        eventloop.pending.retain(|r| !matches!(r, Request::Publish(p) if p.topic == topic));
+        let mut unsent = Vec::new();
+        eventloop.pending.retain(|r| match r {
+            Request::Publish(p) if p.topic == topic => false,
+            Request::Publish(p) => {
+                unsent.push(Command { topic: String::from_utf8_lossy(&p.topic).into_owned(), payload: p.payload.to_vec() });
+                false
+            }
+            _ => true,
+        });
+        unsent.extend(outbound.take_publishes().into_iter().map(|(topic, payload)| Command { topic, payload }));
+        // Decided while offline: after the ones that were already on their way.
+        unsent.append(&mut self.held);
+        self.held = unsent;
         self.online = false;
         self.subacks_due = 0;
         metrics.sparkplug_host.online.set(0);
@@ -651,7 +677,7 @@ pub async fn run(
             Err(e) => {
                 connected.set(0);
                 if let Some(h) = host.as_mut() {
-                    h.lost(&mut eventloop, &metrics);
+                    h.lost(&mut eventloop, &metrics, &outbound);
                 }
                 let connection = if is_ingest { "MQTT connection lost" } else { "MQTT publisher connection lost" };
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{connection}");
@@ -676,9 +702,10 @@ pub async fn run(
         }
     })
     .await;
-    // A host application announces its orderly departure: the death after the last acks, and
-    // the broker's PUBACK for it before the DISCONNECT (bounded; without it the broker still
-    // publishes the will when the connection closes).
+    // A host application announces its orderly departure: the death once the last acks are
+    // handed over (acks still in the request channel go out after it: `pending` is sent first),
+    // and the broker's PUBACK for it before the DISCONNECT (bounded; the death precedes the
+    // DISCONNECT on the wire either way, and a normal DISCONNECT makes the broker drop the will).
     if let Some(h) = host.as_ref().filter(|h| h.online && !lost) {
         h.publish(&mut eventloop, &metrics, false);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -700,4 +727,43 @@ pub async fn run(
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(topic: &str, payload: &[u8]) -> Request {
+        Request::Publish(rumqttc::v5::mqttbytes::v5::Publish::new(topic, QoS::AtMostOnce, payload.to_vec(), None))
+    }
+
+    #[test]
+    fn rebirth_requests_unsent_when_the_connection_is_lost_wait_for_the_next_birth() {
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("vigil-test", "127.0.0.1", 1), 1);
+        let outbound = Outbound::new(client);
+        let metrics = Metrics::default();
+        let mut host = HostSession::new("vigil-1");
+        host.renew_will(&mut eventloop);
+        host.online = true;
+        // What rumqttc's `clean` left in `pending` when the connection broke: the birth (not
+        // acknowledged), a rebirth request that was in the request channel, an ack.
+        host.publish(&mut eventloop, &metrics, true);
+        eventloop.pending.push_back(publish("spBv1.0/g/NCMD/n1", b"first"));
+        eventloop.pending.push_back(Request::PubAck(rumqttc::v5::mqttbytes::v5::PubAck::new(7, None)));
+        // Two waiting in `outbound` behind the request channel (capacity 1), full with an ack.
+        outbound.ack(8, QoS::AtLeastOnce);
+        outbound.command("spBv1.0/g/NCMD/n2".into(), b"second".to_vec());
+        outbound.command("spBv1.0/g/NCMD/n3".into(), b"third".to_vec());
+
+        host.lost(&mut eventloop, &metrics, &outbound);
+        assert!(
+            eventloop.pending.iter().all(|r| matches!(r, Request::PubAck(_))),
+            "nothing but the ack may go out on the next connection before its birth: {:?}",
+            eventloop.pending
+        );
+        assert_eq!(outbound.flush(), 0, "no publish waits in outbound");
+        let held: Vec<&str> = host.held.iter().map(|c| c.topic.as_str()).collect();
+        assert_eq!(held, ["spBv1.0/g/NCMD/n1", "spBv1.0/g/NCMD/n2", "spBv1.0/g/NCMD/n3"], "held in the order they were decided");
+        assert!(!host.online);
+    }
 }
