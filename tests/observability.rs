@@ -232,8 +232,11 @@ fn dlq_replay_through_the_api_while_running() {
 
     // Live: the replayed readings are uplinked, windowed and scored by the running agent.
     let last_end = last_window_end(series.last().unwrap().0);
+    // Readings and scores reach the outbox from different stages (the commit log's forwarder,
+    // the inference stage), in no fixed order between them: await both.
     let records = wait_for_outbox(&plant.outbox, Duration::from_secs(60), Some(&agent), "the replayed readings and their last score", |r| {
         scores(r).iter().any(|(e, w, _)| e == "l2.flow" && *w == last_end)
+            && readings(r).iter().filter(|(e, _, _)| e == "l2.flow").count() >= series.len()
     });
     let replayed: Vec<(i64, f64)> = readings(&records).into_iter().filter(|(e, _, _)| e == "l2.flow").map(|(_, t, v)| (t, v)).collect();
     assert_eq!(replayed, series, "every dead letter became its reading, once");
