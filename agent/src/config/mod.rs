@@ -380,10 +380,11 @@ pub struct ValidationConfig {
     #[serde(default)]
     pub known_entities: Vec<String>,
     /// Readings whose absolute value exceeds this go to the DLQ (`out_of_range`), from every
-    /// source. No plant quantity comes near the default 1e15; what does is garbage — an
-    /// uninitialised float32 Modbus register reads 3.4e38, a unit or scaling mistake — and it
-    /// would also overflow the sums and variances every window, baseline and PCA keeps (a few
-    /// thousand values near 1e308 sum to infinity). Must be positive and finite.
+    /// source. The default 1e30 passes any physical quantity in any unit a plant uses (even
+    /// Avogadro's 6.0e23) and refuses what is garbage — an uninitialised float32 Modbus register
+    /// reads 3.4e38 — and it keeps the sums and variances every window, baseline and PCA keeps
+    /// finite (a few thousand values near 1e308 sum to infinity; squares of 1e30 are 1e60).
+    /// Tighten it per site to catch unit or scaling mistakes. Must be positive and finite.
     #[serde(default = "defaults::max_abs_value")]
     pub max_abs_value: f64,
 }
@@ -1286,7 +1287,7 @@ mod defaults {
         7 * 24 * 3600
     }
     pub fn max_abs_value() -> f64 {
-        1e15
+        1e30
     }
     pub fn workers() -> usize {
         2

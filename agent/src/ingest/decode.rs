@@ -482,7 +482,7 @@ mod tests {
         let d = decoder(PayloadFormat::Json);
         // The default bound passes every plausible quantity and refuses garbage (an
         // uninitialised float32 register) before it reaches a window's sums.
-        let ok = d.decode("t", format!("{{\"value\": -9.9e14, \"ts\": {NOW}}}").as_bytes(), "e", NOW);
+        let ok = d.decode("t", format!("{{\"value\": -6.02214076e23, \"ts\": {NOW}}}").as_bytes(), "e", NOW);
         assert_eq!((ok.readings.len(), ok.rejects.len()), (1, 0));
         let r = one_reject(&d, format!("{{\"value\": 3.4028235e38, \"ts\": {NOW}}}").as_bytes());
         assert_eq!(r.reason, DlqReason::OutOfRange);
