@@ -14,7 +14,9 @@
 //! A record leaves the outbox only when every registered sink that wants its kind has confirmed
 //! it (see [`cloud_uplink::Sink`] for when exactly that is). A sink removed from the
 //! configuration is unregistered at start-up — otherwise the records it never confirms would be
-//! kept forever — and that is logged.
+//! kept forever — and that is logged. Every configured sink is registered before any drain
+//! loop starts: a sink that registered late (the S3 client takes a moment to build) would find
+//! the records the others had already confirmed deleted, and never receive them.
 //!
 //! Heartbeats (`[uplink.heartbeat]`) are appended to the outbox like any record, so they travel
 //! every sink that wants them and report the agent's counters (readings, DLQ, alerts, outbox
@@ -74,30 +76,33 @@ impl Uplink {
         metrics: Arc<Metrics>,
     ) -> Result<Uplink, UplinkSetupError> {
         let (stop, stop_rx) = watch::channel(false);
+        // The drain loops wait for `go`, sent once every configured sink is registered; if setup
+        // fails half-way, dropping it ends them before they deliver anything.
+        let (go, go_rx) = watch::channel(false);
         let mut uplink = Uplink { stop, tasks: Vec::new() };
         let mut names: Vec<String> = Vec::new();
         if let Some(dir) = &config.uplink.directory {
             let limits = BatchLimits { max_records: dir.max_batch, ..outbox.config().batch_limits() };
             let sink = DirectorySink::new("directory", dir.path.clone())?.with_batch_limits(limits);
             names.push("directory".into());
-            uplink.spawn(rt, &outbox, sink, &stop_rx);
+            uplink.spawn(rt, &outbox, sink, &stop_rx, &go_rx)?;
         }
         if let Some(k) = &config.uplink.kafka {
             names.push("kafka".into());
             let limits = BatchLimits { max_records: k.max_batch_records, ..outbox.config().batch_limits() };
             let sink = KafkaSink::new("kafka", config.agent.id.clone(), kafka_config(config, k)?)?.with_batch_limits(limits);
-            uplink.spawn(rt, &outbox, sink, &stop_rx);
+            uplink.spawn(rt, &outbox, sink, &stop_rx, &go_rx)?;
         }
         if let Some(s3) = &config.uplink.s3 {
             names.push("s3".into());
             let _guard = rt.enter(); // the S3 client is created inside the runtime
             let sink = S3Sink::new("s3", s3_config(config, s3)?)?;
-            uplink.spawn(rt, &outbox, sink, &stop_rx);
+            uplink.spawn(rt, &outbox, sink, &stop_rx, &go_rx)?;
         }
         for w in &config.alerts.webhook {
             let sink = WebhookSink::new(w, &config.alerts.route, &config.agent.id)?;
             names.push(sink.name().to_string());
-            uplink.spawn(rt, &outbox, sink, &stop_rx);
+            uplink.spawn(rt, &outbox, sink, &stop_rx, &go_rx)?;
         }
         for (name, _) in outbox.registered_sinks()? {
             if !names.contains(&name) {
@@ -105,6 +110,7 @@ impl Uplink {
                 outbox.unregister_sink(&name)?;
             }
         }
+        let _ = go.send(true);
         let interval = config.uplink.heartbeat.interval_s;
         if interval > 0 {
             let outbox = Arc::clone(&outbox);
@@ -135,11 +141,24 @@ impl Uplink {
         Ok(uplink)
     }
 
-    fn spawn<S: Sink>(&mut self, rt: &tokio::runtime::Runtime, outbox: &Arc<Outbox>, sink: S, stop: &watch::Receiver<bool>) {
+    /// Registers `sink` with the outbox now and starts its drain loop once `go` turns true.
+    fn spawn<S: Sink>(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        outbox: &Arc<Outbox>,
+        sink: S,
+        stop: &watch::Receiver<bool>,
+        go: &watch::Receiver<bool>,
+    ) -> Result<(), UplinkSetupError> {
+        outbox.register_sink(sink.name(), ClassSet::from_sink(&sink))?;
         let outbox = Arc::clone(outbox);
         let mut stop = stop.clone();
+        let mut go = go.clone();
         let name = sink.name().to_string();
         self.tasks.push(rt.spawn(async move {
+            if go.wait_for(|g| *g).await.is_err() {
+                return; // setup failed: nothing was started
+            }
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
@@ -147,6 +166,7 @@ impl Uplink {
                 tracing::error!(sink = %name, error = %e, "sink stopped; its records stay in the outbox");
             }
         }));
+        Ok(())
     }
 
     /// Stops the drain loops (an in-flight delivery counts as not delivered) and the heartbeat.
@@ -285,4 +305,47 @@ fn s3_config(config: &Config, s: &S3SinkSettings) -> Result<S3SinkConfig, Uplink
         request_timeout: Duration::from_millis(s.request_timeout_ms),
         zstd_level: s.zstd_level,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the directory sink confirms before the S3 sink (slow to build, its store
+    /// unreachable) has registered must still be kept for S3: every sink is registered before
+    /// any drain loop runs. (Before, each loop registered itself: the directory sink could
+    /// deliver and delete records S3 then never saw — `tests/uplink_s3.rs` lost 5 of 592 once.)
+    #[test]
+    fn every_sink_is_registered_before_any_drain_loop_delivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake");
+        let text = format!(
+            "[agent]\nid = \"gw1\"\ndata_dir = \"state\"\n\n[ingest.simulator]\nmachines = 1\n\n[inference]\nmodel_dir = \"m\"\n\n\
+             [uplink.directory]\npath = \"{}\"\n\n[uplink.s3]\nbucket = \"b\"\nsite = \"s\"\nendpoint = \"http://127.0.0.1:9\"\nallow_http = true\nregion = \"r\"\n\n[uplink.heartbeat]\ninterval_s = 0\n",
+            lake.display()
+        );
+        let config = Config::from_toml(&text, &dir.path().join("vigil.toml"), |_| None).unwrap();
+        let db = Arc::new(redb::Database::create(dir.path().join("outbox.redb")).unwrap());
+        let outbox = Arc::new(Outbox::open(db, "gw1".into(), cloud_uplink::OutboxConfig::default()).unwrap());
+        let heartbeats = (0..5).map(|i| (1_000 + i, Body::Heartbeat { uptime_s: i as u64, counters: BTreeMap::new() })).collect();
+        outbox.append_batch(heartbeats).unwrap();
+
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let uplink = Uplink::start(&rt, &config, Arc::clone(&outbox), Arc::new(Metrics::default())).unwrap();
+        let mut names: Vec<String> = outbox.registered_sinks().unwrap().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["directory", "s3"], "both sinks are registered when start returns");
+
+        // The directory sink delivers all five; S3 cannot, so the outbox keeps them.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let cursor = |name: &str| {
+            outbox.stats().unwrap().sinks.iter().find(|s| s.name == name).and_then(|s| s.cursors.iter().find(|(c, _)| *c == RecordClass::Heartbeat).map(|(_, seq)| *seq))
+        };
+        while cursor("directory") != Some(5) {
+            assert!(Instant::now() < deadline, "the directory sink never confirmed the five heartbeats");
+            std::thread::sleep(Duration::from_millis(20)); // polling a cursor: no event to await here
+        }
+        assert_eq!(outbox.stats().unwrap().class(RecordClass::Heartbeat).records, 5, "kept for S3, which has confirmed nothing");
+        rt.block_on(uplink.stop());
+    }
 }
