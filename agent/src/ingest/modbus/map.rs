@@ -19,10 +19,11 @@
 //! A multi-register value is assembled from its registers in `word_order` (big: first register
 //! most significant), each register's two bytes in `byte_order` (big: high byte first), then
 //! read as the point's type and scaled: `raw * scale + offset`. A reply shorter than what was
-//! asked is a [`ReplyError`]; a NaN or infinite float is [`DecodeError::NonFinite`].
+//! asked is a [`ReplyError`]. The value is then checked like every source's
+//! (`ingest::decode::check_value`: a NaN or infinite float is `non_finite`, a magnitude beyond
+//! `validation.max_abs_value` is `out_of_range`) by the poller.
 
 use crate::config::modbus::{GapRange, ModbusDevice, ModbusPoint, Order, Table, ValueType};
-use crate::dlq::DlqReason;
 
 /// One read request: `count` registers (or bits) of `table` from `address`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,26 +110,6 @@ pub enum ReplyError {
     WrongKind { asked: &'static str, got: &'static str },
 }
 
-/// A value that cannot become a reading.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("{entity}: decoded value is {value} (not finite)")]
-    NonFinite { entity: String, value: f64 },
-    /// A finite value the source-independent checks refused (`ingest::decode::check_value`).
-    #[error("{entity}: {detail}")]
-    Rejected { entity: String, reason: DlqReason, detail: String },
-}
-
-impl DecodeError {
-    /// The dead-letter reason.
-    pub fn reason(&self) -> DlqReason {
-        match self {
-            DecodeError::NonFinite { .. } => DlqReason::NonFinite,
-            DecodeError::Rejected { reason, .. } => *reason,
-        }
-    }
-}
-
 /// Checks that `reply` fits `request` (length, kind). Bit replies may be padded to whole bytes.
 pub fn check_reply(request: &ReadRequest, reply: &Reply) -> Result<(), ReplyError> {
     match (request.table.is_bits(), reply) {
@@ -141,8 +122,9 @@ pub fn check_reply(request: &ReadRequest, reply: &Reply) -> Result<(), ReplyErro
     }
 }
 
-/// The value of `point` inside a reply that [`check_reply`] accepted for `request`.
-pub fn decode(point: &ModbusPoint, request: &ReadRequest, reply: &Reply) -> Result<f64, DecodeError> {
+/// The value of `point` inside a reply that [`check_reply`] accepted for `request`, scaled;
+/// possibly NaN or infinite (a float register), which the caller's value check refuses.
+pub fn decode(point: &ModbusPoint, request: &ReadRequest, reply: &Reply) -> f64 {
     // Points of a request start at or after its address (see `plan`).
     let offset = usize::from(point.address.saturating_sub(request.address));
     let raw = match reply {
@@ -153,12 +135,7 @@ pub fn decode(point: &ModbusPoint, request: &ReadRequest, reply: &Reply) -> Resu
             raw_value(point, words)
         }
     };
-    let value = raw * point.scale + point.offset;
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(DecodeError::NonFinite { entity: point.entity.clone(), value })
-    }
+    raw * point.scale + point.offset
 }
 
 /// The unscaled value of `words` (exactly the point's width; fewer only if the caller broke
@@ -281,10 +258,10 @@ mod tests {
         let reqs = plan(&[a.clone(), b.clone()], &[0, 1], &limits(true, 125, 0, &[]));
         assert_eq!(spans(&reqs), vec![(Table::Holding, 3, 1)]);
         let reply = Reply::Registers(vec![0x8001]);
-        assert_eq!(decode(&a, &reqs[0], &reply), Ok(1.0));
-        assert_eq!(decode(&b, &reqs[0], &reply), Ok(1.0));
+        assert_eq!(decode(&a, &reqs[0], &reply), 1.0);
+        assert_eq!(decode(&b, &reqs[0], &reply), 1.0);
         let reply = Reply::Registers(vec![0x0002]);
-        assert_eq!(decode(&a, &reqs[0], &reply), Ok(0.0));
+        assert_eq!(decode(&a, &reqs[0], &reply), 0.0);
     }
 
     fn dec(ty: ValueType, word: Order, byte: Order, words: &[u16]) -> f64 {
@@ -292,7 +269,7 @@ mod tests {
         p.word_order = word;
         p.byte_order = byte;
         let req = ReadRequest { table: Table::Holding, address: 0, count: words.len() as u16, points: vec![0] };
-        decode(&p, &req, &Reply::Registers(words.to_vec())).unwrap()
+        decode(&p, &req, &Reply::Registers(words.to_vec()))
     }
 
     #[test]
@@ -323,18 +300,18 @@ mod tests {
         p.scale = 0.1;
         p.offset = -40.0;
         let req = ReadRequest { table: Table::Input, address: 10, count: 4, points: vec![0] };
-        let v = decode(&p, &req, &Reply::Registers(vec![1, 2, 655, 4])).unwrap();
+        let v = decode(&p, &req, &Reply::Registers(vec![1, 2, 655, 4]));
         assert!((v - 25.5).abs() < 1e-9, "{v}");
         let coil = point(Table::Coil, 9, ValueType::Bool);
         let req = ReadRequest { table: Table::Coil, address: 8, count: 2, points: vec![0] };
         // Bit replies come padded to whole bytes.
         let reply = Reply::Bits(vec![false, true, false, false, false, false, false, false]);
         assert_eq!(check_reply(&req, &reply), Ok(()));
-        assert_eq!(decode(&coil, &req, &reply), Ok(1.0));
+        assert_eq!(decode(&coil, &req, &reply), 1.0);
     }
 
     #[test]
-    fn short_or_wrong_replies_and_non_finite_values_are_errors() {
+    fn short_or_wrong_replies_are_errors_and_nan_registers_decode_as_nan() {
         let req = ReadRequest { table: Table::Holding, address: 0, count: 2, points: vec![0] };
         assert!(matches!(check_reply(&req, &Reply::Registers(vec![1])), Err(ReplyError::Short { .. })));
         assert!(matches!(check_reply(&req, &Reply::Registers(vec![1, 2, 3])), Err(ReplyError::Short { .. })));
@@ -343,6 +320,6 @@ mod tests {
         assert!(matches!(check_reply(&bits, &Reply::Bits(vec![true; 8])), Err(ReplyError::Short { .. })));
         let p = point(Table::Holding, 0, ValueType::F32);
         let nan = Reply::Registers(vec![0x7FC0, 0x0000]);
-        assert!(matches!(decode(&p, &req, &nan), Err(DecodeError::NonFinite { .. })));
+        assert!(decode(&p, &req, &nan).is_nan(), "a NaN register decodes as NaN; the poller's check_value dead-letters it");
     }
 }

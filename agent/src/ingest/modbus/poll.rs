@@ -15,9 +15,9 @@
 //!   ([`super::schedule`]); ticks missed while a poll overran are counted.
 //! - **Nothing lost silently.** Exception replies and malformed replies become DLQ records
 //!   (reasons `modbus_exception`, `malformed_reply`; a request that keeps failing the same way
-//!   is dead-lettered at most once per [`DLQ_REPEAT`], and counted every time); non-finite
-//!   values become `non_finite` DLQ records. Requests that get no reply are counted
-//!   (`vigil_modbus_timeouts`) and move the device's state.
+//!   is dead-lettered at most once per [`DLQ_REPEAT`], and counted every time); values go
+//!   through the value check every source shares (`non_finite`, `out_of_range`). Requests
+//!   that get no reply are counted (`vigil_modbus_timeouts`) and move the device's state.
 //! - **Quality.** A value read on the first attempt is `good`; one that needed retries is
 //!   `uncertain` (the link is flaky).
 //! - **Reconnect.** A TCP connection is dropped and reopened after a timeout, a transport error
@@ -34,7 +34,7 @@ use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::{Request, Response, Slave, SlaveContext};
 
 use super::health::{DeviceState, Health, PollOutcome};
-use super::map::{check_reply, decode, plan, DecodeError, PlanLimits, ReadRequest, Reply};
+use super::map::{check_reply, decode, plan, PlanLimits, ReadRequest, Reply};
 use super::schedule::Ticker;
 use super::serial::SerialPort;
 use super::writeback::{AuditLog, WriteCommand};
@@ -397,12 +397,9 @@ impl Link {
                             let ingest_time_ms = now_ms();
                             for &pi in &req.points {
                                 let point = &device.cfg.points[pi];
-                                match decode(point, req, &reply).and_then(|value| {
-                                    check_value(&self.validation, value)
-                                        .map(|()| value)
-                                        .map_err(|r| DecodeError::Rejected { entity: point.entity.clone(), reason: r.reason, detail: r.detail })
-                                }) {
-                                    Ok(value) => batch.readings.push(Reading {
+                                let value = decode(point, req, &reply);
+                                match check_value(&self.validation, value) {
+                                    Ok(()) => batch.readings.push(Reading {
                                         entity: point.entity.clone(),
                                         event_time_ms: sent_ms,
                                         value,
@@ -412,7 +409,7 @@ impl Link {
                                         seq: 0,
                                         source_seq: None,
                                     }),
-                                    Err(e) => batch.rejects.push(reject(e.reason(), raw_bytes(&reply), e.to_string())),
+                                    Err(r) => batch.rejects.push(reject(r.reason, raw_bytes(&reply), format!("{}: {}", point.entity, r.detail))),
                                 }
                             }
                             stats.points += req.points.len();
