@@ -46,6 +46,8 @@ impl Ring {
         if n == 0 {
             return;
         }
+        // `next` < n: it starts at 0 and only ever becomes `(next + 1) % n`, and a ring's slots
+        // are allocated once (their length never changes under it).
         slots[self.next as usize] = v as f32;
         self.next = ((self.next as usize + 1) % n) as u16;
         self.len = (self.len as usize + 1).min(n) as u16;
