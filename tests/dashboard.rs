@@ -127,7 +127,11 @@ fn dashboard_shows_a_live_alert_and_acknowledges_it_in_chromium() {
     // step ends with the browser's report of what it was waiting for, not with a bare timeout.
     expect("ALERT", Duration::from_secs(120));
     expect("ACKED", Duration::from_secs(120));
-    expect("LABELLED", Duration::from_secs(120));
+    // The browser labels the first item of the review queue: whichever window reached review
+    // first (the test's sensor or one of the simulator's); the page reports the agent's answer,
+    // "labelled <entity> anomaly".
+    let labelled = expect("LABELLED", Duration::from_secs(120));
+    let labelled_entity = labelled.split_whitespace().nth(2).unwrap_or_else(|| panic!("no entity in {labelled:?}")).to_string();
     expect("DONE", Duration::from_secs(120));
     let status = browser.wait().unwrap();
     assert!(status.success(), "browser exit {status}");
@@ -137,7 +141,7 @@ fn dashboard_shows_a_live_alert_and_acknowledges_it_in_chromium() {
     assert_eq!(a["acked_by"], "e2e-test", "{a}");
     // The browser's label is stored and uplinked like one made through the API.
     wait_for_outbox(&dir.path().join("outbox"), Duration::from_secs(30), Some(&agent), "the browser's review label", |r| {
-        r.iter().any(|e| matches!(&e.body, cloud_uplink::Body::ReviewLabel { entity, label, by, .. } if entity == "l1.temp" && label == "anomaly" && by == "e2e-test"))
+        r.iter().any(|e| matches!(&e.body, cloud_uplink::Body::ReviewLabel { entity, label, by, .. } if *entity == labelled_entity && label == "anomaly" && by == "e2e-test"))
     });
     let png = std::fs::read(&screenshot).expect("screenshot saved");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot is a PNG of a rendered page ({} bytes)", png.len());
