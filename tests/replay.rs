@@ -150,6 +150,43 @@ fn novelty_score_marks_the_spike_on_one_row_and_stays_quiet_after_it() {
     assert!(after < 0.2, "score while the spike is still in the window: {after}");
 }
 
+/// A reading after a gap closes every window the gap left open. The spike just before the gap
+/// is new only in the first of them (the later ones judge it against a range that already holds
+/// it, and the latest one no longer contains it): the row after the gap must still show it.
+#[test]
+fn a_row_after_a_gap_shows_the_highest_score_of_the_windows_it_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = replay_config_scoring(dir.path(), "novelty");
+    let input = dir.path().join("gap.csv");
+    let (n, spike) = (900, 700);
+    write_csv(&input, n, spike);
+    // Three hours without readings right after the spike: longer than a window (32 × 5 min).
+    let gap_ms = 3 * 3_600_000;
+    let text = std::fs::read_to_string(&input).unwrap();
+    let shifted: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(line, l)| match line.checked_sub(1) {
+            Some(i) if i > spike => format!("{}{}", iso(timestamp(i) + gap_ms), &l[l.find(',').unwrap()..]),
+            _ => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&input, shifted.join("\n") + "\n").unwrap();
+    let out = dir.path().join("gap-scores.csv");
+    let o = vigil(&["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(out).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), n);
+    let scores: Vec<f64> = rows.iter().map(|r| r[3].parse().unwrap()).collect();
+    let first = rows.iter().position(|r| r[4] != "none").expect("scored rows");
+    let maturity = vigil::alerts::maturity((spike + 1 - first) as u64);
+    let after_gap = scores[spike + 1];
+    assert!(maturity > 0.8 && after_gap > 0.95 * maturity, "row after the gap {after_gap}, maturity {maturity}");
+    // It is the row that closed the spike's windows, not a row before the gap.
+    assert!(scores[spike] < 0.5, "the spike's own row scores {}", scores[spike]);
+}
+
 #[test]
 fn the_config_maps_columns_to_entities_and_the_command_line_replaces_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,12 +12,15 @@
 //!   windows (never by wall-clock time), per-row results written only after their windows are
 //!   scored. The same input and model give byte-identical output.
 //! * **One output row per input row**, in input order: the row's timestamp exactly as read, its
-//!   values, then the score, band and alert flag of the latest window scored for the row's
-//!   entities *as of that row* (with several value columns: the highest score and band, and
-//!   whether any of them has a raised alert). A window `[end − size, end)` is closed by the
-//!   first reading at or after its end (the replay's allowed lateness is 0), so a row's score
-//!   describes the readings before it. Rows before an entity's first scored window (the
-//!   model's warm-up) get score 0 and band `none`.
+//!   values, then the score, band and alert flag of the windows the row's readings closed
+//!   (with several value columns: the highest score and band, and whether any of them has a
+//!   raised alert). A window `[end − size, end)` is closed by the first reading at or after its
+//!   end (the replay's allowed lateness is 0), so a row's score describes the readings before
+//!   it. A reading after a gap closes every window the gap left open: the row gets the highest
+//!   of their scores (the live agent evaluates each of them, so a detection in any of them must
+//!   show; the latest alone would hide a spike just before the gap). A row that closed no
+//!   window repeats its entity's latest result. Rows before an entity's first scored window
+//!   (the model's warm-up) get score 0 and band `none`.
 //! * **Assets.** With a multivariate model (manifest `kind = "multivariate"`) the value
 //!   columns are the channels of the assets in `pipeline.assets` (column name = channel entity
 //!   id, unless `--entity` maps them), joined per asset exactly as live
@@ -130,16 +133,30 @@ struct Latest {
     raised: bool,
 }
 
-/// A row waiting for its batch to be scored: per column, the entity and the index (in the
-/// pending batch) of that entity's latest window when the row was applied, or its earlier result.
+impl Latest {
+    /// Two columns' results of one row: the higher score and band, raised if either is.
+    fn higher(a: Option<Latest>, b: Option<Latest>) -> Option<Latest> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(Latest { score: a.score.max(b.score), band: a.band.max(b.band), raised: a.raised || b.raised }),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+}
+
+/// A row waiting for its batch to be scored: per column, which results make its score.
 struct PendingRow {
     row: ReplayRow,
     refs: Vec<Ref>,
 }
 
-#[derive(Clone, Copy)]
+/// Where one column's result for a row comes from.
 enum Ref {
+    /// The reading closed windows: those of `entity` at batch indices `from..to`.
+    Closed { entity: Arc<str>, from: usize, to: usize },
+    /// It closed none: the entity's latest window, still in the batch.
     Pending(usize),
+    /// It closed none: the entity's latest result (`None` before its first scored window).
     Done(Option<Latest>),
 }
 
@@ -318,7 +335,12 @@ impl Replayer {
                     summary.readings += 1;
                     worker.apply(reading, received, &mut scratch_dirty, &mut scratch_resampled, &mut scratch_applied);
                     scratch_dirty.clear();
+                    let from = driver.batch.len();
                     driver.take_jobs(&jobs_rx);
+                    if driver.batch[from..].iter().any(|job| job.entity == *key) {
+                        refs.push(Ref::Closed { entity: key.clone(), from, to: driver.batch.len() });
+                        continue;
+                    }
                 }
                 refs.push(driver.reference(key));
             }
@@ -376,6 +398,7 @@ impl Driver<'_> {
     /// Scores the pending batch, evaluates it in order, and emits the rows waiting for it.
     fn flush(&mut self, evaluator: &mut Evaluator, emit: &mut impl FnMut(&ReplayRow) -> std::io::Result<()>) -> std::io::Result<()> {
         let mut results: Vec<Option<Latest>> = Vec::with_capacity(self.batch.len());
+        let entities: Vec<Arc<str>> = self.batch.iter().map(|job| job.entity.clone()).collect();
         if !self.batch.is_empty() {
             let n = self.batch.len();
             let (tx, rx) = unbounded();
@@ -406,19 +429,22 @@ impl Driver<'_> {
         for mut pending in self.pending_rows.drain(..) {
             let mut best: Option<Latest> = None;
             for r in &pending.refs {
-                let l = match *r {
-                    Ref::Pending(i) => results.get(i).copied().flatten(),
-                    Ref::Done(l) => l,
-                };
-                if let Some(l) = l {
-                    best = Some(match best {
-                        None => l,
-                        Some(b) => Latest {
-                            score: b.score.max(l.score),
-                            band: b.band.max(l.band),
-                            raised: b.raised || l.raised,
-                        },
-                    });
+                match r {
+                    Ref::Closed { entity, from, to } => {
+                        // The highest score and band of the windows it closed; raised as after
+                        // the last of them.
+                        let closed = (*from..*to).filter(|&i| entities.get(i) == Some(entity)).filter_map(|i| results.get(i).copied().flatten());
+                        let mut combined: Option<Latest> = None;
+                        for l in closed {
+                            combined = Some(match combined {
+                                None => l,
+                                Some(c) => Latest { score: c.score.max(l.score), band: c.band.max(l.band), raised: l.raised },
+                            });
+                        }
+                        best = Latest::higher(best, combined);
+                    }
+                    Ref::Pending(i) => best = Latest::higher(best, results.get(*i).copied().flatten()),
+                    Ref::Done(l) => best = Latest::higher(best, *l),
                 }
             }
             if let Some(b) = best {
