@@ -90,26 +90,98 @@ pub const BASELINE_ALPHA: f64 = 1.0 / 512.0;
 /// `alerts.score = "entity_relative"`: an entity's reconstruction-error history.
 ///
 /// With `x = ln(error + 1e-6)`, the long-run EWMA mean `m` and standard deviation `s` of `x`
-/// (deviations capped at 3 `s`, so anomalies barely move them; floor 0.05) and `r` the highest
-/// `x` of the last [`BASELINE_RECENT`] windows, a window scores `z = (x − max(m, r)) / s` and
+/// (deviations capped at 3 `s`, so anomalies barely move them; floor 0.05), `r` the highest
+/// `x` of the last [`BASELINE_RECENT`] windows and `d` the highest `x` at the same time of day
+/// yesterday ([`DailyPeaks`]), a window scores `z = (x − max(m, r, d)) / s` and
 /// `score = 1 − e^{−max(z, 0)/3}`. The score is unit-free (usable on any sensor without
 /// retraining), high when the error jumps — an anomaly's onset — and back to 0 while the same
-/// anomaly is still inside the following windows.
+/// anomaly is still inside the following windows, and when the same jump came at this time
+/// yesterday too (a daily batch job, a shift change: the error recurs, it is no onset).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBaseline {
     pub count: u64,
     pub mean: f64,
     pub var: f64,
     pub recent: std::collections::VecDeque<f64>,
+    /// Absent in states written before it existed: it starts with their next window.
+    #[serde(default)]
+    pub daily: DailyPeaks,
+}
+
+/// Slots a day is cut into by [`DailyPeaks`] (half an hour each).
+pub const DAILY_SLOTS: usize = 48;
+
+/// The highest log-error per half-hour of the (UTC) day, for today and yesterday: what
+/// [`ErrorBaseline`] compares a window with besides its recent past, so that an error which
+/// recurs at the same time every day does not count as an onset.
+///
+/// A window's slot is its end's time of day; it is judged against yesterday's peaks in its own
+/// slot and the two next to it (a recurrence within about ±45 minutes; no wrap across
+/// midnight, which would compare with the day before yesterday). The peaks are stored rounded
+/// *up* to 1/8 of a log unit (`i8`, [`DailyPeaks::EMPTY`] where no window fell): a recurrence
+/// is never judged higher than its stored peak by rounding. 2 × [`DAILY_SLOTS`] bytes per entity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DailyPeaks {
+    /// Day number (UTC, days since the epoch) of the `today` half; 0 before the first window.
+    pub day: i64,
+    /// Yesterday's slots then today's (empty before the first window).
+    pub peaks: Vec<i8>,
+}
+
+impl DailyPeaks {
+    /// A slot no window fell into.
+    pub const EMPTY: i8 = i8::MIN;
+    const DAY_MS: i64 = 86_400_000;
+
+    fn day_and_slot(end_ms: i64) -> (i64, usize) {
+        let day = end_ms.div_euclid(Self::DAY_MS);
+        // rem_euclid is in [0, DAY_MS): the slot is below DAILY_SLOTS.
+        (day, (end_ms.rem_euclid(Self::DAY_MS) * DAILY_SLOTS as i64 / Self::DAY_MS) as usize)
+    }
+
+    /// The highest `x` yesterday in the window's slot or next to it (`-∞` if none).
+    pub fn yesterday(&self, end_ms: i64) -> f64 {
+        let (day, slot) = Self::day_and_slot(end_ms);
+        let yesterday = match day - self.day {
+            0 if !self.peaks.is_empty() => &self.peaks[..DAILY_SLOTS],
+            // Tomorrow for this history: today's peaks are yesterday's then.
+            1 if !self.peaks.is_empty() => &self.peaks[DAILY_SLOTS..],
+            _ => return f64::NEG_INFINITY,
+        };
+        let near = &yesterday[slot.saturating_sub(1)..(slot + 2).min(DAILY_SLOTS)];
+        near.iter().filter(|&&q| q != Self::EMPTY).map(|&q| f64::from(q) / 8.0).fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// Folds `x` into today's slot of the window ending `end_ms` (a later day moves today to
+    /// yesterday, or clears both after a gap of more than a day; an earlier day changes nothing).
+    pub fn fold(&mut self, end_ms: i64, x: f64) {
+        let (day, slot) = Self::day_and_slot(end_ms);
+        if self.peaks.is_empty() || day > self.day + 1 {
+            self.peaks = vec![Self::EMPTY; 2 * DAILY_SLOTS];
+            self.day = day;
+        } else if day == self.day + 1 {
+            self.peaks.copy_within(DAILY_SLOTS.., 0);
+            self.peaks[DAILY_SLOTS..].fill(Self::EMPTY);
+            self.day = day;
+        } else if day < self.day {
+            return;
+        }
+        // Rounded up; NaN (not finite x) saturates to 0 and -∞ to -127 (below every real peak
+        // of interest), +∞ to 127.
+        let q = (x * 8.0).ceil().clamp(-127.0, 127.0) as i8;
+        let peak = &mut self.peaks[DAILY_SLOTS + slot];
+        *peak = (*peak).max(q);
+    }
 }
 
 impl ErrorBaseline {
-    /// Scores one window's error and folds it into the history.
-    pub fn score(&mut self, error: f64) -> f64 {
+    /// Scores the error of the window ending `end_ms` and folds it into the history.
+    pub fn score(&mut self, error: f64, end_ms: i64) -> f64 {
         let x = (error.max(0.0) + 1e-6).ln();
         let s = self.var.max(0.0).sqrt().max(0.05);
-        let reference = self.recent.iter().copied().fold(self.mean, f64::max);
+        let reference = self.recent.iter().copied().fold(self.mean, f64::max).max(self.daily.yesterday(end_ms));
         let z = if self.count >= BASELINE_MIN_WINDOWS { (x - reference) / s } else { 0.0 };
+        self.daily.fold(end_ms, x);
         if self.count == 0 {
             self.mean = x;
         } else {
@@ -274,10 +346,10 @@ pub struct Novelty {
 impl Novelty {
     /// Scores one window (`error` goes through `baseline`) and folds it into the history, whose
     /// ranges remember `horizon` windows (`alerts.novelty_horizon`; 0: all).
-    pub fn score(&mut self, raw: &RawSummary, error: f64, baseline: &mut ErrorBaseline, horizon: u32) -> f64 {
+    pub fn score(&mut self, raw: &RawSummary, error: f64, end_ms: i64, baseline: &mut ErrorBaseline, horizon: u32) -> f64 {
         let value = Range::novelty(&mut self.values, raw.min, raw.max, horizon);
         let mean = Range::novelty(&mut self.means, raw.mean_min, raw.mean_max, horizon);
-        let model = baseline.score(error);
+        let model = baseline.score(error, end_ms);
         let x = value.max(NOVELTY_MEAN_WEIGHT * mean).max(NOVELTY_ERROR_WEIGHT * model);
         let beaten = self.recent.iter().copied().fold(0.0, f64::max);
         self.recent.push_back(x);
@@ -417,8 +489,8 @@ impl Evaluator {
                     *state.baseline_model.get_mut() = w.model.sha256.clone();
                 }
                 match p.score {
-                    ScoreMode::Novelty => state.novelty.get_or_insert_with(Default::default).score(&w.raw, w.error, state.baseline.get_mut(), p.novelty_horizon),
-                    _ => state.baseline.get_mut().score(w.error),
+                    ScoreMode::Novelty => state.novelty.get_or_insert_with(Default::default).score(&w.raw, w.error, w.window_end_ms, state.baseline.get_mut(), p.novelty_horizon),
+                    _ => state.baseline.get_mut().score(w.error, w.window_end_ms),
                 }
             }
         };
@@ -576,10 +648,10 @@ impl PeerScores {
         let peer = w.peer.as_ref()?;
         let score = match policy.score {
             ScoreMode::Model => peer.score,
-            ScoreMode::EntityRelative => self.histories.entry(w.entity.clone()).or_default().0.score(peer.error),
+            ScoreMode::EntityRelative => self.histories.entry(w.entity.clone()).or_default().0.score(peer.error, w.window_end_ms),
             ScoreMode::Novelty => {
                 let (baseline, novelty) = self.histories.entry(w.entity.clone()).or_default();
-                novelty.score(&w.raw, peer.error, baseline, policy.novelty_horizon)
+                novelty.score(&w.raw, peer.error, w.window_end_ms, baseline, policy.novelty_horizon)
             }
         };
         let band = peer.thresholds.band(score);
@@ -783,7 +855,7 @@ mod tests {
         let mut b = ErrorBaseline::default();
         // Alternating errors 1, 2 (x = ln 1, ln 2): nothing exceeds the recent maximum.
         for i in 0..200 {
-            let s = b.score(if i % 2 == 0 { 1.0 } else { 2.0 });
+            let s = b.score(if i % 2 == 0 { 1.0 } else { 2.0 }, i * 60_000);
             assert_eq!(s, 0.0, "window {i}");
         }
         assert_eq!(b.count, 200);
@@ -791,13 +863,52 @@ mod tests {
         // A jump to 20: z = (ln 20 - ln 2) / s with s the long-run spread of ln e.
         let s = b.var.sqrt();
         let expected = 1.0 - (-((20f64 + 1e-6).ln() - (2f64 + 1e-6).ln()) / s / 3.0).exp();
-        let onset = b.score(20.0);
+        let onset = b.score(20.0, 200 * 60_000);
         assert!((onset - expected).abs() < 1e-9 && onset > 0.8, "{onset} vs {expected}");
         // The same level in the next windows is no longer new.
-        assert_eq!(b.score(20.0), 0.0);
+        assert_eq!(b.score(20.0, 201 * 60_000), 0.0);
         // Before BASELINE_MIN_WINDOWS nothing is scored.
         let mut fresh = ErrorBaseline::default();
-        assert!((0..BASELINE_MIN_WINDOWS).all(|i| fresh.score(i as f64 * 10.0) == 0.0));
+        assert!((0..BASELINE_MIN_WINDOWS).all(|i| fresh.score(i as f64 * 10.0, i as i64 * 60_000) == 0.0));
+    }
+
+    /// Errors of 5-minute windows over `days` days: 1 and 2 alternating, `jump` at 06:00 of the
+    /// days `jump_days` says; the scores of the 06:00 windows.
+    fn daily_jump_scores(days: i64, jump_days: impl Fn(i64) -> bool) -> Vec<f64> {
+        let mut b = ErrorBaseline::default();
+        let day0 = 20_000 * DailyPeaks::DAY_MS;
+        let mut at_six = Vec::new();
+        for day in 0..days {
+            for k in 0..288 {
+                let end = day0 + day * DailyPeaks::DAY_MS + k * 300_000;
+                let six = k == 72;
+                let s = b.score(if six && jump_days(day) { 20.0 } else if k % 2 == 0 { 1.0 } else { 2.0 }, end);
+                if six {
+                    at_six.push(s);
+                }
+            }
+        }
+        at_six
+    }
+
+    #[test]
+    fn entity_relative_ignores_an_error_jump_that_came_at_this_time_yesterday() {
+        // Every day at 06:00: an onset on the first day, not on the days after.
+        let daily = daily_jump_scores(4, |_| true);
+        assert!(daily[0] > 0.8, "{daily:?}");
+        assert_eq!(daily[1..], [0.0, 0.0, 0.0]);
+        // A day without it in between: the jump is new again the day after.
+        let skipped = daily_jump_scores(4, |day| day != 1);
+        assert!(skipped[0] > 0.8 && skipped[2] > 0.8 && skipped[3] == 0.0, "{skipped:?}");
+        // A gap of more than a day forgets yesterday.
+        let mut p = DailyPeaks::default();
+        p.fold(DailyPeaks::DAY_MS + 3_600_000, 2.0);
+        assert_eq!(p.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000), 2.0);
+        assert_eq!(p.yesterday(2 * DailyPeaks::DAY_MS + 3 * 3_600_000), f64::NEG_INFINITY, "two slots away");
+        assert_eq!(p.yesterday(3 * DailyPeaks::DAY_MS + 3_600_000), f64::NEG_INFINITY, "two days later");
+        // Peaks are rounded up, never down.
+        p.fold(DailyPeaks::DAY_MS + 3_600_000, 2.01);
+        assert!(p.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000) >= 2.01);
     }
 
     #[test]
@@ -830,7 +941,7 @@ mod tests {
     /// Scores `windows` (no model error) with a fresh history that never forgets.
     fn novelty_scores(windows: &[&[f64]]) -> Vec<f64> {
         let (mut n, mut b) = (Novelty::default(), ErrorBaseline::default());
-        windows.iter().map(|w| n.score(&summary(w), 0.0, &mut b, 0)).collect()
+        windows.iter().enumerate().map(|(i, w)| n.score(&summary(w), 0.0, i as i64 * 60_000, &mut b, 0)).collect()
     }
 
     #[test]
@@ -936,7 +1047,11 @@ mod tests {
         }
         // Through the whole score: the entity alerts on the same small rise again.
         let (mut n, mut b) = (Novelty::default(), ErrorBaseline::default());
-        let mut score = |values: &[f64]| n.score(&summary(values), 0.0, &mut b, 80);
+        let mut t = 0;
+        let mut score = |values: &[f64]| {
+            t += 60_000;
+            n.score(&summary(values), 0.0, t, &mut b, 80)
+        };
         score(&[0.0, 10.0]);
         score(&[0.0, 100.0]);
         for _ in 0..NOVELTY_SUPPRESS_WINDOWS.max(80) {
@@ -1029,7 +1144,7 @@ mod tests {
             assert_eq!(win(&mut ev, 1.0 + (i % 2) as f64, &[0.0, 10.0], &mut out), Some(0.0));
         }
         let mut b = ev.states["e"].baseline.get().cloned().unwrap_or_default();
-        let expected = NOVELTY_ERROR_WEIGHT * b.score(50.0);
+        let expected = NOVELTY_ERROR_WEIGHT * b.score(50.0, 201_000);
         let saved = crate::store::to_cbor(&ev.states["e"]);
         let got = win(&mut ev, 50.0, &[0.0, 10.0], &mut out).unwrap();
         assert!(expected > 0.3 && (got - expected).abs() < 1e-12, "{got} vs {expected}");
