@@ -221,14 +221,22 @@ fn a_bad_row_is_reported_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = replay_config(dir.path());
     let input = dir.path().join("bad.csv");
-    std::fs::write(&input, "timestamp,value\n2014-01-01 00:00:00,1.5\n2014-01-01 00:05:00,abc\n").unwrap();
     let out = dir.path().join("out.csv");
-    let o = vigil(&["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    let expected = format!("{}:3: value `abc` in column `value` is not a finite number", input.display());
-    assert!(stderr.contains(&expected), "expected `{expected}` in {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Unparsable, not finite, and beyond `validation.max_abs_value` (default 1e30: what the
+    // live sources dead-letter as `out_of_range`) on line 3.
+    for (cell, reason) in [
+        ("abc", "is not a number"),
+        ("NaN", ": value is NaN"),
+        ("3.4e38", ": value 3.4e38 exceeds validation.max_abs_value = 1e30"),
+    ] {
+        std::fs::write(&input, format!("timestamp,value\n2014-01-01 00:00:00,1.5\n2014-01-01 00:05:00,{cell}\n")).unwrap();
+        let o = vigil(&["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        let expected = format!("{}:3: value `{cell}` in column `value`{}{reason}", input.display(), if reason.starts_with(':') { "" } else { " " });
+        assert!(stderr.contains(&expected), "expected `{expected}` in {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 #[test]

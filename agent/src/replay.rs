@@ -29,8 +29,9 @@
 //!   series). With [`WindowChoice::Auto`] (the default) the hop is the file's median positive
 //!   timestamp step and the window size is `model window slots × hop`, so every model slot sees about
 //!   one reading whatever the sampling; [`WindowChoice::Config`] keeps `pipeline.window`.
-//! * **Bad input is an error, never a panic:** a row with an unparsable timestamp or value
-//!   fails the replay with `file:line: reason`. An empty cell is a missing value (that column
+//! * **Bad input is an error, never a panic:** a row with an unparsable timestamp or value, or
+//!   with a value the live sources would dead-letter (not finite, or beyond
+//!   `validation.max_abs_value`: the same check), fails the replay with `file:line: reason`. An empty cell is a missing value (that column
 //!   has no reading in that row).
 
 use std::collections::HashMap;
@@ -240,10 +241,10 @@ impl Replayer {
                     values.push(None);
                     continue;
                 }
-                match cell.parse::<f64>() {
-                    Ok(v) if v.is_finite() => values.push(Some(v)),
-                    _ => return Err(bad(format!("value `{cell}` in column `{}` is not a finite number", names[*c]))),
-                }
+                let v = cell.parse::<f64>().map_err(|_| bad(format!("value `{cell}` in column `{}` is not a number", names[*c])))?;
+                // The live sources' value check (finite, within `validation.max_abs_value`).
+                crate::ingest::decode::check_value(&self.config.validation, v).map_err(|r| bad(format!("value `{cell}` in column `{}`: {}", names[*c], r.detail)))?;
+                values.push(Some(v));
             }
             rows.push(ReplayRow { timestamp: ts.to_string(), event_time_ms: t, values, score: 0.0, band: None, alert: false });
         }
