@@ -347,16 +347,84 @@ impl Novelty {
     /// Scores one window (`error` goes through `baseline`) and folds it into the history, whose
     /// ranges remember `horizon` windows (`alerts.novelty_horizon`; 0: all).
     pub fn score(&mut self, raw: &RawSummary, error: f64, end_ms: i64, baseline: &mut ErrorBaseline, horizon: u32) -> f64 {
+        self.score_with_evidence(raw, error, end_ms, baseline, horizon).0
+    }
+
+    /// [`Novelty::score`], and which part decided it.
+    pub fn score_with_evidence(&mut self, raw: &RawSummary, error: f64, end_ms: i64, baseline: &mut ErrorBaseline, horizon: u32) -> (f64, Evidence) {
+        // The side the part's excess comes from (as `Range::novelty` measures it).
+        let reach = |range: &Option<Range>, min: f64, max: f64, mean: bool| match range {
+            Some(r) if max - r.hi >= r.lo - min => Evidence::Range { mean, above: true, reached: max, bound: r.hi },
+            Some(r) => Evidence::Range { mean, above: false, reached: min, bound: r.lo },
+            None => Evidence::Quiet,
+        };
+        let value_reach = reach(&self.values, raw.min, raw.max, false);
+        let mean_reach = reach(&self.means, raw.mean_min, raw.mean_max, true);
         let value = Range::novelty(&mut self.values, raw.min, raw.max, horizon);
         let mean = Range::novelty(&mut self.means, raw.mean_min, raw.mean_max, horizon);
         let model = baseline.score(error, end_ms);
-        let x = value.max(NOVELTY_MEAN_WEIGHT * mean).max(NOVELTY_ERROR_WEIGHT * model);
+        let parts = [(value, value_reach), (NOVELTY_MEAN_WEIGHT * mean, mean_reach), (NOVELTY_ERROR_WEIGHT * model, Evidence::Error { error })];
+        let (x, evidence) = parts.into_iter().fold((0.0, Evidence::Quiet), |best, part| if part.0 > best.0 { part } else { best });
         let beaten = self.recent.iter().copied().fold(0.0, f64::max);
         self.recent.push_back(x);
         if self.recent.len() > NOVELTY_SUPPRESS_WINDOWS {
             self.recent.pop_front();
         }
-        if x > beaten { x } else { x / 2.0 }
+        (if x > beaten { x } else { x / 2.0 }, evidence)
+    }
+}
+
+/// What decided a window's `novelty` or `entity_relative` score, for the alert and review
+/// messages: a plant engineer should not have to guess whether a reading, a drift or the
+/// model raised an alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Evidence {
+    /// No part scored (or `alerts.score = "model"`).
+    Quiet,
+    /// The window's readings (`mean: false`) or their moving average (`mean: true`) reached
+    /// `reached`, beyond the highest (`above`) or lowest value the entity had shown in the
+    /// novelty horizon, `bound`.
+    Range { mean: bool, above: bool, reached: f64, bound: f64 },
+    /// The model's reconstruction error of the window, `error`, rose above the entity's own
+    /// error history.
+    Error { error: f64 },
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Evidence::Quiet => Ok(()),
+            Evidence::Range { mean, above, reached, bound } => write!(
+                f,
+                "{} reached {}, {} the {} value of its recent range ({})",
+                if mean { "the moving average" } else { "a reading" },
+                Significant(reached),
+                if above { "above" } else { "below" },
+                if above { "highest" } else { "lowest" },
+                Significant(bound),
+            ),
+            Evidence::Error { error } => write!(f, "the model's reconstruction error ({}) rose above its recent and same-time-yesterday errors", Significant(error)),
+        }
+    }
+}
+
+/// A reading as people write it: six significant digits, no trailing zeros.
+struct Significant(f64);
+
+impl std::fmt::Display for Significant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        if v == 0.0 || !v.is_finite() {
+            return write!(f, "{v}");
+        }
+        let magnitude = v.abs().log10().floor() as i32;
+        if !(-4..15).contains(&magnitude) {
+            return write!(f, "{v:.5e}");
+        }
+        let decimals = (5 - magnitude).max(0) as usize;
+        let text = format!("{v:.decimals$}");
+        let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+        f.write_str(text)
     }
 }
 
@@ -476,8 +544,8 @@ impl Evaluator {
         }
         let first_record = out.records.len();
         state.last_window_end_ms = w.window_end_ms;
-        let score = match p.score {
-            ScoreMode::Model => w.score,
+        let (score, evidence) = match p.score {
+            ScoreMode::Model => (w.score, Evidence::Quiet),
             ScoreMode::EntityRelative | ScoreMode::Novelty => {
                 // The error history belongs to one model: a new active model (another error
                 // scale) starts a new one.
@@ -489,11 +557,16 @@ impl Evaluator {
                     *state.baseline_model.get_mut() = w.model.sha256.clone();
                 }
                 match p.score {
-                    ScoreMode::Novelty => state.novelty.get_or_insert_with(Default::default).score(&w.raw, w.error, w.window_end_ms, state.baseline.get_mut(), p.novelty_horizon),
-                    _ => state.baseline.get_mut().score(w.error, w.window_end_ms),
+                    ScoreMode::Novelty => state.novelty.get_or_insert_with(Default::default).score_with_evidence(&w.raw, w.error, w.window_end_ms, state.baseline.get_mut(), p.novelty_horizon),
+                    _ => {
+                        let score = state.baseline.get_mut().score(w.error, w.window_end_ms);
+                        (score, if score > 0.0 { Evidence::Error { error: w.error } } else { Evidence::Quiet })
+                    }
                 }
             }
         };
+        // ": <evidence>" after an alert or review message, when a part decided the score.
+        let because = if evidence == Evidence::Quiet { String::new() } else { format!(": {evidence}") };
         let thresholds = w.thresholds;
         let band = thresholds.band(score);
         out.records.push((
@@ -501,7 +574,7 @@ impl Evaluator {
             Body::Score {
                 entity: w.entity.to_string(),
                 window_end_ms: w.window_end_ms,
-                score: score,
+                score,
                 error: Some(w.error),
                 band: band_name(band).to_string(),
                 model: (*w.model).clone(),
@@ -512,7 +585,7 @@ impl Evaluator {
             entity: w.entity.to_string(),
             state: state_name,
             band: band_name(band),
-            score: score,
+            score,
             error: w.error,
             window_end_ms: w.window_end_ms,
             model: (*w.model).clone(),
@@ -526,7 +599,7 @@ impl Evaluator {
                 state.raised = true;
                 let m = message(
                     "raised",
-                    format!("anomaly on {}: score {:.3} >= {:.3} for {} windows", w.entity, score, thresholds.alert, state.consecutive_alert),
+                    format!("anomaly on {}: score {:.3} >= {:.3} for {} windows{because}", w.entity, score, thresholds.alert, state.consecutive_alert),
                 );
                 state.open = Some(Box::new(RaisedAlert { window_end_ms: w.window_end_ms, score, message: m.message.clone(), raised_ms: out.now_ms }));
                 transition = Some((AlertState::Raised, m));
@@ -548,14 +621,14 @@ impl Evaluator {
             }
             if band == Band::Review && !state.raised && state.last_review_ms.is_none_or(|t| w.window_end_ms - t >= p.cooldown_ms) {
                 state.last_review_ms = Some(w.window_end_ms);
-                let m = message("review", format!("{} needs review: score {:.3}", w.entity, score));
+                let m = message("review", format!("{} needs review: score {:.3}{because}", w.entity, score));
                 out.records.push((
                     w.window_end_ms,
                     Body::Alert {
                         entity: w.entity.to_string(),
                         state: AlertState::Review,
                         band: m.band.to_string(),
-                        score: score,
+                        score,
                         model: (*w.model).clone(),
                         message: m.message.clone(),
                     },
@@ -570,7 +643,7 @@ impl Evaluator {
                     entity: w.entity.to_string(),
                     state: alert_state,
                     band: band_name(band).to_string(),
-                    score: score,
+                    score,
                     model: (*w.model).clone(),
                     message: msg.message.clone(),
                 },
@@ -1124,6 +1197,57 @@ mod tests {
         let again: EntityAlertState = crate::store::from_cbor("alert_state", "e", &crate::store::to_cbor(&ev.states["e"])).unwrap();
         assert_eq!(again, *ev.states["e"]);
         assert_eq!(again.novelty.and_then(|n| n.values).map(|r| r.blocks.len()), Some(2));
+    }
+
+    #[test]
+    fn alert_and_review_messages_say_what_decided_the_score() {
+        let mut ev = evaluator();
+        ev.policy.score = ScoreMode::Novelty;
+        ev.policy.raise_after = 1;
+        let mut out = Evaluation::default();
+        let mut t = 0;
+        let mut win = |ev: &mut Evaluator, error: f64, values: &[f64], out: &mut Evaluation| {
+            t += 1000;
+            let mut w = window(t, 0.0);
+            w.error = error;
+            w.raw = summary(values);
+            ev.evaluate(&w, out).map(|s| s.0)
+        };
+        // A mature range [10, 20.5] (moving averages [10.25, 20.25]) and a steady error.
+        for i in 0..1000 {
+            win(&mut ev, 1.0 + (i % 2) as f64, &[10.0, 10.5, 20.0, 20.5], &mut out);
+        }
+        out.messages.clear();
+        // A reading of 5.25: 0.5 spans below the lowest value, scores ≈ 0.83 (alert band).
+        let s = win(&mut ev, 1.0, &[10.0, 5.25, 20.0, 20.5], &mut out).unwrap();
+        assert!(s >= 0.8, "{s}");
+        let raised = out.messages.iter().find(|m| m.state == "raised").expect("an alert raised");
+        assert!(raised.message.ends_with(": a reading reached 5.25, below the lowest value of its recent range (10)"), "{}", raised.message);
+        // The model error alone: review band, and the message names the error.
+        let mut ev = evaluator();
+        ev.policy.score = ScoreMode::EntityRelative;
+        let mut out = Evaluation::default();
+        for i in 0..200 {
+            let mut w = window(1000 * (i + 1), 0.0);
+            w.error = 1.0 + (i % 2) as f64;
+            ev.evaluate(&w, &mut out);
+        }
+        let mut w = window(1000 * 201, 0.0);
+        w.error = 9.0;
+        let (s, band) = ev.evaluate(&w, &mut out).unwrap();
+        assert_eq!(band, Band::Review, "{s}");
+        let review = out.messages.iter().find(|m| m.state == "review").expect("a review message");
+        assert!(review.message.ends_with(": the model's reconstruction error (9) rose above its recent and same-time-yesterday errors"), "{}", review.message);
+    }
+
+    #[test]
+    fn significant_digits_as_people_write_them() {
+        let text = |v: f64| Significant(v).to_string();
+        assert_eq!(text(5059.0), "5059");
+        assert_eq!(text(49.72371475), "49.7237");
+        assert_eq!(text(-0.000123456789), "-0.000123457");
+        assert_eq!(text(2.5e20), "2.50000e20");
+        assert_eq!(text(0.0), "0");
     }
 
     #[test]
