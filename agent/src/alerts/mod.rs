@@ -388,6 +388,21 @@ pub enum Evidence {
     /// The model's reconstruction error of the window, `error`, rose above the entity's own
     /// error history.
     Error { error: f64 },
+    /// An asset window scored with its long view (`[pipeline.warmup_pca]`): the long view's
+    /// share of the combined error behind the score, in [0, 1] (the model error has the rest).
+    LongView { share: f64 },
+}
+
+impl Evidence {
+    /// What decided the `model` score of `w`: its long view's share, when it has one.
+    fn of_model_score(w: &ScoredWindow) -> Evidence {
+        match w.long_view {
+            // The score is `E / (E + scale)` of the combined error `E = model part + evidence ·
+            // scale` (`LongViewEvidence::combined_error`), so `E / scale = score / (1 − score)`.
+            Some(l) if w.score > 0.0 && w.score < 1.0 => Evidence::LongView { share: (l.evidence / (w.score / (1.0 - w.score))).clamp(0.0, 1.0) },
+            _ => Evidence::Quiet,
+        }
+    }
 }
 
 impl std::fmt::Display for Evidence {
@@ -404,6 +419,12 @@ impl std::fmt::Display for Evidence {
                 Significant(bound),
             ),
             Evidence::Error { error } => write!(f, "the model's reconstruction error ({}) rose above its recent and same-time-yesterday errors", Significant(error)),
+            Evidence::LongView { share } => write!(
+                f,
+                "the asset's long view against its warm-up made {:.0} % of the score, the model's reconstruction error {:.0} %",
+                100.0 * share,
+                100.0 * (1.0 - share)
+            ),
         }
     }
 }
@@ -545,7 +566,7 @@ impl Evaluator {
         let first_record = out.records.len();
         state.last_window_end_ms = w.window_end_ms;
         let (score, evidence) = match p.score {
-            ScoreMode::Model => (w.score, Evidence::Quiet),
+            ScoreMode::Model => (w.score, Evidence::of_model_score(w)),
             ScoreMode::EntityRelative | ScoreMode::Novelty => {
                 // The error history belongs to one model: a new active model (another error
                 // scale) starts a new one.
@@ -877,6 +898,7 @@ mod tests {
             error: score,
             score,
             raw: RawSummary::NONE,
+            long_view: None,
             model: Arc::new(ModelRef { name: "m".into(), version: "1".into(), sha256: "00".into() }),
             thresholds: Thresholds { review: 0.5, alert: 0.8 },
             peer: None,
@@ -1238,6 +1260,21 @@ mod tests {
         assert_eq!(band, Band::Review, "{s}");
         let review = out.messages.iter().find(|m| m.state == "review").expect("a review message");
         assert!(review.message.ends_with(": the model's reconstruction error (9) rose above its recent and same-time-yesterday errors"), "{}", review.message);
+        // An asset window whose model score combines its long view: E / scale = 0.25 · 4 + 3.
+        let mut ev = evaluator();
+        ev.policy.raise_after = 1;
+        let mut out = Evaluation::default();
+        let mut w = window(1000, 4.0 / 5.0);
+        w.long_view = Some(crate::pipeline::warmup_pca::LongViewEvidence { model_weight: 0.25, evidence: 3.0 });
+        ev.evaluate(&w, &mut out).unwrap();
+        let raised = out.messages.iter().find(|m| m.state == "raised").expect("an alert raised");
+        assert!(raised.message.ends_with(": the asset's long view against its warm-up made 75 % of the score, the model's reconstruction error 25 %"), "{}", raised.message);
+        // Without a long view the model score's message has no evidence.
+        let mut ev = evaluator();
+        ev.policy.raise_after = 1;
+        let mut out = Evaluation::default();
+        ev.evaluate(&window(1000, 0.9), &mut out).unwrap();
+        assert!(out.messages[0].message.ends_with("for 1 windows"), "{}", out.messages[0].message);
     }
 
     #[test]

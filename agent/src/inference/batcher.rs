@@ -27,6 +27,7 @@ use super::manifest::{Normalisation, ScoreSpec, Thresholds};
 use super::{mse_ratio_score, window_error, InferenceError, ModelRuntime};
 use crate::metrics::Metrics;
 use crate::pipeline::features::normalise_window;
+use crate::pipeline::warmup_pca::LongViewEvidence;
 use crate::pipeline::{Emit, RawSummary, Stage, WindowInput, WindowJob};
 
 /// A scored window, on its way to the alert stage.
@@ -40,6 +41,9 @@ pub struct ScoredWindow {
     pub score: f64,
     /// The window's raw readings (from [`WindowJob::raw`]).
     pub raw: RawSummary,
+    /// The asset's long view that `score` combines with the model error
+    /// (`[pipeline.warmup_pca]`), if any.
+    pub long_view: Option<LongViewEvidence>,
     /// The model that decides this window.
     pub model: Arc<ModelRef>,
     /// Bands of the deciding model (config overrides its manifest).
@@ -65,7 +69,12 @@ impl ScoredWindow {
         peer: Option<PeerScore>,
         carry: &mut Vec<Emit>,
     ) -> ScoredWindow {
+        let long_view = match &job.input {
+            WindowInput::Normalised { long_view, .. } => *long_view,
+            WindowInput::Entity { .. } => None,
+        };
         ScoredWindow {
+            long_view,
             entity: job.entity,
             window_end_ms: job.window_end_ms,
             error,
