@@ -1021,6 +1021,14 @@ mod tests {
         RawSummary::of(values.iter().copied(), 2)
     }
 
+    /// A window ending `t` with model error `error` and raw readings `values`.
+    fn raw_window(t: i64, error: f64, values: &[f64]) -> ScoredWindow {
+        let mut w = window(t, 0.0);
+        w.error = error;
+        w.raw = summary(values);
+        w
+    }
+
     #[test]
     fn raw_summary_of_a_window() {
         let r = summary(&[3.0, 1.0, 5.0, 4.0]);
@@ -1230,10 +1238,7 @@ mod tests {
         let mut t = 0;
         let mut win = |ev: &mut Evaluator, error: f64, values: &[f64], out: &mut Evaluation| {
             t += 1000;
-            let mut w = window(t, 0.0);
-            w.error = error;
-            w.raw = summary(values);
-            ev.evaluate(&w, out).map(|s| s.0)
+            ev.evaluate(&raw_window(t, error, values), out).map(|s| s.0)
         };
         // A mature range [10, 20.5] (moving averages [10.25, 20.25]) and a steady error.
         for i in 0..1000 {
@@ -1295,10 +1300,7 @@ mod tests {
         let mut t = 0;
         let mut win = |ev: &mut Evaluator, error: f64, values: &[f64], out: &mut Evaluation| {
             t += 1000;
-            let mut w = window(t, 0.0);
-            w.error = error;
-            w.raw = summary(values);
-            ev.evaluate(&w, out).map(|s| s.0)
+            ev.evaluate(&raw_window(t, error, values), out).map(|s| s.0)
         };
         // Past the error history's warm-up, inside the value range: only the error can score.
         for i in 0..200 {
