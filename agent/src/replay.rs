@@ -135,7 +135,8 @@ struct Latest {
 }
 
 impl Latest {
-    /// Two columns' results of one row: the higher score and band, raised if either is.
+    /// Two results that make one row (two windows, or two columns): the higher score and band,
+    /// raised if either is.
     fn higher(a: Option<Latest>, b: Option<Latest>) -> Option<Latest> {
         match (a, b) {
             (Some(a), Some(b)) => Some(Latest { score: a.score.max(b.score), band: a.band.max(b.band), raised: a.raised || b.raised }),
@@ -153,7 +154,8 @@ struct PendingRow {
 
 /// Where one column's result for a row comes from.
 enum Ref {
-    /// The reading closed windows: those of `entity` at batch indices `from..to`.
+    /// The row closed windows of the column's entity (or asset), `entity`: those at batch
+    /// indices `from..to`.
     Closed { entity: Arc<str>, from: usize, to: usize },
     /// It closed none: the entity's latest window, still in the batch.
     Pending(usize),
@@ -318,8 +320,8 @@ impl Replayer {
         let (mut scratch_dirty, mut scratch_resampled, mut scratch_applied) = (HashMap::new(), Vec::new(), Vec::new());
         let received = Instant::now();
         for row in rows {
-            let mut refs = Vec::with_capacity(columns.len());
-            for (((_, entity), key), value) in columns.iter().zip(&score_keys).zip(&row.values) {
+            let row_from = driver.batch.len();
+            for ((_, entity), value) in columns.iter().zip(&row.values) {
                 if let Some(v) = value {
                     let reading = Reading {
                         entity: entity.to_string(),
@@ -336,15 +338,20 @@ impl Replayer {
                     summary.readings += 1;
                     worker.apply(reading, received, &mut scratch_dirty, &mut scratch_resampled, &mut scratch_applied);
                     scratch_dirty.clear();
-                    let from = driver.batch.len();
                     driver.take_jobs(&jobs_rx);
-                    if driver.batch[from..].iter().any(|job| job.entity == *key) {
-                        refs.push(Ref::Closed { entity: key.clone(), from, to: driver.batch.len() });
-                        continue;
-                    }
                 }
-                refs.push(driver.reference(key));
             }
+            // Per column, once the whole row is applied (an asset's window may be closed by a
+            // later column of the row than this one): the windows of its entity or asset that
+            // the row closed, or else its latest result.
+            let to = driver.batch.len();
+            let refs = score_keys
+                .iter()
+                .map(|key| match driver.batch[row_from..].iter().any(|job| job.entity == *key) {
+                    true => Ref::Closed { entity: key.clone(), from: row_from, to },
+                    false => driver.reference(key),
+                })
+                .collect();
             driver.pending_rows.push(PendingRow { row, refs });
             if driver.batch.len() >= max_batch {
                 driver.flush(&mut evaluator, &mut emit).map_err(io)?;
@@ -432,17 +439,11 @@ impl Driver<'_> {
             for r in &pending.refs {
                 match r {
                     Ref::Closed { entity, from, to } => {
-                        // The highest score and band of the windows it closed; raised as after
-                        // the last of them.
-                        let closed = (*from..*to).filter(|&i| entities.get(i) == Some(entity)).filter_map(|i| results.get(i).copied().flatten());
-                        let mut combined: Option<Latest> = None;
-                        for l in closed {
-                            combined = Some(match combined {
-                                None => l,
-                                Some(c) => Latest { score: c.score.max(l.score), band: c.band.max(l.band), raised: l.raised },
-                            });
+                        // The highest score and band of the windows it closed, raised if any
+                        // of them was (a raise and clear inside one gap still shows).
+                        for i in (*from..*to).filter(|&i| entities.get(i) == Some(entity)) {
+                            best = Latest::higher(best, results.get(i).copied().flatten());
                         }
-                        best = Latest::higher(best, combined);
                     }
                     Ref::Pending(i) => best = Latest::higher(best, results.get(*i).copied().flatten()),
                     Ref::Done(l) => best = Latest::higher(best, *l),

@@ -91,8 +91,8 @@ pub const BASELINE_ALPHA: f64 = 1.0 / 512.0;
 ///
 /// With `x = ln(error + 1e-6)`, the long-run EWMA mean `m` and standard deviation `s` of `x`
 /// (deviations capped at 3 `s`, so anomalies barely move them; floor 0.05), `r` the highest
-/// `x` of the last [`BASELINE_RECENT`] windows and `d` the highest `x` at the same time of day
-/// yesterday ([`DailyPeaks`]), a window scores `z = (x − max(m, r, d)) / s` and
+/// `x` of the last [`BASELINE_RECENT`] windows and `d` the highest `x` at about the same time
+/// of day yesterday ([`DailyPeaks`]), a window scores `z = (x − max(m, r, d)) / s` and
 /// `score = 1 − e^{−max(z, 0)/3}`. The score is unit-free (usable on any sensor without
 /// retraining), high when the error jumps — an anomaly's onset — and back to 0 while the same
 /// anomaly is still inside the following windows, and when the same jump came at this time
@@ -116,21 +116,26 @@ pub const DAILY_SLOTS: usize = 48;
 /// recurs at the same time every day does not count as an onset.
 ///
 /// A window's slot is its end's time of day; it is judged against yesterday's peaks in its own
-/// slot and the two next to it (a recurrence within about ±45 minutes; no wrap across
-/// midnight, which would compare with the day before yesterday). The peaks are stored rounded
-/// *up* to 1/8 of a log unit (`i8`, [`DailyPeaks::EMPTY`] where no window fell): a recurrence
-/// is never judged higher than its stored peak by rounding. 2 × [`DAILY_SLOTS`] bytes per entity.
+/// slot and the two next to it (a recurrence 30 to 60 minutes early or late still counts; no
+/// wrap across midnight, which would compare with the day before yesterday). The peaks are
+/// stored rounded *up* to 1/256 of a log unit (`i16`, [`DailyPeaks::EMPTY`] where no window
+/// fell): a recurrence is never judged higher than its stored peak by rounding, and an error
+/// more than 0.4 % above yesterday's peak still counts as above it. 4 × [`DAILY_SLOTS`] bytes
+/// per entity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DailyPeaks {
     /// Day number (UTC, days since the epoch) of the `today` half; 0 before the first window.
     pub day: i64,
-    /// Yesterday's slots then today's (empty before the first window).
-    pub peaks: Vec<i8>,
+    /// Yesterday's slots then today's, 2 × [`DAILY_SLOTS`] (empty before the first window; any
+    /// other length, from a damaged state, counts as empty).
+    pub peaks: Vec<i16>,
 }
 
 impl DailyPeaks {
     /// A slot no window fell into.
-    pub const EMPTY: i8 = i8::MIN;
+    pub const EMPTY: i16 = i16::MIN;
+    /// Stored steps per log unit.
+    const STEPS: f64 = 256.0;
     const DAY_MS: i64 = 86_400_000;
 
     fn day_and_slot(end_ms: i64) -> (i64, usize) {
@@ -139,24 +144,28 @@ impl DailyPeaks {
         (day, (end_ms.rem_euclid(Self::DAY_MS) * DAILY_SLOTS as i64 / Self::DAY_MS) as usize)
     }
 
+    fn holds_two_days(&self) -> bool {
+        self.peaks.len() == 2 * DAILY_SLOTS
+    }
+
     /// The highest `x` yesterday in the window's slot or next to it (`-∞` if none).
     pub fn yesterday(&self, end_ms: i64) -> f64 {
         let (day, slot) = Self::day_and_slot(end_ms);
         let yesterday = match day - self.day {
-            0 if !self.peaks.is_empty() => &self.peaks[..DAILY_SLOTS],
+            0 if self.holds_two_days() => &self.peaks[..DAILY_SLOTS],
             // Tomorrow for this history: today's peaks are yesterday's then.
-            1 if !self.peaks.is_empty() => &self.peaks[DAILY_SLOTS..],
+            1 if self.holds_two_days() => &self.peaks[DAILY_SLOTS..],
             _ => return f64::NEG_INFINITY,
         };
         let near = &yesterday[slot.saturating_sub(1)..(slot + 2).min(DAILY_SLOTS)];
-        near.iter().filter(|&&q| q != Self::EMPTY).map(|&q| f64::from(q) / 8.0).fold(f64::NEG_INFINITY, f64::max)
+        near.iter().filter(|&&q| q != Self::EMPTY).map(|&q| f64::from(q) / Self::STEPS).fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// Folds `x` into today's slot of the window ending `end_ms` (a later day moves today to
     /// yesterday, or clears both after a gap of more than a day; an earlier day changes nothing).
     pub fn fold(&mut self, end_ms: i64, x: f64) {
         let (day, slot) = Self::day_and_slot(end_ms);
-        if self.peaks.is_empty() || day > self.day + 1 {
+        if !self.holds_two_days() || day > self.day + 1 {
             self.peaks = vec![Self::EMPTY; 2 * DAILY_SLOTS];
             self.day = day;
         } else if day == self.day + 1 {
@@ -166,9 +175,9 @@ impl DailyPeaks {
         } else if day < self.day {
             return;
         }
-        // Rounded up; NaN (not finite x) saturates to 0 and -∞ to -127 (below every real peak
-        // of interest), +∞ to 127.
-        let q = (x * 8.0).ceil().clamp(-127.0, 127.0) as i8;
+        // Rounded up. `x` is a log-error (ErrorBaseline: ≥ ln 1e-6 ≈ -13.8, finite); the clamp
+        // keeps EMPTY free and only bites beyond errors of e^127.
+        let q = (x * Self::STEPS).ceil().clamp(-32_767.0, 32_767.0) as i16;
         let peak = &mut self.peaks[DAILY_SLOTS + slot];
         *peak = (*peak).max(q);
     }
@@ -418,10 +427,10 @@ impl std::fmt::Display for Evidence {
                 if above { "highest" } else { "lowest" },
                 Significant(bound),
             ),
-            Evidence::Error { error } => write!(f, "the model's reconstruction error ({}) rose above its recent and same-time-yesterday errors", Significant(error)),
+            Evidence::Error { error } => write!(f, "the model's reconstruction error ({}) rose above the entity's usual errors", Significant(error)),
             Evidence::LongView { share } => write!(
                 f,
-                "the asset's long view against its warm-up made {:.0} % of the score, the model's reconstruction error {:.0} %",
+                "the asset's long view against its warm-up made {:.0} % of the error behind the score, the model's reconstruction error {:.0} %",
                 100.0 * share,
                 100.0 * (1.0 - share)
             ),
@@ -429,7 +438,8 @@ impl std::fmt::Display for Evidence {
     }
 }
 
-/// A reading as people write it: six significant digits, no trailing zeros.
+/// A reading as people write it: at least six significant digits (every integer digit below
+/// 1e15), no trailing zeros after the point; scientific notation outside 1e-4..1e15.
 struct Significant(f64);
 
 impl std::fmt::Display for Significant {
@@ -1001,9 +1011,15 @@ mod tests {
         assert_eq!(p.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000), 2.0);
         assert_eq!(p.yesterday(2 * DailyPeaks::DAY_MS + 3 * 3_600_000), f64::NEG_INFINITY, "two slots away");
         assert_eq!(p.yesterday(3 * DailyPeaks::DAY_MS + 3_600_000), f64::NEG_INFINITY, "two days later");
-        // Peaks are rounded up, never down.
+        // Peaks are rounded up, never down, by less than 1/256.
         p.fold(DailyPeaks::DAY_MS + 3_600_000, 2.01);
-        assert!(p.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000) >= 2.01);
+        let stored = p.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000);
+        assert!((2.01..2.01 + 1.0 / 256.0).contains(&stored), "{stored}");
+        // A damaged state (wrong length) counts as empty and is rebuilt, never indexed.
+        let mut damaged = DailyPeaks { day: 1, peaks: vec![0; 7] };
+        assert_eq!(damaged.yesterday(DailyPeaks::DAY_MS), f64::NEG_INFINITY);
+        damaged.fold(DailyPeaks::DAY_MS + 3_600_000, 1.0);
+        assert_eq!(damaged.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000), 1.0);
     }
 
     #[test]
@@ -1264,7 +1280,7 @@ mod tests {
         let (s, band) = ev.evaluate(&w, &mut out).unwrap();
         assert_eq!(band, Band::Review, "{s}");
         let review = out.messages.iter().find(|m| m.state == "review").expect("a review message");
-        assert!(review.message.ends_with(": the model's reconstruction error (9) rose above its recent and same-time-yesterday errors"), "{}", review.message);
+        assert!(review.message.ends_with(": the model's reconstruction error (9) rose above the entity's usual errors"), "{}", review.message);
         // An asset window whose model score combines its long view: E / scale = 0.25 · 4 + 3.
         let mut ev = evaluator();
         ev.policy.raise_after = 1;
@@ -1273,7 +1289,7 @@ mod tests {
         w.long_view = Some(crate::pipeline::warmup_pca::LongViewEvidence { model_weight: 0.25, evidence: 3.0 });
         ev.evaluate(&w, &mut out).unwrap();
         let raised = out.messages.iter().find(|m| m.state == "raised").expect("an alert raised");
-        assert!(raised.message.ends_with(": the asset's long view against its warm-up made 75 % of the score, the model's reconstruction error 25 %"), "{}", raised.message);
+        assert!(raised.message.ends_with(": the asset's long view against its warm-up made 75 % of the error behind the score, the model's reconstruction error 25 %"), "{}", raised.message);
         // Without a long view the model score's message has no evidence.
         let mut ev = evaluator();
         ev.policy.raise_after = 1;
