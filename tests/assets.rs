@@ -390,6 +390,57 @@ fn eval_skab_reports_f1_far_mar_per_group_on_a_tiny_corpus() {
     assert!(!rows[400].contains(",none,"), "row 400 is scored: {}", rows[400]);
 }
 
+/// A replay row of an asset shows the windows *its* readings closed: when the row's first
+/// channel cell is empty, a later channel's reading closes the asset's window, and the row must
+/// not also show the previous row's window (found in review: it took the higher of the two).
+#[test]
+fn an_asset_row_with_an_empty_first_cell_shows_only_the_windows_it_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = skab_eval_config(dir.path(), "replay", "");
+    // A 900-row pump whose flow spikes by 40 units on row 600 only: the 16 windows holding it
+    // score about twice the noise level, the first one after it drops back.
+    let mut rng = Rng::new(9);
+    let mut rows: Vec<[f64; 8]> = (0..900).map(|i| pump_row(&mut rng, i, &(0..0))).collect();
+    rows[600][7] += 40.0;
+    let replay = |name: &str, empty_first_cell_on: Option<usize>| -> Vec<f64> {
+        let input = dir.path().join(format!("{name}.csv"));
+        write_skab_rows(&input, 1_583_748_873_000, &rows, None);
+        if let Some(r) = empty_first_cell_on {
+            // Line r + 2 (header first): `datetime;c0;c1…` → `datetime;;c1…`.
+            let text = std::fs::read_to_string(&input).unwrap();
+            let lines: Vec<String> = text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| match i == r + 1 {
+                    true => {
+                        let mut cells: Vec<&str> = l.split(';').collect();
+                        cells[1] = "";
+                        cells.join(";")
+                    }
+                    false => l.to_string(),
+                })
+                .collect();
+            std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        }
+        let out = dir.path().join(format!("{name}-scores.csv"));
+        let o = vigil(&["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--separator", ";"]);
+        assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(out).unwrap();
+        text.lines().skip(1).map(|l| l.split(',').nth_back(2).unwrap().parse().unwrap()).collect()
+    };
+    let full = replay("full", None);
+    assert_eq!(full.len(), 900);
+    // The row where the score falls most: the spike has just left the window.
+    let edge = (601..900).max_by(|&a, &b| (full[a - 1] - full[a]).total_cmp(&(full[b - 1] - full[b]))).unwrap();
+    let fall = full[edge - 1] - full[edge];
+    assert!(fall > 0.1, "score falls by {fall} at row {edge}: {:?}", &full[595..625]);
+    // The same file with that row's first cell empty: the row's own window barely changes
+    // (the channel holds its previous value for that second); the previous row's high score
+    // must not show on it.
+    let gap = replay("gap", Some(edge));
+    assert!((gap[edge] - full[edge]).abs() < fall / 4.0, "row {edge}: {} with the empty cell, {} without (previous row {})", gap[edge], full[edge], full[edge - 1]);
+}
+
 /// `[pipeline.warmup_pca]` through `vigil eval skab` (the live pipeline's code). The pump's
 /// channels follow a common load (90 % of their noise); its flow drops by 0.8 units (about 2
 /// noise sd per reading, the size of SKAB's hardest valve runs) for 240 / 260 s. The model
