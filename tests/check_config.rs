@@ -27,7 +27,7 @@ fn valid_config_prints_the_effective_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ok.toml");
     let text = format!(
-        "{}\n{}\n{}\n[[ingest.serial]]\nport = \"/dev/ttyUSB7\"\nbaud = 57600\nentity = \"line1.n{{node}}.c{{channel}}\"\n",
+        "{}\n{}\n{}\n[[ingest.serial]]\nport = \"/dev/ttyUSB7\"\nbaud = 57600\nentity = \"line1.n{{node}}.c{{channel}}\"\n\n[[pipeline.assets]]\nid = \"press1\"\nchannels = [\"press1.force\", \"press1.temp\"]\n\n[pipeline.warmup_pca]\nwindows = 2\n",
         base_config("ok", &dir.path().join("data"), &dir.path().join("outbox")).replacen("cooldown_s = 60\n", "cooldown_s = 60\nscore = \"novelty\"\nnovelty_horizon = 600\n", 1),
         mqtt_plain(18830),
         FLOW_SUBSCRIPTIONS
@@ -53,6 +53,9 @@ fn valid_config_prints_the_effective_pipeline() {
         format!("score novelty: against the values of the last 600 windows ({} s at the configured hop)", 600 * HOP_MS / 1000),
         "publish to `vigil/{agent}/alerts`".into(),
         format!("directory sink: {}", dir.path().join("outbox").display()),
+        // The shipped test model is univariate: assets and the table would do nothing, and say so.
+        "1 asset(s) configured but the model is univariate: assets are not joined".into(),
+        "[pipeline.warmup_pca] is set but the model is univariate: it applies to asset windows only and is ignored".into(),
     ] {
         assert!(stdout.contains(&needle), "missing `{needle}` in:\n{stdout}");
     }

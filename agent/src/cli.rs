@@ -135,8 +135,13 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
                 w.weight
             );
         }
-    } else if !p.assets.is_empty() {
-        let _ = writeln!(s, "  {} asset(s) configured but the model is univariate: assets are not joined", p.assets.len());
+    } else {
+        if !p.assets.is_empty() {
+            let _ = writeln!(s, "  {} asset(s) configured but the model is univariate: assets are not joined", p.assets.len());
+        }
+        if p.warmup_pca.is_some() {
+            let _ = writeln!(s, "  [pipeline.warmup_pca] is set but the model is univariate: it applies to asset windows only and is ignored");
+        }
     }
     let _ = writeln!(s, "inference: {} {} (sha256 {}), width {}, micro-batches of <= {} windows / {} ms", m.name, m.version, m.sha256, runtime.input_width(), config.inference.max_batch, config.inference.max_wait_ms);
     let _ = writeln!(
