@@ -31,8 +31,8 @@
 //!   one reading whatever the sampling; [`WindowChoice::Config`] keeps `pipeline.window`.
 //! * **Bad input is an error, never a panic:** a row with an unparsable timestamp or value, or
 //!   with a value the live sources would dead-letter (not finite, or beyond
-//!   `validation.max_abs_value`: the same check), fails the replay with `file:line: reason`. An empty cell is a missing value (that column
-//!   has no reading in that row).
+//!   `validation.max_abs_value`: the same check), fails the replay with `file:line: reason`.
+//!   An empty cell is a missing value (that column has no reading in that row).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -343,7 +343,8 @@ impl Replayer {
             }
             // Per column, once the whole row is applied (an asset's window may be closed by a
             // later column of the row than this one): the windows of its entity or asset that
-            // the row closed, or else its latest result.
+            // the row closed, or else its latest result. `batch` only grows while a row is
+            // applied (it is flushed between rows), so `row_from <= to` and the slice is in range.
             let to = driver.batch.len();
             let refs = score_keys
                 .iter()

@@ -438,6 +438,18 @@ impl std::fmt::Display for Evidence {
     }
 }
 
+/// `": <evidence>"`, or nothing for [`Evidence::Quiet`].
+struct Because(Evidence);
+
+impl std::fmt::Display for Because {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Evidence::Quiet => Ok(()),
+            evidence => write!(f, ": {evidence}"),
+        }
+    }
+}
+
 /// A reading as people write it: at least six significant digits (every integer digit below
 /// 1e15), no trailing zeros after the point; scientific notation outside 1e-4..1e15.
 struct Significant(f64);
@@ -596,8 +608,9 @@ impl Evaluator {
                 }
             }
         };
-        // ": <evidence>" after an alert or review message, when a part decided the score.
-        let because = if evidence == Evidence::Quiet { String::new() } else { format!(": {evidence}") };
+        // ": <evidence>" after an alert or review message, when a part decided the score
+        // (formatted only when a message is written: this runs for every window).
+        let because = Because(evidence);
         let thresholds = w.thresholds;
         let band = thresholds.band(score);
         out.records.push((
