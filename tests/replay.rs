@@ -268,16 +268,26 @@ fn eval_nab_scores_a_tiny_corpus_and_writes_result_files() {
     });
     std::fs::write(nab.join("labels/combined_windows.json"), labels.to_string()).unwrap();
     let out = dir.path().join("results");
-    let o = vigil(&["eval", "nab", "--data", nab.to_str().unwrap(), "-c", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = vigil(&["eval", "nab", "--data", nab.to_str().unwrap(), "-c", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--details"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "eval failed: {stdout}{}", String::from_utf8_lossy(&o.stderr));
     eprintln!("{stdout}");
     assert!(stdout.contains("NAB: 2 files, 1800 rows"), "{stdout}");
+    // `--details` at the standard threshold: the spike's window is a hit (its reward in (0, 1]),
+    // and the false-positive rows listed are the standard line's count, all outside the window.
+    let spiky = stdout.lines().find(|l| l.starts_with("synthetic/spiky.csv: ")).unwrap_or_else(|| panic!("no details line: {stdout}"));
+    let reward: f64 = spiky.split("windows [hit ").nth(1).and_then(|r| r.split(']').next()).and_then(|r| r.parse().ok()).unwrap_or_else(|| panic!("{spiky}"));
+    assert!(reward > 0.0 && reward <= 1.0, "{spiky}");
+    let fp_rows: Vec<usize> = spiky.rsplit_once('[').unwrap().1.trim_end_matches(']').split_whitespace().map(|r| r.parse().unwrap()).collect();
+    assert!(fp_rows.iter().all(|r| !(680..=720).contains(r)), "{spiky}");
+    let standard = stdout.lines().find(|l| l.starts_with("standard")).unwrap();
+    assert!(standard.ends_with(&format!("fp rows {}", fp_rows.len())), "{standard} vs {spiky}");
+    assert!(stdout.lines().any(|l| l == "synthetic/calm.csv: windows []; fp rows 0 []"), "{stdout}");
     for profile in ["standard", "reward_low_FP_rate", "reward_low_FN_rate"] {
         let line = stdout.lines().find(|l| l.starts_with(profile)).unwrap_or_else(|| panic!("no {profile} line"));
         let score: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        // The spike is the highest score of the corpus and early in its window: the best
-        // threshold detects it with no false positive (null 0, perfect 100).
+        // The spike is the highest score of the corpus: the best threshold detects its window
+        // (false positives right after a window cost little; null 0, perfect 100).
         assert!(score > 50.0 && score <= 100.0, "{line}");
         assert!(line.contains("1/1"), "{line}");
     }

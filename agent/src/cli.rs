@@ -425,6 +425,7 @@ pub fn eval_nab(
     out: Option<&std::path::Path>,
     window: crate::replay::WindowChoice,
     half: Option<crate::eval::Half>,
+    details: bool,
 ) -> Result<(), String> {
     let r = crate::eval::run_nab(config, data, out, window, half).map_err(|e| e.to_string())?;
     let secs = r.replay_time.as_secs_f64().max(1e-9);
@@ -435,6 +436,29 @@ pub fn eval_nab(
             "{:<20} {:>8.2} {:>10.6} {:>10.3} {:>9.1} {:>9.1} {:>4}/{:<3} fp rows {}",
             s.profile.name, s.normalised, s.threshold, s.raw, s.null, s.perfect, s.windows_detected, s.windows, s.false_positive_rows
         );
+    }
+    if details {
+        let threshold = r.scores.first().map_or(1.1, |s| s.threshold);
+        println!("per file at the standard threshold {threshold:.6} (a hit's reward: 1 at its window's first row, 0.85 at the middle, 0 at the last; a miss's highest score; false-positive data rows, 0-based):");
+        for f in &r.details {
+            let windows: Vec<String> = f
+                .windows
+                .iter()
+                .map(|w| match w.reward {
+                    Some(reward) => format!("hit {reward:.2}"),
+                    None => format!("miss (max {:.3})", w.max_score),
+                })
+                .collect();
+            let rows: Vec<String> = f.false_positive_rows.iter().take(12).map(|r| r.to_string()).collect();
+            let more = if f.false_positive_rows.len() > rows.len() { " …" } else { "" };
+            println!(
+                "{}: windows [{}]; fp rows {} [{}{more}]",
+                f.name,
+                windows.join(", "),
+                f.false_positive_rows.len(),
+                rows.join(" ")
+            );
+        }
     }
     Ok(())
 }

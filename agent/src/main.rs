@@ -163,6 +163,10 @@ enum EvalBenchmark {
         /// (a held-out half for parameters chosen on the other one).
         #[arg(long)]
         half: Option<vigil::eval::Half>,
+        /// Also print, per file at the standard profile's threshold, which windows are found
+        /// (and how early) or missed (and their highest score), and the false-positive rows.
+        #[arg(long)]
+        details: bool,
     },
     /// Skoltech Anomaly Benchmark: replay every labelled `<group>/*.csv` as a new asset (the
     /// first 400 rows are its warm-up, the rest is scored), print F1, false-alarm and
@@ -338,8 +342,8 @@ fn main() -> ExitCode {
         Command::Replay { input, out, timestamp_column, entities, separator, window, .. } => {
             vigil::cli::replay(&config, &input, &out, timestamp_column, &entities, separator, window.into())
         }
-        Command::Eval { benchmark: EvalBenchmark::Nab { data, out, window, half, .. } } => {
-            vigil::cli::eval_nab(&config, &data, out.as_deref(), window.into(), half)
+        Command::Eval { benchmark: EvalBenchmark::Nab { data, out, window, half, details, .. } } => {
+            vigil::cli::eval_nab(&config, &data, out.as_deref(), window.into(), half, details)
         }
         Command::Eval { benchmark: EvalBenchmark::Skab { data, out, window, .. } } => {
             vigil::cli::eval_skab(&config, &data, out.as_deref(), window.into())

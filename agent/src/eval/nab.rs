@@ -220,6 +220,63 @@ pub fn score_corpus(files: &[ScoredFile], profile: &Profile) -> Result<ProfileSc
     })
 }
 
+/// One labelled window of a file at a threshold (what `vigil eval nab --details` prints).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowDetail {
+    /// The earliest detection's reward in the standard profile (NAB's scaled sigmoid over
+    /// `σ(−1)`: 1 at the window's first row, 0.85 at its middle, 0 at its last), `None` if missed.
+    pub reward: Option<f64>,
+    /// The highest anomaly score on the window's scorable rows.
+    pub max_score: f64,
+}
+
+/// One file at a threshold: its scorable windows in order, and its false-positive rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileDetail {
+    pub name: String,
+    pub windows: Vec<WindowDetail>,
+    /// Rows (0-based data rows, header not counted) outside windows at or above the threshold.
+    pub false_positive_rows: Vec<usize>,
+}
+
+/// Where `file`'s detections fall at `threshold`: which windows are found how early, which are
+/// missed (with the score that would have found them), and which rows are false positives —
+/// the per-file view behind a corpus score. Windows wholly inside probation are left out, as
+/// NAB leaves them out.
+pub fn details(file: &ScoredFile, threshold: f64) -> Result<FileDetail, WindowNotInData> {
+    let standard = &PROFILES[0];
+    let points = sweep(file, &file.scores, standard, 0)?;
+    // `sweep` returns the rows from the end of probation on, in order.
+    let first_row = probation_length(file.timestamps.len());
+    let mut windows: Vec<WindowDetail> = Vec::new();
+    let mut current: Option<usize> = None;
+    let mut false_positive_rows = Vec::new();
+    for (k, p) in points.iter().enumerate() {
+        match p.window {
+            None => {
+                current = None;
+                if p.score >= threshold {
+                    false_positive_rows.push(first_row + k);
+                }
+            }
+            Some(w) => {
+                if current != Some(w) {
+                    current = Some(w);
+                    windows.push(WindowDetail { reward: None, max_score: f64::NEG_INFINITY });
+                }
+                // The push above made `windows` non-empty.
+                if let Some(d) = windows.last_mut() {
+                    d.max_score = d.max_score.max(p.score);
+                    if d.reward.is_none() && p.score >= threshold {
+                        d.reward = Some(p.sweep / standard.tp);
+                    }
+                }
+            }
+        }
+    }
+    Ok(FileDetail { name: file.name.clone(), windows, false_positive_rows })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +366,26 @@ mod tests {
         assert!(close(low_fn.null, -2.0) && close(low_fn.perfect, 1.0));
         assert!(close(standard.normalised, 100.0 * (late + 1.0) / 2.0));
         assert!(close(low_fn.normalised, 100.0 * (late + 2.0) / 3.0));
+    }
+
+    #[test]
+    fn details_name_the_found_and_missed_windows_and_the_false_positive_rows() {
+        // 40 rows (probation 6), windows on rows 10..=19 and 30..=39; detections at row 8
+        // (before the first window), 15 (its middle) and 25; row 33 below the threshold.
+        let mut scores = vec![0.0; 40];
+        scores[8] = 0.9;
+        scores[15] = 0.6;
+        scores[25] = 0.7;
+        scores[33] = 0.3;
+        let f = ScoredFile { name: "f.csv".into(), timestamps: (0..40).collect(), scores, windows: vec![(10, 19), (30, 39)] };
+        let d = details(&f, 0.5).unwrap();
+        assert_eq!(d.false_positive_rows, vec![8, 25]);
+        assert_eq!(d.windows.len(), 2);
+        // Row 15 of 10..=19: position -(19 - 15 + 1) / 10 = -0.5.
+        let reward = d.windows[0].reward.unwrap();
+        assert!(close(reward, scaled_sigmoid(-0.5) / scaled_sigmoid(-1.0)), "{reward}");
+        assert_eq!(d.windows[0].max_score, 0.6);
+        assert_eq!(d.windows[1], WindowDetail { reward: None, max_score: 0.3 });
     }
 
     #[test]
