@@ -224,7 +224,7 @@ pub fn score_corpus(files: &[ScoredFile], profile: &Profile) -> Result<ProfileSc
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowDetail {
     /// The earliest detection's reward in the standard profile (NAB's scaled sigmoid over
-    /// `σ(−1)`: 1 at the window's first row, 0.85 at its middle, 0 at its last), `None` if missed.
+    /// `σ(−1)`: 1 at the window's first row, 0.86 at its middle, 0 at its last), `None` if missed.
     pub reward: Option<f64>,
     /// The highest anomaly score on the window's scorable rows.
     pub max_score: f64,
