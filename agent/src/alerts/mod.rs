@@ -151,7 +151,8 @@ impl DailyPeaks {
     /// The highest `x` yesterday in the window's slot or next to it (`-∞` if none).
     pub fn yesterday(&self, end_ms: i64) -> f64 {
         let (day, slot) = Self::day_and_slot(end_ms);
-        let yesterday = match day - self.day {
+        // Saturating: a damaged `day` (far from any real one) matches neither arm.
+        let yesterday = match day.saturating_sub(self.day) {
             0 if self.holds_two_days() => &self.peaks[..DAILY_SLOTS],
             // Tomorrow for this history: today's peaks are yesterday's then.
             1 if self.holds_two_days() => &self.peaks[DAILY_SLOTS..],
@@ -161,19 +162,20 @@ impl DailyPeaks {
         near.iter().filter(|&&q| q != Self::EMPTY).map(|&q| f64::from(q) / Self::STEPS).fold(f64::NEG_INFINITY, f64::max)
     }
 
-    /// Folds `x` into today's slot of the window ending `end_ms` (a later day moves today to
-    /// yesterday, or clears both after a gap of more than a day; an earlier day changes nothing).
+    /// Folds `x` into today's slot of the window ending `end_ms` (the next day moves today to
+    /// yesterday; any other day — after a gap, or before the history's — starts afresh).
     pub fn fold(&mut self, end_ms: i64, x: f64) {
         let (day, slot) = Self::day_and_slot(end_ms);
-        if !self.holds_two_days() || day > self.day + 1 {
-            self.peaks = vec![Self::EMPTY; 2 * DAILY_SLOTS];
-            self.day = day;
-        } else if day == self.day + 1 {
+        let tomorrow = self.day.saturating_add(1);
+        if day == tomorrow && self.holds_two_days() {
             self.peaks.copy_within(DAILY_SLOTS.., 0);
             self.peaks[DAILY_SLOTS..].fill(Self::EMPTY);
             self.day = day;
-        } else if day < self.day {
-            return;
+        } else if day != self.day || !self.holds_two_days() {
+            // The first window, a gap of more than a day, or a day that is not after the
+            // history's (event time went back, or a damaged state): start afresh.
+            self.peaks = vec![Self::EMPTY; 2 * DAILY_SLOTS];
+            self.day = day;
         }
         // Rounded up. `x` is a log-error (ErrorBaseline: ≥ ln 1e-6 ≈ -13.8, finite); the clamp
         // keeps EMPTY free and only bites beyond errors of e^127.
@@ -1028,11 +1030,18 @@ mod tests {
         p.fold(DailyPeaks::DAY_MS + 3_600_000, 2.01);
         let stored = p.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000);
         assert!((2.01..2.01 + 1.0 / 256.0).contains(&stored), "{stored}");
-        // A damaged state (wrong length) counts as empty and is rebuilt, never indexed.
+        // A damaged state (wrong length, or a day number at either end of i64) counts as
+        // empty and is rebuilt, never indexed or overflowed.
         let mut damaged = DailyPeaks { day: 1, peaks: vec![0; 7] };
         assert_eq!(damaged.yesterday(DailyPeaks::DAY_MS), f64::NEG_INFINITY);
         damaged.fold(DailyPeaks::DAY_MS + 3_600_000, 1.0);
         assert_eq!(damaged.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000), 1.0);
+        for day in [i64::MIN, i64::MAX] {
+            let mut far = DailyPeaks { day, peaks: vec![0; 2 * DAILY_SLOTS] };
+            assert_eq!(far.yesterday(DailyPeaks::DAY_MS), f64::NEG_INFINITY);
+            far.fold(DailyPeaks::DAY_MS + 3_600_000, 1.0);
+            assert_eq!(far.yesterday(2 * DailyPeaks::DAY_MS + 3_600_000), 1.0);
+        }
     }
 
     #[test]
