@@ -14,9 +14,10 @@
 //! * **One output row per input row**, in input order: the row's timestamp exactly as read, its
 //!   values, then the score, band and alert flag of the windows the row's readings closed
 //!   (with several value columns: the highest score and band, and whether any of them has a
-//!   raised alert). A window `[end − size, end)` is closed by the first reading at or after its
-//!   end (the replay's allowed lateness is 0), so a row's score describes the readings before
-//!   it. A reading after a gap closes every window the gap left open: the row gets the highest
+//!   raised alert). A window `(end − size, end]` is closed by the first reading at or after its
+//!   end (the replay's allowed lateness is 0): a reading on the window grid closes the window
+//!   it is the newest reading of, so its row's score includes it; a reading between grid points
+//!   is scored in the row of the next one at or after the window's end. A reading after a gap closes every window the gap left open: the row gets the highest
 //!   of their scores (the live agent evaluates each of them, so a detection in any of them must
 //!   show; the latest alone would hide a spike just before the gap). A row that closed no
 //!   window repeats its entity's latest result. Rows before an entity's first scored window
@@ -27,8 +28,10 @@
 //!   ([`crate::pipeline::asset`]); a row's score is its asset's.
 //! * **Window geometry.** Recorded data has its own sampling (NAB: 5-minute and irregular
 //!   series). With [`WindowChoice::Auto`] (the default) the hop is the file's median positive
-//!   timestamp step and the window size is `model window slots × hop`, so every model slot sees about
-//!   one reading whatever the sampling; [`WindowChoice::Config`] keeps `pipeline.window`.
+//!   timestamp step, the grid's phase (`offset`) is the first row's timestamp and the window
+//!   size is `model window slots × hop`, so every model slot sees about one reading whatever
+//!   the sampling, and a reading on the file's grid closes its own window;
+//!   [`WindowChoice::Config`] keeps `pipeline.window`.
 //! * **Bad input is an error, never a panic:** a row with an unparsable timestamp or value, or
 //!   with a value the live sources would dead-letter (not finite, or beyond
 //!   `validation.max_abs_value`: the same check), fails the replay with `file:line: reason`.
@@ -271,7 +274,10 @@ impl Replayer {
                     let mid = steps.len() / 2;
                     *steps.select_nth_unstable(mid).1
                 };
-                Geometry { size_ms: hop * slots as i64, hop_ms: hop, lateness_ms: 0, late_policy: LatePolicy::Drop }
+                // The grid's phase is the first row's: readings on the file's own grid close
+                // their windows at once.
+                let offset_ms = rows.first().map_or(0, |r| r.event_time_ms.rem_euclid(hop));
+                Geometry { size_ms: hop * slots as i64, hop_ms: hop, offset_ms, lateness_ms: 0, late_policy: LatePolicy::Drop }
             }
         };
         let metrics = Arc::new(Metrics::default());

@@ -562,9 +562,15 @@ pub struct WindowConfig {
     #[serde(default = "defaults::window_size_ms")]
     pub size_ms: u64,
     /// Distance between consecutive window ends, in milliseconds. Window ends are aligned to
-    /// multiples of `hop_ms` since the epoch.
+    /// `offset_ms` + multiples of `hop_ms` since the epoch.
     #[serde(default = "defaults::window_hop_ms")]
     pub hop_ms: u64,
+    /// Phase of the window grid in milliseconds (taken modulo `hop_ms`; default 0). A window
+    /// `(end − size, end]` holds the reading at its end, so with the sensors' sampling phase
+    /// here (a 5-minute sensor reporting at :02, :07, … → 120000) and lateness 0 each reading
+    /// closes the window it is the newest of at once, instead of one sampling period later.
+    #[serde(default)]
+    pub offset_ms: u64,
     /// Allowed lateness in milliseconds: an entity's watermark is its largest event time seen
     /// minus this. A window is emitted once the watermark passes its end.
     #[serde(default = "defaults::allowed_lateness_ms")]
@@ -581,6 +587,7 @@ impl Default for WindowConfig {
         WindowConfig {
             size_ms: defaults::window_size_ms(),
             hop_ms: defaults::window_hop_ms(),
+            offset_ms: 0,
             allowed_lateness_ms: defaults::allowed_lateness_ms(),
             late_policy: LatePolicy::default(),
         }

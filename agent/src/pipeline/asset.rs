@@ -4,10 +4,11 @@
 //! # Invariants
 //! * **One worker per asset.** Readings of an asset's channels are routed by the asset id
 //!   ([`Routing`]), so one worker owns the asset's state and sees its channels in commit order.
-//! * **Same event-time rules as entity windows** ([`super::window`]): windows `[end − size,
-//!   end)` with ends on multiples of `hop`; the asset's watermark is the largest event time of
-//!   *any* of its channels minus `allowed_lateness`; windows at or below it are final and
-//!   emitted once, in end order. A reading older than the last emitted end is late and follows
+//! * **Same event-time rules as entity windows** ([`super::window`], [`Geometry`]): windows
+//!   `(end − size, end]` with ends on multiples of `hop`; the asset's watermark is the largest
+//!   event time of *any* of its channels minus `allowed_lateness`; windows at or below it are
+//!   final and emitted once, in end order. A reading at or before the last emitted end is late
+//!   and follows
 //!   `late_policy` (the entity path has already counted or dead-lettered it; the asset keeps it
 //!   only with `process`). Windows with no reading of any channel are skipped.
 //! * **Join and resample.** Each channel's readings in a window are resampled onto the model's
@@ -141,7 +142,8 @@ pub struct AssetWindows {
     pub max_event_ms: Option<i64>,
     /// End of the next window to emit.
     pub next_end_ms: Option<i64>,
-    /// Readings with event time below this are folded into the baselines.
+    /// Readings with event time at or below this are folded into the baselines (`i64::MIN` from
+    /// the first reading on, until the first window closes).
     pub baseline_through_ms: i64,
     pub channels: Vec<Channel>,
     /// The asset's activity sessions (decided on its session channel at the asset's
@@ -165,10 +167,6 @@ pub struct AssetWindow {
     pub values: Vec<f64>,
 }
 
-fn align_up_after(t: i64, hop: i64) -> i64 {
-    t.div_euclid(hop) * hop + hop
-}
-
 impl AssetWindows {
     /// A fresh state for an asset of `channels` channels.
     pub fn new(channels: usize) -> AssetWindows {
@@ -178,13 +176,12 @@ impl AssetWindows {
     /// Adds one reading of channel `channel`. Returns `false` when it was not added (a late
     /// reading not kept, a redelivery, or a channel index out of range).
     pub fn admit(&mut self, channel: usize, event_ms: i64, value: f64, g: &Geometry) -> bool {
-        let last_emitted_end = self.next_end_ms.map(|e| e - g.hop_ms);
         let Some(ch) = self.channels.get_mut(channel) else { return false };
         if ch.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
             return false;
         }
-        if matches!(last_emitted_end, Some(e) if event_ms < e) {
-            let fits = self.next_end_ms.is_some_and(|next| event_ms >= next - g.size_ms);
+        if g.is_late(self.next_end_ms, event_ms) {
+            let fits = self.next_end_ms.is_some_and(|next| g.holds(next, event_ms));
             // Its baseline share was due when its time slot closed: it is not folded late.
             if g.late_policy == LatePolicy::Process && fits {
                 let pos = ch.buffer.iter().rposition(|&(bt, _)| bt <= event_ms).map_or(0, |p| p + 1);
@@ -197,7 +194,8 @@ impl AssetWindows {
         ch.buffer.insert(pos, (event_ms, value));
         self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
         if self.next_end_ms.is_none() {
-            self.next_end_ms = Some(align_up_after(event_ms, g.hop_ms));
+            self.next_end_ms = Some(g.first_end_holding(event_ms));
+            self.baseline_through_ms = i64::MIN;
         }
         true
     }
@@ -233,20 +231,19 @@ impl AssetWindows {
         let watermark = max_event - g.lateness_ms;
         let mut slots = Vec::with_capacity(width);
         while next_end <= watermark {
-            let start = next_end - g.size_ms;
             let through = self.baseline_through_ms;
             for ch in &mut self.channels {
-                for &(_, v) in ch.buffer.iter().filter(|(t, _)| *t >= through && *t < next_end) {
+                for &(_, v) in ch.buffer.iter().filter(|(t, _)| *t > through && *t <= next_end) {
                     ch.baseline.update(v, warmup);
                 }
             }
             self.baseline_through_ms = through.max(next_end);
-            let any = self.channels.iter().any(|c| c.buffer.iter().any(|(t, _)| *t >= start && *t < next_end));
+            let any = self.channels.iter().any(|c| c.buffer.iter().any(|(t, _)| g.holds(next_end, *t)));
             if !any {
                 // Skip straight to the first window holding the next buffered reading.
-                let next_t = self.channels.iter().filter_map(|c| c.buffer.iter().find(|(t, _)| *t >= next_end).map(|p| p.0)).min();
+                let next_t = self.channels.iter().filter_map(|c| c.buffer.iter().find(|(t, _)| *t > next_end).map(|p| p.0)).min();
                 next_end = match next_t {
-                    Some(t) => (next_end + g.hop_ms).max(align_up_after(t, g.hop_ms)),
+                    Some(t) => (next_end + g.hop_ms).max(g.first_end_holding(t)),
                     None => next_end + g.hop_ms,
                 };
             } else {
@@ -254,7 +251,7 @@ impl AssetWindows {
                 let mut values = vec![f64::NAN; width * n];
                 let mut complete = true;
                 for (c, ch) in self.channels.iter().enumerate() {
-                    let points: Vec<(i64, f64)> = ch.buffer.iter().copied().filter(|(t, _)| *t >= start && *t < next_end).collect();
+                    let points: Vec<(i64, f64)> = ch.buffer.iter().copied().filter(|(t, _)| g.holds(next_end, *t)).collect();
                     if resample(&points, next_end, g.size_ms, width, &mut slots).is_some() {
                         for (i, v) in slots.iter().enumerate() {
                             values[i * n + c] = *v;
@@ -272,9 +269,9 @@ impl AssetWindows {
                 }
                 next_end += g.hop_ms;
             }
-            let keep_from = next_end - g.size_ms;
+            // Readings no window from `next_end` on holds (the last one is the channel's held value).
             for ch in &mut self.channels {
-                while ch.buffer.front().is_some_and(|(t, _)| *t < keep_from) {
+                while ch.buffer.front().is_some_and(|(t, _)| *t <= next_end - g.size_ms) {
                     ch.held = ch.buffer.pop_front().map(|p| p.1);
                 }
             }
@@ -301,7 +298,7 @@ mod tests {
     use crate::inference::manifest::NormalisationMethod;
 
     fn geometry() -> Geometry {
-        Geometry { size_ms: 4000, hop_ms: 1000, lateness_ms: 0, late_policy: LatePolicy::Drop }
+        Geometry { size_ms: 4000, hop_ms: 1000, offset_ms: 0, lateness_ms: 0, late_policy: LatePolicy::Drop }
     }
 
     /// Feeds `(channel, t, v)` readings; returns the emitted windows.
@@ -325,10 +322,12 @@ mod tests {
             readings.push((1, i * 1000 + 300, 100.0 + i as f64));
         }
         let out = run(&mut s, &readings);
-        // A window closes when any channel passes its end: ends 1000..=7000.
+        // A window closes when any channel reaches its end (the one ending at 0 closed before
+        // channel 1 had reported, so it was not complete): ends 1000..=7000.
         assert_eq!(out.iter().map(|w| w.end_ms).collect::<Vec<_>>(), (1..=7).map(|i| i * 1000).collect::<Vec<_>>());
-        // Window ending 7000 = [3000, 7000): slots t0c0, t0c1, t1c0, …
-        assert_eq!(out[6].values, vec![3.0, 103.0, 4.0, 104.0, 5.0, 105.0, 6.0, 106.0]);
+        // Window ending 7000 = (3000, 7000]: slots t0c0, t0c1, t1c0, …; channel 0's reading at
+        // 7000 is in it, channel 1's at 7300 is not.
+        assert_eq!(out[6].values, vec![4.0, 103.0, 5.0, 104.0, 6.0, 105.0, 7.0, 106.0]);
     }
 
     #[test]
@@ -337,7 +336,7 @@ mod tests {
         let out = run(&mut s, &[(0, 0, 1.0), (0, 1000, 2.0), (0, 2000, 3.0)]);
         assert!(out.is_empty(), "channel 1 never reported: nothing complete");
         let out = run(&mut s, &[(1, 2500, 50.0), (0, 7000, 4.0), (0, 12_000, 5.0)]);
-        // Window ending 10000 = [6000, 10000): channel 1 silent since 2500 -> held 50.
+        // Window ending 10000 = (6000, 10000]: channel 1 silent since 2500 -> held 50.
         let w = out.iter().find(|w| w.end_ms == 10_000).expect("window 10000");
         assert_eq!(w.values, vec![4.0, 50.0, 4.0, 50.0, 4.0, 50.0, 4.0, 50.0]);
     }

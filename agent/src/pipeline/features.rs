@@ -76,7 +76,8 @@ impl Ewma {
 }
 
 /// Resamples `points` (event time ms, value; sorted by time, all inside
-/// `[end − size, end)`) onto `width` equal slots: each slot is the mean of its points; an
+/// `(end − size, end]`) onto `width` equal slots, each `(slot start, slot end]` like the window
+/// itself: each slot is the mean of its points; an
 /// empty slot repeats the previous slot; leading empty slots take the first non-empty slot.
 /// Returns `None` when there are no points.
 pub fn resample(points: &[(i64, f64)], end_ms: i64, size_ms: i64, width: usize, out: &mut Vec<f64>) -> Option<()> {
@@ -90,7 +91,7 @@ pub fn resample(points: &[(i64, f64)], end_ms: i64, size_ms: i64, width: usize, 
     for &(t, v) in points {
         // Slot index by integer arithmetic; points outside the window are clamped to the edge
         // slots rather than dropped (callers pass only window points).
-        let offset = (t - start).clamp(0, size_ms - 1) as i128;
+        let offset = (t - start - 1).clamp(0, size_ms - 1) as i128;
         let slot = ((offset * width as i128) / size_ms as i128) as usize;
         let s = &mut sums[slot.min(width - 1)];
         s.0 += v;
@@ -277,9 +278,12 @@ mod tests {
     #[test]
     fn resample_fills_gaps_forward_and_leading_backward() {
         let mut out = Vec::new();
-        // window [0, 8000) on 4 slots of 2 s; points in slots 1 and 3 only.
+        // window (0, 8000] on 4 slots of 2 s; points in slots 1 and 3 only.
         resample(&[(2500, 1.0), (3000, 3.0), (7000, 5.0)], 8000, 8000, 4, &mut out).unwrap();
         assert_eq!(out, vec![2.0, 2.0, 2.0, 5.0]);
+        // A slot holds its end, not its start: 2000 is in the first slot, 8000 in the last.
+        resample(&[(2000, 7.0), (8000, 9.0)], 8000, 8000, 4, &mut out).unwrap();
+        assert_eq!(out, vec![7.0, 7.0, 7.0, 9.0]);
         assert!(resample(&[], 8000, 8000, 4, &mut out).is_none());
     }
 

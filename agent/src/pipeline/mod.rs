@@ -183,7 +183,7 @@ pub enum Emitted {
     /// A session started: windows ending after `start_ms` count towards it.
     SessionOpened { start_ms: i64 },
     /// A session ended: `body` is its `Body::Session` without scores; the alert stage adds the
-    /// scores and alerts of windows ending in `(start_ms, windows_through_ms]`.
+    /// scores and alerts of windows ending in `[start_ms, windows_through_ms]`.
     SessionClosed { body: Body, windows_through_ms: i64 },
 }
 
@@ -194,7 +194,9 @@ fn session_emitted(e: SessionEvent, entity: &str, s: &WorkerSettings) -> Emitted
     match e {
         SessionEvent::Opened { start_ms } => Emitted::SessionOpened { start_ms },
         SessionEvent::Closed(c) => Emitted::SessionClosed {
-            windows_through_ms: c.end_ms + s.geometry.size_ms,
+            // The last window holding the session's last reading ends before end + size (a
+            // window `(e − size, e]` ending at end + size no longer holds it).
+            windows_through_ms: c.end_ms + s.geometry.size_ms - 1,
             body: Body::Session {
                 entity: entity.to_string(),
                 start_ms: c.start_ms,

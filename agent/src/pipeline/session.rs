@@ -14,10 +14,11 @@
 //!   without another active reading. Its statistics cover every walked reading from its first
 //!   to its last active one (dips shorter than the gap included).
 //! - **Scores and alerts come from the alert stage.** The worker sends marks on the windows'
-//!   path ([`super::Emit`]): an open mark before any window ending after the session start,
-//!   and the closed session once every sliding window overlapping it has been emitted (watermark
-//!   ≥ end + max(gap, window size)). The alert stage folds the scores of windows ending in
-//!   `(start, end + window size]` into the record (see [`crate::alerts`]).
+//!   path ([`super::Emit`]): an open mark before any window ending at or after the session
+//!   start, and the closed session once every sliding window overlapping it has been emitted
+//!   (watermark ≥ end + max(gap, window size)). The alert stage folds the scores of the windows
+//!   holding a session reading — ending in `[start, end + window size)` — into the record (see
+//!   [`crate::alerts`]).
 //! - The state is plain data, checkpointed with the entity's windows.
 
 use serde::{Deserialize, Serialize};

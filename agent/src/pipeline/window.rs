@@ -1,10 +1,19 @@
 //! Per-entity event-time sliding windows with a watermark and an explicit lateness bound.
 //!
-//! Windows are `[end − size, end)` with ends on multiples of `hop` since the epoch. An entity's
-//! watermark is its largest event time seen minus `allowed_lateness`; every window whose end is
-//! at or below the watermark is final and is emitted, in end order, exactly once. A reading
-//! older than the last emitted end is *late*; the [`LatePolicy`] decides whether it is dropped,
-//! dead-lettered (both counted) or still added to the windows not emitted yet.
+//! Windows are `(end − size, end]` with ends on `offset` + multiples of `hop` since the epoch
+//! (`pipeline.window.offset_ms`, default 0): a window
+//! holds the reading at its end, as a Prometheus range vector does. An entity's watermark is its
+//! largest event time seen minus `allowed_lateness`; every window whose end is at or below the
+//! watermark is final and is emitted, in end order, exactly once. With a sensor sampled on the
+//! grid and lateness 0, a reading therefore closes the window it is the newest reading of at
+//! once — not one sampling period later, when the next reading arrives (a 5-minute sensor's
+//! alert comes 5 minutes sooner). A reading at or before the last emitted end is *late*; the
+//! [`LatePolicy`] decides whether it is dropped, dead-lettered (both counted) or still added to
+//! the windows not emitted yet. (With lateness 0 that includes a second, different reading at
+//! the same millisecond as one that closed a window; an exact redelivery is recognised as such.)
+//!
+//! [`Geometry`] holds these rules ([`Geometry::holds`], [`Geometry::first_end_holding`]); the
+//! asset join ([`super::asset`]) uses the same ones.
 //!
 //! Windows without any reading are not emitted (a sensor that was offline for an hour does not
 //! produce 3600 empty windows); the next emitted window is the first that holds a reading.
@@ -25,8 +34,30 @@ use crate::config::{LatePolicy, WindowConfig};
 pub struct Geometry {
     pub size_ms: i64,
     pub hop_ms: i64,
+    /// Phase of the window ends, in `[0, hop_ms)`.
+    pub offset_ms: i64,
     pub lateness_ms: i64,
     pub late_policy: LatePolicy,
+}
+
+impl Geometry {
+    /// Whether the window ending `end_ms` holds a reading at `t`: `end − size < t ≤ end`.
+    pub fn holds(&self, end_ms: i64, t: i64) -> bool {
+        t > end_ms - self.size_ms && t <= end_ms
+    }
+
+    /// The end of the first window holding a reading at `t`: `t` itself on the grid, else the
+    /// next grid point (`offset` + a multiple of `hop`).
+    pub fn first_end_holding(&self, t: i64) -> i64 {
+        let below = self.offset_ms + (t - self.offset_ms).div_euclid(self.hop_ms) * self.hop_ms;
+        if below == t { t } else { below + self.hop_ms }
+    }
+
+    /// Whether a reading at `t` is late: at or before the end of the last window emitted, when
+    /// the next window to emit ends at `next_end_ms`.
+    pub fn is_late(&self, next_end_ms: Option<i64>, t: i64) -> bool {
+        next_end_ms.is_some_and(|next| t <= next - self.hop_ms)
+    }
 }
 
 impl From<&WindowConfig> for Geometry {
@@ -34,6 +65,8 @@ impl From<&WindowConfig> for Geometry {
         Geometry {
             size_ms: c.size_ms as i64,
             hop_ms: c.hop_ms as i64,
+            // A zero hop is refused by the config check; `checked_rem` keeps this total anyway.
+            offset_ms: c.offset_ms.checked_rem(c.hop_ms).unwrap_or(0) as i64,
             lateness_ms: c.allowed_lateness_ms as i64,
             late_policy: c.late_policy,
         }
@@ -51,7 +84,8 @@ pub struct EntityWindows {
     pub next_end_ms: Option<i64>,
     /// Readings that can still fall into a window not emitted yet, sorted by event time.
     pub buffer: VecDeque<(i64, f64)>,
-    /// Normalisation statistics: all readings with event time < `ewma_through_ms`.
+    /// Normalisation statistics: all readings with event time ≤ `ewma_through_ms` (`i64::MIN`
+    /// from the first reading on, until the first window closes).
     pub ewma: Ewma,
     pub ewma_through_ms: i64,
     /// The latest emitted window's features (the feature-store row).
@@ -89,25 +123,19 @@ pub struct ClosedWindow {
     pub points: Vec<(i64, f64)>,
 }
 
-fn align_up_after(t: i64, hop: i64) -> i64 {
-    t.div_euclid(hop) * hop + hop
-}
-
 impl EntityWindows {
     /// Adds one reading. Late readings are reported, never silently merged.
     pub fn admit(&mut self, event_ms: i64, value: f64, g: &Geometry, alpha: f64) -> Admission {
         if self.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
             return Admission::Duplicate;
         }
-        let last_emitted_end = self.next_end_ms.map(|e| e - g.hop_ms);
-        let late = matches!(last_emitted_end, Some(e) if event_ms < e);
-        if late {
-            let fits = self.next_end_ms.is_some_and(|next| event_ms >= next - g.size_ms);
+        if g.is_late(self.next_end_ms, event_ms) {
+            let fits = self.next_end_ms.is_some_and(|next| g.holds(next, event_ms));
             let kept = g.late_policy == LatePolicy::Process && fits;
             if kept {
                 self.insert(event_ms, value);
                 // Its normalisation share: folded now (its time slot has passed already).
-                if event_ms < self.ewma_through_ms {
+                if event_ms <= self.ewma_through_ms {
                     self.ewma.update(value, alpha);
                 }
             }
@@ -116,7 +144,8 @@ impl EntityWindows {
         self.insert(event_ms, value);
         self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
         if self.next_end_ms.is_none() {
-            self.next_end_ms = Some(align_up_after(event_ms, g.hop_ms));
+            self.next_end_ms = Some(g.first_end_holding(event_ms));
+            self.ewma_through_ms = i64::MIN;
         }
         Admission::Accepted
     }
@@ -142,18 +171,15 @@ impl EntityWindows {
         };
         let watermark = max_event - g.lateness_ms;
         while next_end <= watermark {
-            let start = next_end - g.size_ms;
-            for &(t, v) in self.buffer.iter().filter(|(t, _)| *t >= self.ewma_through_ms && *t < next_end) {
-                let _ = t;
+            for &(_, v) in self.buffer.iter().filter(|(t, _)| *t > self.ewma_through_ms && *t <= next_end) {
                 self.ewma.update(v, alpha);
             }
             self.ewma_through_ms = self.ewma_through_ms.max(next_end);
-            let points: Vec<(i64, f64)> =
-                self.buffer.iter().copied().filter(|(t, _)| *t >= start && *t < next_end).collect();
+            let points: Vec<(i64, f64)> = self.buffer.iter().copied().filter(|(t, _)| g.holds(next_end, *t)).collect();
             if points.is_empty() {
                 // Skip straight to the first window holding the next buffered reading.
-                match self.buffer.iter().find(|(t, _)| *t >= next_end) {
-                    Some(&(t, _)) => next_end = (next_end + g.hop_ms).max(align_up_after(t, g.hop_ms)),
+                match self.buffer.iter().find(|(t, _)| *t > next_end) {
+                    Some(&(t, _)) => next_end = (next_end + g.hop_ms).max(g.first_end_holding(t)),
                     None => next_end += g.hop_ms,
                 }
             } else {
@@ -161,8 +187,8 @@ impl EntityWindows {
                 emit(ClosedWindow { end_ms: next_end, points }, &self.ewma);
                 next_end += g.hop_ms;
             }
-            let keep_from = next_end - g.size_ms;
-            while self.buffer.front().is_some_and(|(t, _)| *t < keep_from) {
+            // Readings no window from `next_end` on holds.
+            while self.buffer.front().is_some_and(|(t, _)| *t <= next_end - g.size_ms) {
                 self.buffer.pop_front();
             }
         }
@@ -181,7 +207,7 @@ mod tests {
     use super::*;
 
     fn geometry(policy: LatePolicy) -> Geometry {
-        Geometry { size_ms: 4000, hop_ms: 1000, lateness_ms: 1000, late_policy: policy }
+        Geometry { size_ms: 4000, hop_ms: 1000, offset_ms: 0, lateness_ms: 1000, late_policy: policy }
     }
 
     fn run(state: &mut EntityWindows, g: &Geometry, readings: &[(i64, f64)]) -> Vec<(i64, Vec<(i64, f64)>)> {
@@ -211,9 +237,30 @@ mod tests {
         let g = geometry(LatePolicy::Drop);
         let mut s = EntityWindows::default();
         let out = run(&mut s, &g, &[(500, 0.0), (2500, 2.0), (1500, 1.0), (4600, 4.0)]);
-        // Watermark 3600: windows ending 1000, 2000, 3000; the last covers [-1000, 3000).
+        // Watermark 3600: windows ending 1000, 2000, 3000; the last covers (-1000, 3000].
         assert_eq!(out.iter().map(|w| w.0).collect::<Vec<_>>(), vec![1000, 2000, 3000]);
         assert_eq!(out[2].1, vec![(500, 0.0), (1500, 1.0), (2500, 2.0)]);
+    }
+
+    #[test]
+    fn a_reading_on_the_grid_closes_its_own_window_at_once() {
+        // A 5-minute sensor reporting at :02, :07, …: grid phase 2 minutes, lateness 0.
+        let g = Geometry { size_ms: 900_000, hop_ms: 300_000, offset_ms: 120_000, lateness_ms: 0, late_policy: LatePolicy::Dlq };
+        let mut s = EntityWindows::default();
+        let out = run(&mut s, &g, &[(420_000, 1.0), (720_000, 2.0), (1_020_000, 3.0)]);
+        // Each reading closed the window it is the newest of: ends 420 000, 720 000, 1 020 000.
+        assert_eq!(out.iter().map(|w| w.0).collect::<Vec<_>>(), vec![420_000, 720_000, 1_020_000]);
+        assert_eq!(out[2].1, vec![(420_000, 1.0), (720_000, 2.0), (1_020_000, 3.0)]);
+        // The window (120 000, 1 020 000] is gone: a reading at its start is not in it, and a
+        // second, different reading at its end is late; the same reading again is a redelivery.
+        assert_eq!(s.admit(1_020_000, 3.0, &g, 0.1), Admission::Duplicate);
+        assert_eq!(s.admit(1_020_000, 4.0, &g, 0.1), Admission::Late { kept: false });
+        // Off the grid, a reading waits for the window ending after it.
+        let out = run(&mut s, &g, &[(1_100_000, 5.0)]);
+        assert!(out.is_empty(), "{out:?}");
+        let out = run(&mut s, &g, &[(1_320_000, 6.0)]);
+        // (420 000, 1 320 000]: 720 000, 1 020 000, 1 100 000 and 1 320 000.
+        assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(1_320_000, 4)]);
     }
 
     #[test]
