@@ -151,12 +151,12 @@ fn machine_sessions_survive_a_restart_in_the_middle_of_a_run() {
             _ => None,
         })
         .collect();
-    // Each session's max score and alert changes are those of the entity's windows ending in
-    // (start, end + window size] (the windows overlapping it).
+    // Each session's max score and alert changes are those of the entity's windows
+    // `(e − size, e]` ending in [start, end + window size) (the windows overlapping it).
     let press_scores: Vec<(i64, f64)> = scores(&records).into_iter().filter(|s| s.0 == "machine.press").map(|s| (s.1, s.2)).collect();
     assert!(!press_scores.is_empty(), "the press's windows are scored");
     for (_, start, end, max_score, alerts) in &full {
-        let overlapping = |t: i64| t > *start && t <= end + SIZE_MS;
+        let overlapping = |t: i64| t >= *start && t < end + SIZE_MS;
         let want = press_scores.iter().filter(|s| overlapping(s.0)).map(|s| s.1).fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
         assert_eq!(*max_score, want, "max score of the session from {start}");
         let want_alerts: Vec<(i64, AlertState)> = records

@@ -87,7 +87,8 @@ fn the_live_agent_joins_an_assets_channels_and_scores_the_asset() {
     }
     // One reading far ahead moves the asset's watermark past every published row.
     publish_series(&broker, &channels[0], &[(t0 + 3_700_000 + n as i64 * 1000, LEVEL[0])]);
-    // Windows end on whole seconds; the last one holding row n-1 ends at t0 + n s.
+    // Windows `(end − 16 s, end]` end on whole seconds; one ending at t0 + n s still holds row
+    // n-1 (the last 15 rows).
     let last_end = t0 + n as i64 * 1000;
     let records = wait_for_outbox(&plant.outbox, Duration::from_secs(120), Some(&plant.agent), "the asset's last window scored", |r| {
         scores(r).iter().any(|(e, t, _)| e == "pump" && *t >= last_end)
@@ -97,7 +98,7 @@ fn the_live_agent_joins_an_assets_channels_and_scores_the_asset() {
     let pump: Vec<(i64, f64)> = all.iter().map(|(_, t, s)| (*t, *s)).collect();
     // Nothing before the warm-up (400 readings of every channel), then every second.
     let first = pump.iter().map(|p| p.0).min().unwrap();
-    assert_eq!(first, t0 + 400 * 1000, "first scored window closes after the 400th reading");
+    assert_eq!(first, t0 + 399 * 1000, "the first scored window ends at (and holds) the 400th reading");
     let row_of = |t: i64| ((t - t0) / 1000) as usize;
     let before: Vec<f64> = pump.iter().filter(|p| row_of(p.0) < drop.start).map(|p| p.1).collect();
     let during: Vec<f64> = pump.iter().filter(|p| row_of(p.0) >= drop.start + 16).map(|p| p.1).collect();
@@ -170,7 +171,7 @@ fn an_assets_join_state_survives_a_crash_no_new_warmup_no_gap() {
     let unique: std::collections::BTreeSet<i64> = ends.iter().copied().collect();
     assert_eq!(unique.len(), ends.len(), "a window scored twice across the crash");
     let first = *unique.first().unwrap();
-    assert_eq!(first, t0 + 400 * 1000, "scoring starts after the warm-up");
+    assert_eq!(first, t0 + 399 * 1000, "scoring starts with the window holding the 400th reading");
     let expected: Vec<i64> = (0..).map(|k| first + k * 1000).take_while(|&w| w <= last_end).collect();
     let got: Vec<i64> = unique.iter().copied().filter(|&w| w <= last_end).collect();
     assert_eq!(got, expected, "every window from the warm-up to the end is scored (crash point {crash_point})");
@@ -201,7 +202,7 @@ fn the_live_warm_up_pca_scores_as_eval_does_across_a_crash() {
         let before = live.insert(t, score);
         assert!(before.is_none_or(|b| b == score), "window {t} scored twice, differently");
     }
-    assert_eq!(live.len(), 140, "windows ending at rows 400..=539");
+    assert_eq!(live.len(), 141, "windows ending at rows 399..=539");
 
     let data = dir.path().join("skab");
     write_skab_rows(&data.join("pump/0.csv"), t0, &rows, Some(&drop));
@@ -287,8 +288,9 @@ fn an_assets_sessions_follow_its_session_channel_across_a_crash() {
         let mean = current.iter().sum::<f64>() / current.len() as f64;
         assert!((stats.mean - mean).abs() < 1e-9, "the session channel's mean {} vs {mean}", stats.mean);
         assert_eq!((stats.first, stats.last), (current[0], *current.last().unwrap()));
-        // The asset's windows ending in (start, end + window size] overlap the session.
-        let overlapping = pump_scores.iter().filter(|(w, _)| *w > t0 + start && *w <= t0 + end + 16_000).map(|s| s.1);
+        // The asset's windows `(e − 16 s, e]` ending in [start, end + window size) overlap the
+        // session.
+        let overlapping = pump_scores.iter().filter(|(w, _)| *w >= t0 + start && *w < t0 + end + 16_000).map(|s| s.1);
         let want = overlapping.fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
         assert!(want.is_some(), "asset windows were scored during the run from {start}");
         assert_eq!(*max_score, want, "max score of the asset's windows overlapping the run from {start}");
@@ -382,17 +384,20 @@ fn eval_skab_reports_f1_far_mar_per_group_on_a_tiny_corpus() {
     // Test rows only: 3 files x (900 - 400).
     let test_rows: f64 = (3..7).map(|i| field(&overall, i)).sum();
     assert_eq!(test_rows, 1500.0, "{overall}");
-    // Per-row results: one per data row, nothing scored during the 400-row warm-up.
+    // Per-row results: one per data row, nothing scored during the 400-row warm-up; row 399
+    // closes the first window, which holds the 400th reading.
     let text = std::fs::read_to_string(out.join("pumpA/0.csv")).unwrap();
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), 900);
-    assert!(rows[..400].iter().all(|r| r.contains(",none,")), "warm-up rows unscored");
-    assert!(!rows[400].contains(",none,"), "row 400 is scored: {}", rows[400]);
+    assert!(rows[..399].iter().all(|r| r.contains(",none,")), "warm-up rows unscored");
+    assert!(!rows[399].contains(",none,"), "row 399 is scored: {}", rows[399]);
 }
 
-/// A replay row of an asset shows the windows *its* readings closed: when the row's first
-/// channel cell is empty, a later channel's reading closes the asset's window, and the row must
-/// not also show the previous row's window (found in review: it took the higher of the two).
+/// A replay row of an asset shows the windows *its* readings closed: when a row's first channel
+/// cell is empty, the row cannot close the window ending at its second (that channel may still
+/// report for it) and repeats the latest result; the next row closes that window and its own,
+/// and must show only those, not the previous row's window too (found in review: it took the
+/// higher of the two).
 #[test]
 fn an_asset_row_with_an_empty_first_cell_shows_only_the_windows_it_closed() {
     let dir = tempfile::tempdir().unwrap();
@@ -434,11 +439,13 @@ fn an_asset_row_with_an_empty_first_cell_shows_only_the_windows_it_closed() {
     let edge = (601..900).max_by(|&a, &b| (full[a - 1] - full[a]).total_cmp(&(full[b - 1] - full[b]))).unwrap();
     let fall = full[edge - 1] - full[edge];
     assert!(fall > 0.1, "score falls by {fall} at row {edge}: {:?}", &full[595..625]);
-    // The same file with that row's first cell empty: the row's own window barely changes
-    // (the channel holds its previous value for that second); the previous row's high score
-    // must not show on it.
+    // The same file with that row's first cell empty: the row repeats the previous row's
+    // result; the next row's windows barely change (the channel holds its previous value for
+    // that second), and the previous row's high score must not show on it.
     let gap = replay("gap", Some(edge));
-    assert!((gap[edge] - full[edge]).abs() < fall / 4.0, "row {edge}: {} with the empty cell, {} without (previous row {})", gap[edge], full[edge], full[edge - 1]);
+    assert_eq!(gap[edge], full[edge - 1], "row {edge} closes no window: it repeats the latest result");
+    let own = full[edge].max(full[edge + 1]);
+    assert!((gap[edge + 1] - own).abs() < fall / 4.0, "row {}: {} with the empty cell before, {own} without (row {}: {})", edge + 1, gap[edge + 1], edge - 1, full[edge - 1]);
 }
 
 /// `[pipeline.warmup_pca]` through `vigil eval skab` (the live pipeline's code). The pump's

@@ -98,11 +98,12 @@ fn replay_is_deterministic_one_row_per_input_row_and_finds_the_spike() {
     assert_eq!(scores[10].1, "none");
     let warmup = model_warmup();
     assert!(scores[warmup + 40].1 != "none", "scored after warm-up");
-    // The first window holding the spike is closed by the next reading; the spike stays in the
-    // 32 windows (of 32 hops) after it: the highest scores are there.
+    // The first window holding the spike is closed by the spike's own row (on the replay's
+    // grid); the spike stays in the 32 windows (of 32 hops) from there: the highest scores are
+    // there.
     let width = 32;
     let (argmax, max) = scores.iter().enumerate().fold((0, 0.0), |b, (i, s)| if s.0 > b.1 { (i, s.0) } else { b });
-    assert!((spike + 1..=spike + width).contains(&argmax), "highest score at row {argmax} ({max}), spike at {spike}");
+    assert!((spike..spike + width).contains(&argmax), "highest score at row {argmax} ({max}), spike at {spike}");
     let before = scores[warmup + 40..spike].iter().map(|s| s.0).fold(0.0, f64::max);
     assert!(max > before + 0.2, "spike {max} vs. normal {before}");
     assert_eq!(scores[argmax].1, "alert");
@@ -137,22 +138,24 @@ fn novelty_score_marks_the_spike_on_one_row_and_stays_quiet_after_it() {
     let first = rows.iter().position(|r| r[4] != "none").expect("scored rows");
     let settled = first + 288;
     assert!(settled < spike);
-    // The window holding the spike is closed by the next row: that row alone stands out
-    // (the +40 reading lies about 6 ranges beyond everything seen: 0.99 of it, weighted by the
-    // maturity of a range that has taken in one window per row since the first); the 31 further
-    // windows that still hold it score low, because it is no longer new.
-    let onset = scores[spike + 1];
-    let maturity = vigil::alerts::maturity((spike + 1 - first) as u64);
+    // The window the spike is the newest reading of is closed by the spike's own row (it is on
+    // the replay's grid): that row alone stands out (the +40 reading lies about 6 ranges beyond
+    // everything seen: 0.99 of it, weighted by the maturity of a range that has taken in one
+    // window per row since the first); the 31 further windows that still hold it score low,
+    // because it is no longer new.
+    let onset = scores[spike];
+    let maturity = vigil::alerts::maturity((spike - first) as u64);
     assert!(maturity > 0.8 && onset > 0.95 * maturity, "onset {onset}, maturity {maturity}");
-    let others = scores.iter().enumerate().skip(settled).filter(|(i, _)| *i != spike + 1).map(|(_, s)| *s).fold(0.0, f64::max);
+    let others = scores.iter().enumerate().skip(settled).filter(|(i, _)| *i != spike).map(|(_, s)| *s).fold(0.0, f64::max);
     assert!(others < 0.5, "highest score away from the onset: {others}");
-    let after = scores[spike + 2..=spike + 32].iter().copied().fold(0.0, f64::max);
+    let after = scores[spike + 1..=spike + 31].iter().copied().fold(0.0, f64::max);
     assert!(after < 0.2, "score while the spike is still in the window: {after}");
 }
 
-/// A reading after a gap closes every window the gap left open. The spike just before the gap
-/// is new only in the first of them (the later ones judge it against a range that already holds
-/// it): the row after the gap must still show it.
+/// A reading after a gap closes every window the gap left open. A spike just before the gap,
+/// off the replay's grid (so its own row closes no window holding it), is new only in the first
+/// of them (the later ones judge it against a range that already holds it): the row after the
+/// gap must still show it.
 #[test]
 fn a_row_after_a_gap_shows_the_highest_score_of_the_windows_it_closed() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,14 +163,16 @@ fn a_row_after_a_gap_shows_the_highest_score_of_the_windows_it_closed() {
     let input = dir.path().join("gap.csv");
     let (n, spike) = (900, 700);
     write_csv(&input, n, spike);
-    // Three hours without readings right after the spike: longer than a window (32 × 5 min);
-    // the windows the gap leaves open hold the spike, but only the first finds it new.
+    // The spike one minute late (off the 5-minute grid), then three hours without readings:
+    // longer than a window (32 × 5 min); the windows the gap leaves open hold the spike, but
+    // only the first finds it new.
     let gap_ms = 3 * 3_600_000;
     let text = std::fs::read_to_string(&input).unwrap();
     let shifted: Vec<String> = text
         .lines()
         .enumerate()
         .map(|(line, l)| match line.checked_sub(1) {
+            Some(i) if i == spike => format!("{}{}", iso(timestamp(i) + 60_000), &l[l.find(',').unwrap()..]),
             Some(i) if i > spike => format!("{}{}", iso(timestamp(i) + gap_ms), &l[l.find(',').unwrap()..]),
             _ => l.to_string(),
         })

@@ -321,8 +321,13 @@ fn raw_streams_replay_to_the_pipelines_scores() {
             scores.push((r.band.is_some(), r.score));
             Ok(())
         }).unwrap();
+        // The stream's score of row r is that of the window of rows r − window ..= r − 1; the
+        // agent's windows hold the reading at their end, so that window is closed, and scored,
+        // by its newest row, r − 1 (and the last row closes one more window).
+        let first = first - 1;
         assert!(scores[..first].iter().all(|s| !s.0), "{}: rows before the warm-up are unscored", dir.display());
-        assert_eq!(scores.len() - first, expected.len());
+        assert!(scores[first].0, "{}: the row completing the warm-up is scored", dir.display());
+        assert_eq!(scores.len() - first, expected.len() + 1);
         let worst = scores[first..].iter().zip(&expected).map(|(got, want)| (got.1 - want).abs()).fold(0.0, f64::max);
         eprintln!("{}: {} streamed rows, max |score diff| {worst:.5} (tolerance {tolerance})", dir.display(), expected.len());
         assert!(worst <= tolerance, "{}: replayed scores differ from the pipeline's by {worst}", dir.display());

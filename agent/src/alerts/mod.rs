@@ -12,7 +12,7 @@
 //!
 //! It also takes the workers' [`Emit`]s in order with the windows ([`Evaluator::emit`]):
 //! aggregate records pass through; a session's open mark starts collecting the scores and alert
-//! changes of windows ending after its start ([`SessionScores`]), and its close fills them into
+//! changes of windows ending at or after its start ([`SessionScores`]), and its close fills them into
 //! the session record. Emits numbered at or below the entity's `emitted_through` were committed
 //! before a restart and are skipped, like windows already evaluated.
 //!
@@ -514,7 +514,7 @@ pub struct EntityAlertState {
 /// record looks only at windows up to `window size` after its end, far fewer than this.
 const SESSION_MAXIMA: usize = 1024;
 
-/// Scores and alert changes of the windows ending after a session's start.
+/// Scores and alert changes of the windows ending at or after a session's start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionScores {
     pub start_ms: i64,
@@ -704,7 +704,8 @@ impl Evaluator {
                     _ => None,
                 })
                 .collect();
-            for acc in state.sessions.get_mut().iter_mut().filter(|a| w.window_end_ms > a.start_ms) {
+            // Windows `(end − size, end]` holding a session reading: ending at its start or later.
+            for acc in state.sessions.get_mut().iter_mut().filter(|a| w.window_end_ms >= a.start_ms) {
                 if acc.maxima.last().is_none_or(|m| score > m.1) {
                     acc.maxima.push((w.window_end_ms, score));
                     if acc.maxima.len() > SESSION_MAXIMA {
@@ -1364,8 +1365,9 @@ mod tests {
         let emit = |seq, what| Emit { entity: entity.clone(), seq, what };
         let mut out = Evaluation::default();
         assert!(ev.emit(emit(1, Emitted::SessionOpened { start_ms: 1000 }), &mut out));
-        // 1000 ends at the start (not in it); 2000 and 3000 raise; 5000 is after the close range.
-        for (t, s) in [(1000, 0.99), (2000, 0.9), (3000, 0.85), (4000, 0.2), (5000, 0.95)] {
+        // Windows `(end − size, end]`: 500 ends before the start (not in it), 1000 holds the
+        // start reading; 500 and 1000 raise; 5000 is after the close range.
+        for (t, s) in [(500, 0.99), (1000, 0.92), (2000, 0.9), (3000, 0.85), (4000, 0.2), (5000, 0.95)] {
             ev.evaluate(&window(t, s), &mut out);
         }
         let body = Body::Session {
@@ -1380,8 +1382,8 @@ mod tests {
         out.records.clear();
         assert!(ev.emit(emit(2, Emitted::SessionClosed { body: body.clone(), windows_through_ms: 4000 }), &mut out));
         let Some((1000, Body::Session { max_score, alerts, .. })) = out.records.first() else { panic!("{:?}", out.records) };
-        assert_eq!(*max_score, Some(0.9));
-        assert_eq!(alerts, &vec![SessionAlert { window_end_ms: 2000, state: AlertState::Raised, score: 0.9 }]);
+        assert_eq!(*max_score, Some(0.92));
+        assert_eq!(alerts, &vec![SessionAlert { window_end_ms: 1000, state: AlertState::Raised, score: 0.92 }]);
         assert!(ev.states["e"].sessions.get().is_none());
         // Recovery emits it again: skipped.
         assert!(!ev.emit(emit(2, Emitted::SessionClosed { body, windows_through_ms: 4000 }), &mut out));

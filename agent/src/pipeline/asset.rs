@@ -6,9 +6,13 @@
 //!   ([`Routing`]), so one worker owns the asset's state and sees its channels in commit order.
 //! * **Same event-time rules as entity windows** ([`super::window`], [`Geometry`]): windows
 //!   `(end − size, end]` with ends on multiples of `hop`; the asset's watermark is the largest
-//!   event time of *any* of its channels minus `allowed_lateness`; windows at or below it are
-//!   final and emitted once, in end order. A reading at or before the last emitted end is late
-//!   and follows
+//!   event time of *any* of its channels minus `allowed_lateness`. A window is final, and
+//!   emitted once in end order, when the watermark has *passed* its end, or when every
+//!   channel's own newest reading minus the lateness has reached it: channels read together (one
+//!   Modbus poll, one CSV row) close the window ending at their timestamp as soon as the last of
+//!   them is admitted, while a silent channel delays it only until another channel reports past
+//!   its end. (An entity's windows follow the same rule with one channel.) A reading at or
+//!   before the last emitted end is late and follows
 //!   `late_policy` (the entity path has already counted or dead-lettered it; the asset keeps it
 //!   only with `process`). Windows with no reading of any channel are skipped.
 //! * **Join and resample.** Each channel's readings in a window are resampled onto the model's
@@ -132,6 +136,10 @@ pub struct Channel {
     /// The last reading before the buffer (held into windows where the channel is silent).
     pub held: Option<f64>,
     pub baseline: Baseline,
+    /// Event time of the channel's newest reading admitted in time (absent in states written
+    /// before it was kept: the asset then closes its next windows by its watermark alone).
+    #[serde(default)]
+    pub newest_ms: Option<i64>,
 }
 
 /// One asset's join state (checkpointed as a unit).
@@ -192,6 +200,7 @@ impl AssetWindows {
         }
         let pos = ch.buffer.iter().rposition(|&(bt, _)| bt <= event_ms).map_or(0, |p| p + 1);
         ch.buffer.insert(pos, (event_ms, value));
+        ch.newest_ms = Some(ch.newest_ms.map_or(event_ms, |m| m.max(event_ms)));
         self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
         if self.next_end_ms.is_none() {
             self.next_end_ms = Some(g.first_end_holding(event_ms));
@@ -220,7 +229,8 @@ impl AssetWindows {
         self.channels.iter().all(|c| c.baseline.count >= warmup)
     }
 
-    /// Emits every window the watermark has passed. `emit` receives the resampled window and
+    /// Emits every final window: one whose end the watermark has passed, or every channel's
+    /// newest reading minus the lateness has reached (see the module docs). `emit` receives the resampled window and
     /// the state (for the baselines) when the window is complete (every channel has a value);
     /// it is called for every closed window that holds at least one reading, and may update the
     /// state's long view ([`AssetWindows::pca`]).
@@ -229,8 +239,10 @@ impl AssetWindows {
             return;
         };
         let watermark = max_event - g.lateness_ms;
+        // `None` while some channel has no reading in time (`None` sorts first).
+        let all_reached = self.channels.iter().map(|c| c.newest_ms).min().flatten().map(|t| t - g.lateness_ms);
         let mut slots = Vec::with_capacity(width);
-        while next_end <= watermark {
+        while next_end < watermark || all_reached.is_some_and(|w| next_end <= w) {
             let through = self.baseline_through_ms;
             for ch in &mut self.channels {
                 for &(_, v) in ch.buffer.iter().filter(|(t, _)| *t > through && *t <= next_end) {
