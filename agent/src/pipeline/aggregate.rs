@@ -2,9 +2,11 @@
 //!
 //! # Design constraints
 //!
-//! - **Same time rules as the sliding windows.** Windows are `[start, start + size)` with
-//!   starts on multiples of `size` since the epoch, one set per configured size. An entity's
-//!   watermark is its largest event time minus `pipeline.window.allowed_lateness_ms`.
+//! - **Same watermark as the sliding windows.** An entity's watermark is its largest event
+//!   time minus `pipeline.window.allowed_lateness_ms`. Unlike the sliding windows (`(end −
+//!   size, end]`, labelled by their end so a reading closes its own window), these are time
+//!   buckets labelled by their start, as a data lake's are: `[start, start + size)` with starts
+//!   on multiples of `size` since the epoch, one set per configured size.
 //! - **Emit early, correct late.** A window is emitted (version 1) as soon as the entity's
 //!   largest event time reaches its end — the first answer is not held back by the lateness
 //!   bound. A reading that arrives later for a window whose end is still above the watermark
