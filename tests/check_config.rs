@@ -48,7 +48,7 @@ fn valid_config_prints_the_effective_pipeline() {
         "entity={line}.{sensor}".into(),
         "serial /dev/ttyUSB7 at 57600 baud (8N1): firmware-bridge frames <= 256 B, entity=line1.n{node}.c{channel}".into(),
         format!("inference: {name} {version} (sha256 {sha})"),
-        format!("sliding windows: size {SIZE_MS} ms, hop {HOP_MS} ms"),
+        format!("sliding windows (end - size, end]: size {SIZE_MS} ms, hop {HOP_MS} ms, offset 0 ms"),
         "alerts: review >= 0.3, alert >= 0.4, raise after 1".into(),
         format!("score novelty: against the values of the last 600 windows ({} s at the configured hop)", 600 * HOP_MS / 1000),
         "publish to `vigil/{agent}/alerts`".into(),

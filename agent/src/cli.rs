@@ -116,7 +116,11 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
         let _ = writeln!(s, "  write-back: alert on {} -> {} {} {} := {} (at most every {} s)", r.entity, r.device, r.table.as_str(), r.address, r.value, r.min_interval_s);
     }
     let _ = writeln!(s, "pipeline: {} workers (partitioned by entity hash), checkpoint every {} ms", p.workers, p.checkpoint_interval_ms);
-    let _ = writeln!(s, "  sliding windows: size {} ms, hop {} ms, lateness {} ms, late readings: {:?}", p.window.size_ms, p.window.hop_ms, p.window.allowed_lateness_ms, p.window.late_policy);
+    let _ = writeln!(
+        s,
+        "  sliding windows (end - size, end]: size {} ms, hop {} ms, offset {} ms, lateness {} ms, late readings: {:?}",
+        p.window.size_ms, p.window.hop_ms, p.window.offset_ms, p.window.allowed_lateness_ms, p.window.late_policy
+    );
     // A multivariate model needs matching assets: the same check as at start.
     crate::agent::asset_routing(config, m)?;
     if m.kind == crate::inference::manifest::ModelKind::Multivariate {

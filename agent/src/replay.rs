@@ -17,7 +17,10 @@
 //!   raised alert). A window `(end − size, end]` is closed by the first reading at or after its
 //!   end (the replay's allowed lateness is 0): a reading on the window grid closes the window
 //!   it is the newest reading of, so its row's score includes it; a reading between grid points
-//!   is scored in the row of the next one at or after the window's end. A reading after a gap closes every window the gap left open: the row gets the highest
+//!   is scored in the row of the next one at or after the window's end. (An asset's window
+//!   closes at its end once every channel has a reading there, else with the first reading
+//!   after it: a row with an empty cell does not close its own.) A reading after a gap closes
+//!   every window the gap left open: the row gets the highest
 //!   of their scores (the live agent evaluates each of them, so a detection in any of them must
 //!   show; the latest alone would hide a spike just before the gap). A row that closed no
 //!   window repeats its entity's latest result. Rows before an entity's first scored window
@@ -490,12 +493,15 @@ pub fn column_entity(pair: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The end of year 9999 in epoch milliseconds: the latest timestamp either form can give.
+const LAST_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
 /// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fff…][Z]` (UTC; NAB and SKAB timestamps) or integer epoch
-/// milliseconds.
+/// milliseconds, up to the end of year 9999 (window arithmetic stays far from i64's ends).
 pub fn parse_timestamp(s: &str) -> Option<i64> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().ok();
+        return s.parse().ok().filter(|t| *t <= LAST_TIMESTAMP_MS);
     }
     let t = humantime::parse_rfc3339_weak(s).ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
@@ -521,5 +527,9 @@ mod tests {
         assert_eq!(parse_timestamp("2014-04-10 07:15:00.250000").zip(parse_timestamp("2014-04-10 07:15:00")).map(|(a, b)| a - b), Some(250));
         assert_eq!(parse_timestamp("1700000000000"), Some(1_700_000_000_000));
         assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_timestamp("9999-12-31 23:59:59.999"), Some(LAST_TIMESTAMP_MS));
+        assert_eq!(parse_timestamp(&LAST_TIMESTAMP_MS.to_string()), Some(LAST_TIMESTAMP_MS));
+        assert_eq!(parse_timestamp(&(LAST_TIMESTAMP_MS + 1).to_string()), None);
+        assert_eq!(parse_timestamp(&i64::MAX.to_string()), None);
     }
 }

@@ -572,10 +572,10 @@ pub struct WindowConfig {
     #[serde(default)]
     pub offset_ms: u64,
     /// Allowed lateness in milliseconds: an entity's watermark is its largest event time seen
-    /// minus this. A window is emitted once the watermark passes its end.
+    /// minus this. A window `(end − size, end]` is emitted once the watermark reaches its end.
     #[serde(default = "defaults::allowed_lateness_ms")]
     pub allowed_lateness_ms: u64,
-    /// What to do with a reading older than its entity's last emitted window end:
+    /// What to do with a reading at or before its entity's last emitted window end:
     /// `drop` (count it), `dlq` (count it and store it in the DLQ with reason `late`) or
     /// `process` (count it and add it to the windows not emitted yet).
     #[serde(default)]

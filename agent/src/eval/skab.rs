@@ -9,9 +9,9 @@
 //!   tests on the rest. Here the whole file is replayed in event time as a *new asset*: the
 //!   first rows are the asset's warm-up (the manifest's `normalisation.warmup`, which must not
 //!   exceed `train_rows`, so the per-file calibration sees only training rows), and the replay
-//!   is causal (a row's output depends only on the rows before it). The model itself was
+//!   is causal (a row's output depends only on that row and the rows before it). The model itself was
 //!   trained without the test rows (see its model card).
-//! * **Detection:** a row is detected as anomalous when an alert is raised for its asset after
+//! * **Detection:** a row is detected as anomalous when an alert is raised for its asset as of
 //!   that row (the alert stage's hysteresis, as live: `alerts.raise_after`, `clear_after`).
 //! * **Scoring (point-wise on the test rows, SKAB's `binary` metric):** TP, FP, FN, TN over all
 //!   test rows; F1 = 2·TP / (2·TP + FP + FN); false-alarm rate FAR = FP / (FP + TN); missed-alarm

@@ -5,16 +5,18 @@
 //! * **One worker per asset.** Readings of an asset's channels are routed by the asset id
 //!   ([`Routing`]), so one worker owns the asset's state and sees its channels in commit order.
 //! * **Same event-time rules as entity windows** ([`super::window`], [`Geometry`]): windows
-//!   `(end − size, end]` with ends on multiples of `hop`; the asset's watermark is the largest
+//!   `(end − size, end]` with ends on `offset` + multiples of `hop`; the asset's watermark is the largest
 //!   event time of *any* of its channels minus `allowed_lateness`. A window is final, and
 //!   emitted once in end order, when the watermark has *passed* its end, or when every
-//!   channel's own newest reading minus the lateness has reached it: channels read together (one
-//!   Modbus poll, one CSV row) close the window ending at their timestamp as soon as the last of
-//!   them is admitted, while a silent channel delays it only until another channel reports past
-//!   its end. (An entity's windows follow the same rule with one channel.) A reading at or
-//!   before the last emitted end is late and follows
-//!   `late_policy` (the entity path has already counted or dead-lettered it; the asset keeps it
-//!   only with `process`). Windows with no reading of any channel are skipped.
+//!   channel's own newest reading minus the lateness has reached it: with lateness 0, channels
+//!   read together (one Modbus poll, one CSV row) close the window ending at their timestamp as
+//!   soon as the last of them is admitted, while a silent channel delays it only until another
+//!   channel reports past its end. (An entity's windows follow the same rule with one channel.)
+//!   A reading at or before the last emitted end, or late for its own entity (at or before the
+//!   last window end its channel's newest reading minus the lateness has reached), is late and
+//!   follows `late_policy` (the entity path has counted or dead-lettered the second kind; the
+//!   asset keeps either only with `process`, and does not count the first kind: its entity may
+//!   have taken it in time). Windows with no reading of any channel are skipped.
 //! * **Join and resample.** Each channel's readings in a window are resampled onto the model's
 //!   `window` slots ([`super::features::resample`]); a channel with no reading in the window
 //!   repeats its last value before the window (held, like a slow sensor's last report). A
@@ -136,8 +138,9 @@ pub struct Channel {
     /// The last reading before the buffer (held into windows where the channel is silent).
     pub held: Option<f64>,
     pub baseline: Baseline,
-    /// Event time of the channel's newest reading admitted in time (absent in states written
-    /// before it was kept: the asset then closes its next windows by its watermark alone).
+    /// Event time of the channel's newest reading in time for its own entity (absent in states
+    /// written before it was kept: the asset then closes its next windows by its watermark
+    /// alone, and judges lateness by its own windows only).
     #[serde(default)]
     pub newest_ms: Option<i64>,
 }
@@ -184,11 +187,18 @@ impl AssetWindows {
     /// Adds one reading of channel `channel`. Returns `false` when it was not added (a late
     /// reading not kept, a redelivery, or a channel index out of range).
     pub fn admit(&mut self, channel: usize, event_ms: i64, value: f64, g: &Geometry) -> bool {
+        self.next_end_ms = self.next_end_ms.map(|n| g.realign(n));
         let Some(ch) = self.channels.get_mut(channel) else { return false };
         if ch.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
             return false;
         }
-        if g.is_late(self.next_end_ms, event_ms) {
+        // Late for its own entity, whose windows close at its newest reading − lateness: the
+        // entity path counts (or dead-letters) it, so the asset must not score it either.
+        let late_for_channel = ch.newest_ms.is_some_and(|n| g.first_end_holding(event_ms) <= n.saturating_sub(g.lateness_ms));
+        if !late_for_channel {
+            ch.newest_ms = Some(ch.newest_ms.map_or(event_ms, |m| m.max(event_ms)));
+        }
+        if late_for_channel || g.is_late(self.next_end_ms, event_ms) {
             let fits = self.next_end_ms.is_some_and(|next| g.holds(next, event_ms));
             // Its baseline share was due when its time slot closed: it is not folded late.
             if g.late_policy == LatePolicy::Process && fits {
@@ -200,10 +210,9 @@ impl AssetWindows {
         }
         let pos = ch.buffer.iter().rposition(|&(bt, _)| bt <= event_ms).map_or(0, |p| p + 1);
         ch.buffer.insert(pos, (event_ms, value));
-        ch.newest_ms = Some(ch.newest_ms.map_or(event_ms, |m| m.max(event_ms)));
         self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
         if self.next_end_ms.is_none() {
-            self.next_end_ms = Some(g.first_end_holding(event_ms));
+            self.next_end_ms = Some(g.first_end(event_ms));
             self.baseline_through_ms = i64::MIN;
         }
         true
@@ -253,9 +262,10 @@ impl AssetWindows {
             let any = self.channels.iter().any(|c| c.buffer.iter().any(|(t, _)| g.holds(next_end, *t)));
             if !any {
                 // Skip straight to the first window holding the next buffered reading.
+                // Not past the first window that may not be final yet (see the entity's).
                 let next_t = self.channels.iter().filter_map(|c| c.buffer.iter().find(|(t, _)| *t > next_end).map(|p| p.0)).min();
                 next_end = match next_t {
-                    Some(t) => (next_end + g.hop_ms).max(g.first_end_holding(t)),
+                    Some(t) => (next_end + g.hop_ms).max(g.first_end_holding(t).min(g.first_end_holding(watermark))),
                     None => next_end + g.hop_ms,
                 };
             } else {
@@ -334,12 +344,35 @@ mod tests {
             readings.push((1, i * 1000 + 300, 100.0 + i as f64));
         }
         let out = run(&mut s, &readings);
-        // A window closes when any channel reaches its end (the one ending at 0 closed before
-        // channel 1 had reported, so it was not complete): ends 1000..=7000.
+        // A window closes when any channel passes its end or all reach it (the one ending at 0
+        // closed with channel 1's first reading, at 300, but held no reading of it, so it was
+        // not complete): ends 1000..=7000.
         assert_eq!(out.iter().map(|w| w.end_ms).collect::<Vec<_>>(), (1..=7).map(|i| i * 1000).collect::<Vec<_>>());
         // Window ending 7000 = (3000, 7000]: slots t0c0, t0c1, t1c0, …; channel 0's reading at
         // 7000 is in it, channel 1's at 7300 is not.
         assert_eq!(out[6].values, vec![4.0, 103.0, 5.0, 104.0, 6.0, 105.0, 7.0, 106.0]);
+    }
+
+    #[test]
+    fn a_reading_late_for_its_own_entity_is_late_for_the_asset_too() {
+        let g = geometry();
+        let mut s = AssetWindows::new(2);
+        for (c, t) in [(0, 1000), (1, 1000), (0, 2000), (1, 2000), (1, 4000)] {
+            assert!(s.admit(c, t, 1.0, &g));
+        }
+        // Channel 0 reaches 5000: its entity closes its window 5000 (lateness 0); the asset does
+        // not yet (channel 1 is at 4000).
+        assert!(s.admit(0, 5000, 1.0, &g));
+        s.close_ready(&g, 4, 1, |_, _| {});
+        assert_eq!(s.next_end_ms, Some(5000), "windows up to 4000 closed (5000 passed them), 5000 waits for channel 1");
+        // 4500 is late for channel 0's entity (its window 5000 is out), not for the asset's
+        // windows: it must not go into the asset's window 5000.
+        assert!(!s.admit(0, 4500, 9.0, &g));
+        assert!(s.admit(1, 5000, 1.0, &g));
+        let mut out = Vec::new();
+        s.close_ready(&g, 4, 1, |w, _| out.push(w));
+        assert_eq!(out.iter().map(|w| w.end_ms).collect::<Vec<_>>(), vec![5000]);
+        assert!(out.iter().all(|w| !w.values.contains(&9.0)), "{out:?}");
     }
 
     #[test]

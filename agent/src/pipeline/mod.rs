@@ -180,7 +180,7 @@ pub struct Emit {
 pub enum Emitted {
     /// A finished record (an aggregate) and its event time.
     Record { event_time_ms: i64, body: Body },
-    /// A session started: windows ending after `start_ms` count towards it.
+    /// A session started: windows ending at or after `start_ms` count towards it.
     SessionOpened { start_ms: i64 },
     /// A session ended: `body` is its `Body::Session` without scores; the alert stage adds the
     /// scores and alerts of windows ending in `[start_ms, windows_through_ms]`.
@@ -355,7 +355,7 @@ impl Worker {
             if s.geometry.late_policy == LatePolicy::Dlq {
                 let detail = if sliding_late {
                     format!(
-                        "event time {} ms is before the last emitted window end {} ms",
+                        "event time {} ms is at or before the last emitted window end {} ms",
                         reading.event_time_ms,
                         state.next_end_ms.unwrap_or(0) - s.geometry.hop_ms
                     )

@@ -49,8 +49,23 @@ impl Geometry {
     /// The end of the first window holding a reading at `t`: `t` itself on the grid, else the
     /// next grid point (`offset` + a multiple of `hop`).
     pub fn first_end_holding(&self, t: i64) -> i64 {
-        let below = self.offset_ms + (t - self.offset_ms).div_euclid(self.hop_ms) * self.hop_ms;
-        if below == t { t } else { below + self.hop_ms }
+        // |below − offset| ≤ |t − offset|: no overflow but at the ends of i64, where it saturates.
+        let below = self.offset_ms.saturating_add(t.saturating_sub(self.offset_ms).div_euclid(self.hop_ms) * self.hop_ms);
+        if below == t { t } else { below.saturating_add(self.hop_ms) }
+    }
+
+    /// The end of the first window to emit for an entity (or asset) whose first reading is at
+    /// `t`: the first window that can still hold a reading within the lateness bound before it.
+    pub fn first_end(&self, t: i64) -> i64 {
+        self.first_end_holding(t.saturating_sub(self.lateness_ms))
+    }
+
+    /// `next_end_ms` of a state on this grid: unchanged when it is on the grid, else the first
+    /// grid end after the last emitted one (`pipeline.window.offset_ms` or `hop_ms` changed
+    /// since the state was written).
+    pub fn realign(&self, next_end_ms: i64) -> i64 {
+        let last_emitted = next_end_ms.saturating_sub(self.hop_ms);
+        self.first_end_holding(last_emitted.saturating_add(1))
     }
 
     /// Whether a reading at `t` is late: at or before the end of the last window emitted, when
@@ -126,6 +141,7 @@ pub struct ClosedWindow {
 impl EntityWindows {
     /// Adds one reading. Late readings are reported, never silently merged.
     pub fn admit(&mut self, event_ms: i64, value: f64, g: &Geometry, alpha: f64) -> Admission {
+        self.next_end_ms = self.next_end_ms.map(|n| g.realign(n));
         if self.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
             return Admission::Duplicate;
         }
@@ -144,7 +160,7 @@ impl EntityWindows {
         self.insert(event_ms, value);
         self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
         if self.next_end_ms.is_none() {
-            self.next_end_ms = Some(g.first_end_holding(event_ms));
+            self.next_end_ms = Some(g.first_end(event_ms));
             self.ewma_through_ms = i64::MIN;
         }
         Admission::Accepted
@@ -162,7 +178,7 @@ impl EntityWindows {
         self.buffer.insert(pos, (t, v));
     }
 
-    /// Emits every window that the watermark has passed, folding readings into the EWMA in
+    /// Emits every window whose end the watermark has reached, folding readings into the EWMA in
     /// event-time order as their windows close. `emit` receives each window and the EWMA as of
     /// its end.
     pub fn close_ready(&mut self, g: &Geometry, alpha: f64, mut emit: impl FnMut(ClosedWindow, &Ewma)) {
@@ -178,8 +194,10 @@ impl EntityWindows {
             let points: Vec<(i64, f64)> = self.buffer.iter().copied().filter(|(t, _)| g.holds(next_end, *t)).collect();
             if points.is_empty() {
                 // Skip straight to the first window holding the next buffered reading.
+                // Not past the first window the watermark has not reached: a reading within the
+                // lateness bound may still come for it.
                 match self.buffer.iter().find(|(t, _)| *t > next_end) {
-                    Some(&(t, _)) => next_end = (next_end + g.hop_ms).max(g.first_end_holding(t)),
+                    Some(&(t, _)) => next_end = (next_end + g.hop_ms).max(g.first_end_holding(t).min(g.first_end_holding(watermark.saturating_add(1)))),
                     None => next_end += g.hop_ms,
                 }
             } else {
@@ -187,8 +205,10 @@ impl EntityWindows {
                 emit(ClosedWindow { end_ms: next_end, points }, &self.ewma);
                 next_end += g.hop_ms;
             }
-            // Readings no window from `next_end` on holds.
-            while self.buffer.front().is_some_and(|(t, _)| *t <= next_end - g.size_ms) {
+            // Readings no window from `next_end` on holds — but the one at the last emitted end
+            // (`size == hop`) stays one more window, so that a redelivery of it is still
+            // recognised as a duplicate, not counted late.
+            while self.buffer.front().is_some_and(|(t, _)| *t < next_end - g.size_ms) {
                 self.buffer.pop_front();
             }
         }
@@ -228,7 +248,7 @@ mod tests {
         // Max event 7500, watermark 6500: windows ending 1000..=6000 are final.
         let ends: Vec<i64> = out.iter().map(|w| w.0).collect();
         assert_eq!(ends, vec![1000, 2000, 3000, 4000, 5000, 6000]);
-        // Window ending 6000 covers [2000, 6000).
+        // Window ending 6000 covers (2000, 6000].
         assert_eq!(out[5].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![2.0, 3.0, 4.0, 5.0]);
     }
 
@@ -261,6 +281,45 @@ mod tests {
         let out = run(&mut s, &g, &[(1_320_000, 6.0)]);
         // (420 000, 1 320 000]: 720 000, 1 020 000, 1 100 000 and 1 320 000.
         assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(1_320_000, 4)]);
+    }
+
+    #[test]
+    fn a_changed_grid_phase_applies_to_a_restored_state() {
+        let old = Geometry { size_ms: 4000, hop_ms: 1000, offset_ms: 0, lateness_ms: 0, late_policy: LatePolicy::Dlq };
+        let mut s = EntityWindows::default();
+        let out = run(&mut s, &old, &[(1000, 1.0), (2000, 2.0)]);
+        assert_eq!(out.iter().map(|w| w.0).collect::<Vec<_>>(), vec![1000, 2000]);
+        // `offset_ms = 300` after a restart: the next windows end on x300, from the first after
+        // the last emitted end (2000) on.
+        let new = Geometry { offset_ms: 300, ..old };
+        let out = run(&mut s, &new, &[(2300, 3.0), (3300, 4.0)]);
+        assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(2300, 3), (3300, 4)]);
+    }
+
+    #[test]
+    fn a_redelivery_is_a_duplicate_even_when_windows_do_not_overlap() {
+        // size == hop: the window (1000, 2000] is emitted at once and no later window holds 2000.
+        let g = Geometry { size_ms: 1000, hop_ms: 1000, offset_ms: 0, lateness_ms: 0, late_policy: LatePolicy::Dlq };
+        let mut s = EntityWindows::default();
+        let out = run(&mut s, &g, &[(1000, 1.0), (2000, 2.0)]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(s.admit(2000, 2.0, &g, 0.1), Admission::Duplicate);
+        assert_eq!(s.admit(1000, 1.0, &g, 0.1), Admission::Late { kept: false }, "older than the last window: late");
+    }
+
+    #[test]
+    fn readings_within_the_lateness_bound_are_never_late() {
+        let g = geometry(LatePolicy::Dlq);
+        // Before the first reading: the first windows start a lateness bound earlier.
+        let mut s = EntityWindows::default();
+        run(&mut s, &g, &[(5500, 5.0)]);
+        assert_eq!(s.admit(4600, 4.0, &g, 0.1), Admission::Accepted);
+        // After a gap: the skip over empty windows stops at the watermark (99 500 here).
+        let mut s = EntityWindows::default();
+        run(&mut s, &g, &[(500, 0.0), (1500, 1.0), (100_500, 2.0)]);
+        assert_eq!(s.admit(99_800, 3.0, &g, 0.1), Admission::Accepted);
+        let out = run(&mut s, &g, &[(102_500, 4.0)]);
+        assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(100_000, 1), (101_000, 2)]);
     }
 
     #[test]
