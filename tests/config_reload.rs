@@ -126,13 +126,15 @@ fn thresholds_and_sinks_reload_without_a_restart_and_a_bad_file_changes_nothing(
     // ordinary windows of the same normal series).
     assert!(after.iter().all(|b| *b == "normal"), "{b4:?}");
 
-    // Every reading exactly once over both folders: no restart, nothing lost.
-    let mut all = read_outbox(&plant.outbox);
-    all.extend(read_outbox(&second));
-    let mut got: Vec<i64> = readings(&all).into_iter().filter(|(e, _, _)| e == entity).map(|(_, t, _)| t).collect();
-    got.sort_unstable();
-    got.dedup();
-    assert_eq!(got.len(), total);
+    // Every reading exactly once over both folders: no restart, nothing lost. Readings and
+    // scores are delivered as separate per-class files, so the last readings' file may land
+    // after the last score's: wait for them (nothing goes to the first folder any more).
+    let before_reload = read_outbox(&plant.outbox);
+    let distinct_times = |after_reload: &[Envelope]| -> std::collections::BTreeSet<i64> {
+        readings(&before_reload).into_iter().chain(readings(after_reload)).filter(|(e, _, _)| e == entity).map(|(_, t, _)| t).collect()
+    };
+    let after_reload = wait_for_outbox(&second, Duration::from_secs(60), Some(&plant.agent), "every reading in one of the folders", |r| distinct_times(r).len() >= total);
+    assert_eq!(distinct_times(&after_reload).len(), total);
     plant.agent.terminate().unwrap();
     assert!(plant.agent.wait_timeout(Duration::from_secs(30)).expect("agent stops").success());
     assert_no_panic(&plant.agent);
