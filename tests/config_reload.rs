@@ -126,7 +126,7 @@ fn thresholds_and_sinks_reload_without_a_restart_and_a_bad_file_changes_nothing(
     // ordinary windows of the same normal series).
     assert!(after.iter().all(|b| *b == "normal"), "{b4:?}");
 
-    // Every reading exactly once over both folders: no restart, nothing lost. Readings and
+    // Every reading (by event time) in one of the two folders: no restart, nothing lost. Readings and
     // scores are delivered as separate per-class files, so the last readings' file may land
     // after the last score's: wait for them (nothing goes to the first folder any more).
     let before_reload = read_outbox(&plant.outbox);

@@ -119,7 +119,11 @@ pub fn check_config(config: &Config) -> Result<(), CliError> {
     let _ = writeln!(
         s,
         "  sliding windows (end - size, end]: size {} ms, hop {} ms, offset {} ms, lateness {} ms, late readings: {:?}",
-        p.window.size_ms, p.window.hop_ms, p.window.offset_ms, p.window.allowed_lateness_ms, p.window.late_policy
+        p.window.size_ms,
+        p.window.hop_ms,
+        crate::pipeline::window::Geometry::from(&p.window).offset_ms,
+        p.window.allowed_lateness_ms,
+        p.window.late_policy
     );
     // A multivariate model needs matching assets: the same check as at start.
     crate::agent::asset_routing(config, m)?;

@@ -575,7 +575,8 @@ pub struct WindowConfig {
     /// minus this. A window `(end − size, end]` is emitted once the watermark reaches its end.
     #[serde(default = "defaults::allowed_lateness_ms")]
     pub allowed_lateness_ms: u64,
-    /// What to do with a reading at or before its entity's last emitted window end:
+    /// What to do with a reading at or before the last window end its entity's watermark has
+    /// reached (emitted, or skipped as empty):
     /// `drop` (count it), `dlq` (count it and store it in the DLQ with reason `late`) or
     /// `process` (count it and add it to the windows not emitted yet).
     #[serde(default)]

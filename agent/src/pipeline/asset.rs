@@ -153,9 +153,12 @@ pub struct AssetWindows {
     pub max_event_ms: Option<i64>,
     /// End of the next window to emit.
     pub next_end_ms: Option<i64>,
-    /// Readings with event time at or below this are folded into the baselines (`i64::MIN` from
-    /// the first reading on, until the first window closes).
-    pub baseline_through_ms: i64,
+    /// The last window end the asset's windows have reached (emitted, or skipped as empty):
+    /// readings at or before it are late, and folded into the baselines; like
+    /// [`super::window::EntityWindows::closed_through_ms`] (written as `baseline_through_ms`
+    /// before windows held their end).
+    #[serde(alias = "baseline_through_ms")]
+    pub closed_through_ms: i64,
     pub channels: Vec<Channel>,
     /// The asset's activity sessions (decided on its session channel at the asset's
     /// watermark); absent in states written before asset sessions existed.
@@ -187,7 +190,8 @@ impl AssetWindows {
     /// Adds one reading of channel `channel`. Returns `false` when it was not added (a late
     /// reading not kept, a redelivery, or a channel index out of range).
     pub fn admit(&mut self, channel: usize, event_ms: i64, value: f64, g: &Geometry) -> bool {
-        self.next_end_ms = self.next_end_ms.map(|n| g.realign(n));
+        let closed = self.next_end_ms.map(|_| self.closed_through_ms);
+        self.next_end_ms = closed.map(|c| g.next_end_after(c));
         let Some(ch) = self.channels.get_mut(channel) else { return false };
         if ch.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
             return false;
@@ -198,7 +202,7 @@ impl AssetWindows {
         if !late_for_channel {
             ch.newest_ms = Some(ch.newest_ms.map_or(event_ms, |m| m.max(event_ms)));
         }
-        if late_for_channel || g.is_late(self.next_end_ms, event_ms) {
+        if late_for_channel || g.is_late(closed, event_ms) {
             let fits = self.next_end_ms.is_some_and(|next| g.holds(next, event_ms));
             // Its baseline share was due when its time slot closed: it is not folded late.
             if g.late_policy == LatePolicy::Process && fits {
@@ -212,8 +216,8 @@ impl AssetWindows {
         ch.buffer.insert(pos, (event_ms, value));
         self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
         if self.next_end_ms.is_none() {
-            self.next_end_ms = Some(g.first_end(event_ms));
-            self.baseline_through_ms = i64::MIN;
+            let first = g.first_end(event_ms);
+            (self.next_end_ms, self.closed_through_ms) = (Some(first), first.saturating_sub(g.hop_ms));
         }
         true
     }
@@ -252,13 +256,13 @@ impl AssetWindows {
         let all_reached = self.channels.iter().map(|c| c.newest_ms).min().flatten().map(|t| t - g.lateness_ms);
         let mut slots = Vec::with_capacity(width);
         while next_end < watermark || all_reached.is_some_and(|w| next_end <= w) {
-            let through = self.baseline_through_ms;
+            let through = self.closed_through_ms;
             for ch in &mut self.channels {
                 for &(_, v) in ch.buffer.iter().filter(|(t, _)| *t > through && *t <= next_end) {
                     ch.baseline.update(v, warmup);
                 }
             }
-            self.baseline_through_ms = through.max(next_end);
+            self.closed_through_ms = through.max(next_end);
             let any = self.channels.iter().any(|c| c.buffer.iter().any(|(t, _)| g.holds(next_end, *t)));
             if !any {
                 // Skip straight to the first window holding the next buffered reading.
@@ -299,6 +303,9 @@ impl AssetWindows {
             }
         }
         self.next_end_ms = Some(next_end);
+        // Every end before `next_end` was final (a skip stops at the first one that may not be);
+        // never lower than before (see the entity's).
+        self.closed_through_ms = self.closed_through_ms.max(next_end - g.hop_ms);
     }
 }
 

@@ -355,9 +355,9 @@ impl Worker {
             if s.geometry.late_policy == LatePolicy::Dlq {
                 let detail = if sliding_late {
                     format!(
-                        "event time {} ms is at or before the last emitted window end {} ms",
+                        "event time {} ms is at or before the last closed window end {} ms",
                         reading.event_time_ms,
-                        state.next_end_ms.unwrap_or(0) - s.geometry.hop_ms
+                        state.closed_through_ms
                     )
                 } else {
                     format!(

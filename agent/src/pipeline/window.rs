@@ -7,7 +7,8 @@
 //! watermark is final and is emitted, in end order, exactly once. With a sensor sampled on the
 //! grid and lateness 0, a reading therefore closes the window it is the newest reading of at
 //! once — not one sampling period later, when the next reading arrives (a 5-minute sensor's
-//! alert comes 5 minutes sooner). A reading at or before the last emitted end is *late*; the
+//! alert comes 5 minutes sooner). A reading at or before the last window end the watermark has
+//! reached (the window emitted, or skipped as empty: `closed_through_ms`) is *late*; the
 //! [`LatePolicy`] decides whether it is dropped, dead-lettered (both counted) or still added to
 //! the windows not emitted yet. (With lateness 0 that includes a second, different reading at
 //! the same millisecond as one that closed a window; an exact redelivery is recognised as such.)
@@ -60,18 +61,16 @@ impl Geometry {
         self.first_end_holding(t.saturating_sub(self.lateness_ms))
     }
 
-    /// `next_end_ms` of a state on this grid: unchanged when it is on the grid, else the first
-    /// grid end after the last emitted one (`pipeline.window.offset_ms` or `hop_ms` changed
-    /// since the state was written).
-    pub fn realign(&self, next_end_ms: i64) -> i64 {
-        let last_emitted = next_end_ms.saturating_sub(self.hop_ms);
-        self.first_end_holding(last_emitted.saturating_add(1))
+    /// The next window end after `closed_through` on this grid: a state's `next_end_ms` as it
+    /// was when the grid is unchanged, else the first end of the new grid after the last one
+    /// reached (`pipeline.window.offset_ms` or `hop_ms` changed since the state was written).
+    pub fn next_end_after(&self, closed_through: i64) -> i64 {
+        self.first_end_holding(closed_through.saturating_add(1))
     }
 
-    /// Whether a reading at `t` is late: at or before the end of the last window emitted, when
-    /// the next window to emit ends at `next_end_ms`.
-    pub fn is_late(&self, next_end_ms: Option<i64>, t: i64) -> bool {
-        next_end_ms.is_some_and(|next| t <= next - self.hop_ms)
+    /// Whether a reading at `t` is late: at or before `closed_through`.
+    pub fn is_late(&self, closed_through: Option<i64>, t: i64) -> bool {
+        closed_through.is_some_and(|c| t <= c)
     }
 }
 
@@ -97,12 +96,18 @@ pub struct EntityWindows {
     pub max_event_ms: Option<i64>,
     /// End of the next window to emit.
     pub next_end_ms: Option<i64>,
-    /// Readings that can still fall into a window not emitted yet, sorted by event time.
+    /// Readings that can still fall into a window not emitted yet (and the one at the start of
+    /// the next window, for duplicate checks), sorted by event time.
     pub buffer: VecDeque<(i64, f64)>,
-    /// Normalisation statistics: all readings with event time ≤ `ewma_through_ms` (`i64::MIN`
-    /// from the first reading on, until the first window closes).
+    /// Normalisation statistics: all readings with event time ≤ `closed_through_ms`.
     pub ewma: Ewma,
-    pub ewma_through_ms: i64,
+    /// The last window end the watermark has reached (the window emitted, or skipped as
+    /// empty): readings at or before it are late, and in `ewma`. From the first reading on
+    /// (before it, `next_end_ms` is `None`); grid-independent, so a changed `offset_ms` or
+    /// `hop_ms` resumes after it ([`Geometry::next_end_after`]). Written as `ewma_through_ms`
+    /// before windows held their end (then exclusive: one reading at that instant differs).
+    #[serde(alias = "ewma_through_ms")]
+    pub closed_through_ms: i64,
     /// The latest emitted window's features (the feature-store row).
     pub features: Option<Features>,
     /// Tumbling-window aggregates (absent in states written before they existed). Boxed on
@@ -141,17 +146,18 @@ pub struct ClosedWindow {
 impl EntityWindows {
     /// Adds one reading. Late readings are reported, never silently merged.
     pub fn admit(&mut self, event_ms: i64, value: f64, g: &Geometry, alpha: f64) -> Admission {
-        self.next_end_ms = self.next_end_ms.map(|n| g.realign(n));
+        let closed = self.next_end_ms.map(|_| self.closed_through_ms);
+        self.next_end_ms = closed.map(|c| g.next_end_after(c));
         if self.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
             return Admission::Duplicate;
         }
-        if g.is_late(self.next_end_ms, event_ms) {
+        if g.is_late(closed, event_ms) {
             let fits = self.next_end_ms.is_some_and(|next| g.holds(next, event_ms));
             let kept = g.late_policy == LatePolicy::Process && fits;
             if kept {
                 self.insert(event_ms, value);
                 // Its normalisation share: folded now (its time slot has passed already).
-                if event_ms <= self.ewma_through_ms {
+                if event_ms <= self.closed_through_ms {
                     self.ewma.update(value, alpha);
                 }
             }
@@ -160,16 +166,16 @@ impl EntityWindows {
         self.insert(event_ms, value);
         self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
         if self.next_end_ms.is_none() {
-            self.next_end_ms = Some(g.first_end(event_ms));
-            self.ewma_through_ms = i64::MIN;
+            let first = g.first_end(event_ms);
+            (self.next_end_ms, self.closed_through_ms) = (Some(first), first.saturating_sub(g.hop_ms));
         }
         Admission::Accepted
     }
 
     fn insert(&mut self, t: i64, v: f64) {
         // Grows by an eighth (at least 4 slots), not by doubling: a steady sensor's buffer stays
-        // about one window long, so its capacity settles just above that (34 readings at 1 Hz
-        // with 32 s windows: 36 slots, where doubling gives 64).
+        // about one window long, so its capacity settles just above that (about 34 readings at
+        // 1 Hz with 32 s windows: 36 slots, where doubling gives 64).
         if self.buffer.len() == self.buffer.capacity() {
             self.buffer.reserve_exact((self.buffer.len() / 8).max(4));
         }
@@ -187,10 +193,10 @@ impl EntityWindows {
         };
         let watermark = max_event - g.lateness_ms;
         while next_end <= watermark {
-            for &(_, v) in self.buffer.iter().filter(|(t, _)| *t > self.ewma_through_ms && *t <= next_end) {
+            for &(_, v) in self.buffer.iter().filter(|(t, _)| *t > self.closed_through_ms && *t <= next_end) {
                 self.ewma.update(v, alpha);
             }
-            self.ewma_through_ms = self.ewma_through_ms.max(next_end);
+            self.closed_through_ms = self.closed_through_ms.max(next_end);
             let points: Vec<(i64, f64)> = self.buffer.iter().copied().filter(|(t, _)| g.holds(next_end, *t)).collect();
             if points.is_empty() {
                 // Skip straight to the first window holding the next buffered reading.
@@ -213,6 +219,11 @@ impl EntityWindows {
             }
         }
         self.next_end_ms = Some(next_end);
+        // Every end before `next_end` is at or below the watermark (a skip stops at the first
+        // one above it, and the windows it skips hold no reading, so none is left unfolded);
+        // never lower than before (after a grid change the new grid's previous end can lie
+        // before the old grid's last one).
+        self.closed_through_ms = self.closed_through_ms.max(next_end - g.hop_ms);
         // After a burst (a faster sensor for a while), give the slack back: with thousands of
         // entities it is megabytes.
         let len = self.buffer.len();
@@ -294,6 +305,42 @@ mod tests {
         let new = Geometry { offset_ms: 300, ..old };
         let out = run(&mut s, &new, &[(2300, 3.0), (3300, 4.0)]);
         assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(2300, 3), (3300, 4)]);
+        // A reading the old grid had closed is still late.
+        assert_eq!(s.admit(1500, 9.0, &new, 0.1), Admission::Late { kept: false });
+    }
+
+    #[test]
+    fn a_state_written_before_windows_held_their_end_loads() {
+        let g = geometry(LatePolicy::Process);
+        let mut s = EntityWindows::default();
+        run(&mut s, &g, &[(500, 0.0), (1500, 1.0), (2500, 2.0), (3500, 3.0)]);
+        // Its `closed_through_ms` under its old name.
+        let mut value: ciborium::Value = ciborium::from_reader(crate::store::to_cbor(&s).as_slice()).unwrap();
+        let ciborium::Value::Map(fields) = &mut value else { panic!("a map") };
+        let key = fields.iter_mut().find(|(k, _)| k.as_text() == Some("closed_through_ms")).expect("the field");
+        key.0 = ciborium::Value::Text("ewma_through_ms".into());
+        let mut old = Vec::new();
+        ciborium::into_writer(&value, &mut old).unwrap();
+        let restored: EntityWindows = crate::store::from_cbor("entity_state", "x", &old).unwrap();
+        assert_eq!(restored, s);
+    }
+
+    #[test]
+    fn a_changed_hop_resumes_after_the_last_window_reached() {
+        let g2 = Geometry { size_ms: 4000, hop_ms: 2000, offset_ms: 0, lateness_ms: 0, late_policy: LatePolicy::Dlq };
+        let g1 = Geometry { hop_ms: 1000, ..g2 };
+        // A smaller hop: window 2000 was the last; 3000 is the next, and a reading there is in time.
+        let mut s = EntityWindows::default();
+        assert_eq!(run(&mut s, &g2, &[(1000, 1.0), (2000, 2.0)]).iter().map(|w| w.0).collect::<Vec<_>>(), vec![2000]);
+        assert_eq!(s.admit(3000, 3.0, &g1, 0.1), Admission::Accepted);
+        let out = run(&mut s, &g1, &[(4000, 4.0)]);
+        assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(3000, 3), (4000, 4)]);
+        // A larger hop: windows 1000 and 2000 were emitted; none is emitted again, and 1500 is late.
+        let mut s = EntityWindows::default();
+        assert_eq!(run(&mut s, &g1, &[(1000, 1.0), (2000, 2.0)]).iter().map(|w| w.0).collect::<Vec<_>>(), vec![1000, 2000]);
+        assert_eq!(s.admit(1500, 9.0, &g2, 0.1), Admission::Late { kept: false });
+        let out = run(&mut s, &g2, &[(3000, 3.0), (4000, 4.0)]);
+        assert_eq!(out.iter().map(|w| w.0).collect::<Vec<_>>(), vec![4000]);
     }
 
     #[test]
