@@ -420,8 +420,17 @@ pub fn replay(
     w.flush().map_err(out_err)?;
     let secs = summary.elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "replayed {} rows ({} readings, {} late) in {:.3} s ({:.0} rows/s): window {} ms / hop {} ms, {} windows scored in {} batches",
-        summary.rows, summary.readings, summary.late, secs, summary.rows as f64 / secs, summary.size_ms, summary.hop_ms, summary.windows_scored, summary.batches
+        "replayed {} rows ({} readings, {} late) in {:.3} s ({:.0} rows/s): window {} ms / hop {} ms / offset {} ms, {} windows scored in {} batches",
+        summary.rows,
+        summary.readings,
+        summary.late,
+        secs,
+        summary.rows as f64 / secs,
+        summary.size_ms,
+        summary.hop_ms,
+        summary.offset_ms,
+        summary.windows_scored,
+        summary.batches
     );
     Ok(())
 }

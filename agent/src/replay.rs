@@ -31,9 +31,10 @@
 //!   ([`crate::pipeline::asset`]); a row's score is its asset's.
 //! * **Window geometry.** Recorded data has its own sampling (NAB: 5-minute and irregular
 //!   series). With [`WindowChoice::Auto`] (the default) the hop is the file's median positive
-//!   timestamp step, the grid's phase (`offset`) is the first row's timestamp and the window
-//!   size is `model window slots × hop`, so every model slot sees about one reading whatever
-//!   the sampling, and a reading on the file's grid closes its own window;
+//!   timestamp step, the grid's phase (`offset`) is the rows' most common timestamp phase
+//!   (the first row's on a tie) and the window size is `model window slots × hop`, so every
+//!   model slot sees about one reading whatever the sampling, and as many readings as possible
+//!   are on the grid and close their own windows;
 //!   [`WindowChoice::Config`] keeps `pipeline.window`.
 //! * **Bad input is an error, never a panic:** a row with an unparsable timestamp or value, or
 //!   with a value the live sources would dead-letter (not finite, or beyond
@@ -76,7 +77,8 @@ pub enum ReplayError {
 /// How the replay chooses its window geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WindowChoice {
-    /// Hop = the input's median positive timestamp step, size = model width × hop, lateness 0.
+    /// Hop = the input's median positive timestamp step, phase = its most common timestamp
+    /// phase, size = model width × hop, lateness 0.
     #[default]
     Auto,
     /// `pipeline.window` from the config, as the live agent uses it.
@@ -118,10 +120,12 @@ pub struct ReplaySummary {
     pub readings: u64,
     pub windows_scored: u64,
     pub batches: u64,
-    /// Readings older than an emitted window (out-of-order input): not in any window.
+    /// Readings at or before a closed window's end (out-of-order input): not in any window.
     pub late: u64,
     pub hop_ms: i64,
     pub size_ms: i64,
+    /// The grid's phase (`pipeline.window.offset_ms`).
+    pub offset_ms: i64,
     pub elapsed: Duration,
 }
 
@@ -269,19 +273,7 @@ impl Replayer {
             .collect();
         let geometry = match opts.window {
             WindowChoice::Config => Geometry::from(&self.config.pipeline.window),
-            WindowChoice::Auto => {
-                let mut steps: Vec<i64> = rows.windows(2).map(|w| w[1].event_time_ms - w[0].event_time_ms).filter(|d| *d > 0).collect();
-                let hop = if steps.is_empty() {
-                    1000
-                } else {
-                    let mid = steps.len() / 2;
-                    *steps.select_nth_unstable(mid).1
-                };
-                // The grid's phase is the first row's: readings on the file's own grid close
-                // their windows at once.
-                let offset_ms = rows.first().map_or(0, |r| r.event_time_ms.rem_euclid(hop));
-                Geometry { size_ms: hop * slots as i64, hop_ms: hop, offset_ms, lateness_ms: 0, late_policy: LatePolicy::Drop }
-            }
+            WindowChoice::Auto => auto_geometry(rows.iter().map(|r| r.event_time_ms), slots),
         };
         let metrics = Arc::new(Metrics::default());
         let (jobs_tx, jobs_rx) = unbounded();
@@ -325,7 +317,7 @@ impl Replayer {
             pending_rows: Vec::new(),
             rows_emitted: 0,
         };
-        let mut summary = ReplaySummary { hop_ms: geometry.hop_ms, size_ms: geometry.size_ms, ..Default::default() };
+        let mut summary = ReplaySummary { hop_ms: geometry.hop_ms, size_ms: geometry.size_ms, offset_ms: geometry.offset_ms, ..Default::default() };
         let (mut scratch_dirty, mut scratch_resampled, mut scratch_applied) = (HashMap::new(), Vec::new(), Vec::new());
         let received = Instant::now();
         for row in rows {
@@ -493,6 +485,28 @@ pub fn column_entity(pair: &str) -> Result<(String, String), String> {
     }
 }
 
+/// [`WindowChoice::Auto`]'s geometry for rows at `times` (file order) and a model of `slots`
+/// slots: hop = the median positive step (1 s without one), phase = the most common
+/// `time mod hop` (the first row's on a tie: readings on the file's own grid close their
+/// windows at once), size = `slots × hop`, lateness 0.
+fn auto_geometry(times: impl Iterator<Item = i64> + Clone, slots: usize) -> Geometry {
+    let mut steps: Vec<i64> = times.clone().zip(times.clone().skip(1)).map(|(a, b)| b - a).filter(|d| *d > 0).collect();
+    let hop = if steps.is_empty() {
+        1000
+    } else {
+        let mid = steps.len() / 2;
+        *steps.select_nth_unstable(mid).1
+    };
+    let mut phases: HashMap<i64, usize> = HashMap::new();
+    for t in times.clone() {
+        *phases.entry(t.rem_euclid(hop)).or_default() += 1;
+    }
+    let first = times.clone().next().map_or(0, |t| t.rem_euclid(hop));
+    // A total order over distinct phases: the choice does not depend on the map's order.
+    let offset_ms = phases.iter().map(|(p, n)| (*n, *p == first, *p)).max().map_or(0, |m| m.2);
+    Geometry { size_ms: hop * slots as i64, hop_ms: hop, offset_ms, lateness_ms: 0, late_policy: LatePolicy::Drop }
+}
+
 /// The end of year 9999 in epoch milliseconds: the latest timestamp either form can give.
 const LAST_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 
@@ -518,6 +532,22 @@ mod tests {
         assert_eq!(column_entity(" a = b=c "), Ok(("a".into(), "b=c".into())));
         assert!(column_entity("value").unwrap_err().contains("expected COLUMN=ENTITY"));
         assert!(column_entity("=x").is_err() && column_entity("x=").is_err());
+    }
+
+    #[test]
+    fn auto_geometry_follows_the_files_own_grid() {
+        // Every 5 minutes at :02, :07, …, but the first row is a minute early and one step
+        // is missing: hop 5 min, phase 2 min, size 32 hops.
+        let mut times: Vec<i64> = (0..20).map(|k| 120_000 + k * 300_000).filter(|t| *t != 1_320_000).collect();
+        times.insert(0, 0);
+        let g = auto_geometry(times.iter().copied(), 32);
+        assert_eq!((g.hop_ms, g.offset_ms, g.size_ms, g.lateness_ms), (300_000, 120_000, 9_600_000, 0));
+        // A tie goes to the first row's phase.
+        let g = auto_geometry([0, 1000, 2500, 3500].into_iter(), 4);
+        assert_eq!((g.hop_ms, g.offset_ms), (1000, 0));
+        let g = auto_geometry([500, 1000, 2000, 3500].into_iter(), 4);
+        assert_eq!((g.hop_ms, g.offset_ms), (1000, 500));
+        assert_eq!(auto_geometry(std::iter::empty(), 4).hop_ms, 1000);
     }
 
     #[test]
