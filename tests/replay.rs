@@ -77,8 +77,9 @@ fn replay_is_deterministic_one_row_per_input_row_and_finds_the_spike() {
     let (first, stderr) = run("scores1.csv");
     let (second, _) = run("scores2.csv");
     assert!(first == second, "two replays of the same input differ");
-    // The summary names the derived geometry: hop = the median step (5 min), size = 32 hops.
-    assert!(stderr.contains("window 9600000 ms / hop 300000 ms"), "{stderr}");
+    // The summary names the derived geometry: size = 32 median steps (5 min), hop = the steps'
+    // resolution (1 min: every 7th step is a minute late), phase = the rows' (T0 mod 1 min).
+    assert!(stderr.contains("window 9600000 ms / hop 60000 ms / offset 20000 ms"), "{stderr}");
 
     let text = String::from_utf8(first).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -152,14 +153,17 @@ fn novelty_score_marks_the_spike_on_one_row_and_stays_quiet_after_it() {
     assert!(after < 0.2, "score while the spike is still in the window: {after}");
 }
 
-/// A reading after a gap closes every window the gap left open. A spike just before the gap,
-/// off the replay's grid (so its own row closes no window holding it), is new only in the first
-/// of them (the later ones judge it against a range that already holds it): the row after the
-/// gap must still show it.
+/// A reading after a gap closes every window the gap left open. With the configured 5-minute
+/// grid, a spike just before the gap and off the grid (so its own row closes no window holding
+/// it) is new only in the first of them: the row after the gap closes that window and its own
+/// (the ones between hold no new reading and are not emitted) and must show the spike.
 #[test]
 fn a_row_after_a_gap_shows_the_highest_score_of_the_windows_it_closed() {
     let dir = tempfile::tempdir().unwrap();
     let config = replay_config_scoring(dir.path(), "novelty");
+    // The rows' 5-minute grid (T0 mod 5 min = 200 s), lateness 0.
+    let text = std::fs::read_to_string(&config).unwrap() + "\n[pipeline.window]\nsize_ms = 9600000\nhop_ms = 300000\noffset_ms = 200000\nallowed_lateness_ms = 0\n";
+    std::fs::write(&config, text).unwrap();
     let input = dir.path().join("gap.csv");
     let (n, spike) = (900, 700);
     write_csv(&input, n, spike);
@@ -179,7 +183,7 @@ fn a_row_after_a_gap_shows_the_highest_score_of_the_windows_it_closed() {
         .collect();
     std::fs::write(&input, shifted.join("\n") + "\n").unwrap();
     let out = dir.path().join("gap-scores.csv");
-    let o = vigil(&["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = vigil(&["replay", "-c", config.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--window", "config"]);
     assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(out).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
@@ -191,8 +195,7 @@ fn a_row_after_a_gap_shows_the_highest_score_of_the_windows_it_closed() {
     assert!(maturity > 0.8 && after_gap > 0.95 * maturity, "row after the gap {after_gap}, maturity {maturity}");
     // It is the row that closed the spike's windows, not a row before the gap.
     assert!(scores[spike] < 0.5, "the spike's own row scores {}", scores[spike]);
-    // The alert the spike raised (raise_after 1) and the quiet windows of the gap cleared
-    // (clear_after 2) still shows on that row, with its band.
+    // The alert the spike raised (raise_after 1) shows on that row, with its band.
     let row: &Vec<&str> = &rows[spike + 1];
     assert_eq!((row[4], row[5]), ("alert", "1"), "row after the gap: {row:?}");
 }

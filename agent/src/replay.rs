@@ -19,22 +19,24 @@
 //!   it is the newest reading of, so its row's score includes it; a reading between grid points
 //!   is scored in the row of the next one at or after the window's end. (An asset's window
 //!   closes at its end once every channel has a reading there, else with the first reading
-//!   after it: a row with an empty cell does not close its own.) A reading after a gap closes
-//!   every window the gap left open: the row gets the highest
-//!   of their scores (the live agent evaluates each of them, so a detection in any of them must
-//!   show; the latest alone would hide a spike just before the gap). A row that closed no
-//!   window repeats its entity's latest result. Rows before an entity's first scored window
+//!   after it: a row with an empty cell does not close its own.) Only windows holding a new
+//!   reading are emitted (as live, [`crate::pipeline::window`]); a reading after a gap can close
+//!   two: the window of the last reading before the gap, when that one was between grid points,
+//!   and its own. The row gets the highest of their scores (the live agent evaluates each, so a
+//!   detection in any must show: the latest alone would hide a spike just before the gap). A
+//!   row that closed no window repeats its entity's latest result. Rows before an entity's first scored window
 //!   (the model's warm-up) get score 0 and band `none`.
 //! * **Assets.** With a multivariate model (manifest `kind = "multivariate"`) the value
 //!   columns are the channels of the assets in `pipeline.assets` (column name = channel entity
 //!   id, unless `--entity` maps them), joined per asset exactly as live
 //!   ([`crate::pipeline::asset`]); a row's score is its asset's.
 //! * **Window geometry.** Recorded data has its own sampling (NAB: 5-minute and irregular
-//!   series). With [`WindowChoice::Auto`] (the default) the hop is the file's median positive
-//!   timestamp step, the grid's phase (`offset`) is the rows' most common timestamp phase
-//!   (the first row's on a tie) and the window size is `model window slots × hop`, so every
-//!   model slot sees about one reading whatever the sampling, and as many readings as possible
-//!   are on the grid and close their own windows;
+//!   series). With [`WindowChoice::Auto`] (the default) the window size is `model window slots
+//!   ×` the file's median positive timestamp step, so every model slot sees about one reading
+//!   whatever the sampling; the hop is the steps' resolution (their greatest common divisor:
+//!   the median step for a regular file) and the grid's phase (`offset`) the rows' common one,
+//!   so every reading closes the window ending at its own time — the only one emitted for it,
+//!   since windows without a new reading are not ([`crate::pipeline::window`]);
 //!   [`WindowChoice::Config`] keeps `pipeline.window`.
 //! * **Bad input is an error, never a panic:** a row with an unparsable timestamp or value, or
 //!   with a value the live sources would dead-letter (not finite, or beyond
@@ -77,8 +79,8 @@ pub enum ReplayError {
 /// How the replay chooses its window geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WindowChoice {
-    /// Hop = the input's median positive timestamp step, phase = its most common timestamp
-    /// phase, size = model width × hop, lateness 0.
+    /// Size = model width × the input's median positive timestamp step, hop = the steps'
+    /// resolution, phase = the rows' common one, lateness 0 ([`auto_geometry`]).
     #[default]
     Auto,
     /// `pipeline.window` from the config, as the live agent uses it.
@@ -486,25 +488,28 @@ pub fn column_entity(pair: &str) -> Result<(String, String), String> {
 }
 
 /// [`WindowChoice::Auto`]'s geometry for rows at `times` (file order) and a model of `slots`
-/// slots: hop = the median positive step (1 s without one), phase = the most common
-/// `time mod hop` (the first row's on a tie: readings on the file's own grid close their
-/// windows at once), size = `slots × hop`, lateness 0.
+/// slots: size = `slots ×` the median positive step (1 s without one), so a slot holds about
+/// one reading; hop = the timestamps' resolution (the greatest common divisor of the positive
+/// steps: the median step itself for a regular file), so every reading is on the grid and
+/// closes the window ending at its own time (windows without a new reading are not emitted:
+/// one window per reading whatever the sampling); phase = the rows' common `time mod hop`;
+/// lateness 0.
 fn auto_geometry(times: impl Iterator<Item = i64> + Clone, slots: usize) -> Geometry {
     let mut steps: Vec<i64> = times.clone().zip(times.clone().skip(1)).map(|(a, b)| b - a).filter(|d| *d > 0).collect();
-    let hop = if steps.is_empty() {
+    fn gcd(a: i64, b: i64) -> i64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let hop = steps.iter().fold(0, |g, s| gcd(*s, g)).max(1);
+    let median = if steps.is_empty() {
         1000
     } else {
         let mid = steps.len() / 2;
         *steps.select_nth_unstable(mid).1
     };
-    let mut phases: HashMap<i64, usize> = HashMap::new();
-    for t in times.clone() {
-        *phases.entry(t.rem_euclid(hop)).or_default() += 1;
-    }
-    let first = times.clone().next().map_or(0, |t| t.rem_euclid(hop));
-    // A total order over distinct phases: the choice does not depend on the map's order.
-    let offset_ms = phases.iter().map(|(p, n)| (*n, *p == first, *p)).max().map_or(0, |m| m.2);
-    Geometry { size_ms: hop * slots as i64, hop_ms: hop, offset_ms, lateness_ms: 0, late_policy: LatePolicy::Drop }
+    let hop = if steps.is_empty() { median } else { hop };
+    // Every row is on this grid: their times differ by multiples of the hop.
+    let offset_ms = times.clone().next().map_or(0, |t| t.rem_euclid(hop));
+    Geometry { size_ms: median.saturating_mul(slots as i64), hop_ms: hop, offset_ms, lateness_ms: 0, late_policy: LatePolicy::Drop }
 }
 
 /// The end of year 9999 in epoch milliseconds: the latest timestamp either form can give.
@@ -536,18 +541,19 @@ mod tests {
 
     #[test]
     fn auto_geometry_follows_the_files_own_grid() {
-        // Every 5 minutes at :02, :07, …, but the first row is a minute early and one step
-        // is missing: hop 5 min, phase 2 min, size 32 hops.
+        // Every 5 minutes at :02, :07, …, one step missing, and the first row 2 minutes early:
+        // size 32 median steps; hop the steps' resolution (2 min early: gcd 1 min), phase 0.
         let mut times: Vec<i64> = (0..20).map(|k| 120_000 + k * 300_000).filter(|t| *t != 1_320_000).collect();
-        times.insert(0, 0);
         let g = auto_geometry(times.iter().copied(), 32);
         assert_eq!((g.hop_ms, g.offset_ms, g.size_ms, g.lateness_ms), (300_000, 120_000, 9_600_000, 0));
-        // A tie goes to the first row's phase.
-        let g = auto_geometry([0, 1000, 2500, 3500].into_iter(), 4);
-        assert_eq!((g.hop_ms, g.offset_ms), (1000, 0));
-        let g = auto_geometry([500, 1000, 2000, 3500].into_iter(), 4);
-        assert_eq!((g.hop_ms, g.offset_ms), (1000, 500));
-        assert_eq!(auto_geometry(std::iter::empty(), 4).hop_ms, 1000);
+        times.insert(0, 0);
+        let g = auto_geometry(times.iter().copied(), 32);
+        assert_eq!((g.hop_ms, g.offset_ms, g.size_ms), (60_000, 0, 9_600_000));
+        // Irregular steps: the grid of their resolution holds every row.
+        let g = auto_geometry([500, 1000, 2000, 3500, 3750].into_iter(), 4);
+        assert_eq!((g.hop_ms, g.offset_ms, g.size_ms), (250, 0, 4 * 1000));
+        let g = auto_geometry(std::iter::empty(), 4);
+        assert_eq!((g.hop_ms, g.offset_ms, g.size_ms), (1000, 0, 4000));
     }
 
     #[test]

@@ -562,7 +562,8 @@ pub struct WindowConfig {
     #[serde(default = "defaults::window_size_ms")]
     pub size_ms: u64,
     /// Distance between consecutive window ends, in milliseconds. Window ends are aligned to
-    /// `offset_ms` + multiples of `hop_ms` since the epoch.
+    /// `offset_ms` + multiples of `hop_ms` since the epoch; a window is emitted only when it
+    /// holds a new reading (one per reading for a sensor slower than the hop).
     #[serde(default = "defaults::window_hop_ms")]
     pub hop_ms: u64,
     /// Phase of the window grid in milliseconds (taken modulo `hop_ms`; default 0). A window
@@ -742,7 +743,8 @@ pub struct AlertsConfig {
     /// windows; the oldest block drops out when a new one starts), so one wide excursion does
     /// not blunt the entity for good. 0 remembers every value ever shown. Default 8000: the
     /// shortest of 1000–16 000 that cost nothing on the even half of NAB (README, "Replay and
-    /// evaluation"); in time it is `novelty_horizon × pipeline.window.hop_ms`.
+    /// evaluation"); in time it is `novelty_horizon × pipeline.window.hop_ms` (× the sampling
+    /// interval for a sensor slower than the hop: only windows with a new reading count).
     #[serde(default = "defaults::novelty_horizon")]
     pub novelty_horizon: u32,
     /// MQTT topic for alert raise/clear messages (JSON). `{agent}` and `{entity}` are replaced.

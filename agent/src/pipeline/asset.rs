@@ -16,7 +16,10 @@
 //!   last window end its channel's newest reading minus the lateness has reached), is late and
 //!   follows `late_policy` (the entity path has counted or dead-lettered the second kind; the
 //!   asset keeps either only with `process`, and does not count the first kind: its entity may
-//!   have taken it in time). Windows with no reading of any channel are skipped.
+//!   have taken it in time). Windows with no reading of any channel are
+//!   skipped; unlike an entity's ([`super::window`]), a window holding only readings earlier
+//!   windows held is still emitted: the long view (`[pipeline.warmup_pca]`) spans the window
+//!   means of consecutive hops, and SKAB scores worse without them (F1 0.837 → 0.832).
 //! * **Join and resample.** Each channel's readings in a window are resampled onto the model's
 //!   `window` slots ([`super::features::resample`]); a channel with no reading in the window
 //!   repeats its last value before the window (held, like a slow sensor's last report). A
@@ -263,6 +266,8 @@ impl AssetWindows {
                 }
             }
             self.closed_through_ms = through.max(next_end);
+            // Any reading, new or not (unlike an entity's windows: the long view,
+            // `[pipeline.warmup_pca]`, spans the window means of consecutive hops).
             let any = self.channels.iter().any(|c| c.buffer.iter().any(|(t, _)| g.holds(next_end, *t)));
             if !any {
                 // Skip straight to the first window holding the next buffered reading.

@@ -16,8 +16,12 @@
 //! [`Geometry`] holds these rules ([`Geometry::holds`], [`Geometry::first_end_holding`]); the
 //! asset join ([`super::asset`]) uses the same ones.
 //!
-//! Windows without any reading are not emitted (a sensor that was offline for an hour does not
-//! produce 3600 empty windows); the next emitted window is the first that holds a reading.
+//! A window is emitted only when it holds a *new* reading — one after the last window end
+//! reached. A window holding only readings that earlier windows held is skipped like an empty
+//! one: after a sensor was offline for an hour the agent does not score the windows of its last
+//! readings sliding out of view (stale data, mostly gap), and a sensor slower than the hop gets
+//! one window per reading, the one ending at or after it, instead of one per hop. The next
+//! emitted window is the first that holds a new reading.
 //!
 //! The state is plain data ([`EntityWindows`]) so it can be checkpointed to redb and restored:
 //! feeding the same readings to a restored state emits the same windows as an uninterrupted run.
@@ -193,13 +197,18 @@ impl EntityWindows {
         };
         let watermark = max_event - g.lateness_ms;
         while next_end <= watermark {
-            for &(_, v) in self.buffer.iter().filter(|(t, _)| *t > self.closed_through_ms && *t <= next_end) {
+            let before = self.closed_through_ms;
+            for &(_, v) in self.buffer.iter().filter(|(t, _)| *t > before && *t <= next_end) {
                 self.ewma.update(v, alpha);
             }
-            self.closed_through_ms = self.closed_through_ms.max(next_end);
-            let points: Vec<(i64, f64)> = self.buffer.iter().copied().filter(|(t, _)| g.holds(next_end, *t)).collect();
+            self.closed_through_ms = before.max(next_end);
+            // A reading after the last end reached is new to this window (`buffer` is sorted, so
+            // those are at its back; and one after `before` ≥ `next_end − hop` is in the window).
+            let fresh = self.buffer.iter().rev().take_while(|(t, _)| *t > before).any(|(t, _)| *t <= next_end);
+            let points: Vec<(i64, f64)> = if fresh { self.buffer.iter().copied().filter(|(t, _)| g.holds(next_end, *t)).collect() } else { Vec::new() };
             if points.is_empty() {
-                // Skip straight to the first window holding the next buffered reading.
+                // No new reading (none at all, or only ones earlier windows held): skip straight
+                // to the first window holding the next buffered reading.
                 // Not past the first window the watermark has not reached: a reading within the
                 // lateness bound may still come for it.
                 match self.buffer.iter().find(|(t, _)| *t > next_end) {
@@ -399,13 +408,24 @@ mod tests {
     }
 
     #[test]
-    fn gaps_do_not_emit_empty_windows() {
+    fn gaps_emit_no_windows_without_a_new_reading() {
         let g = geometry(LatePolicy::Drop);
         let mut s = EntityWindows::default();
         let out = run(&mut s, &g, &[(500, 0.0), (1500, 1.0), (100_500, 2.0), (102_500, 3.0)]);
         let ends: Vec<i64> = out.iter().map(|w| w.0).collect();
-        // Windows containing 500/1500 (ends 1000..=5000), then straight to 101000.
-        assert_eq!(ends, vec![1000, 2000, 3000, 4000, 5000, 101_000]);
+        // The windows new to 500 and 1500 (1000, 2000), not 3000..=5000 that only still hold
+        // them, then straight to 101 000.
+        assert_eq!(ends, vec![1000, 2000, 101_000]);
+    }
+
+    #[test]
+    fn a_sensor_slower_than_the_hop_gets_one_window_per_reading() {
+        // Hop 1 s, a reading every 10 s, off the grid: each closes one window, the one ending
+        // at or after it (when the next arrives: lateness 1 s), not ten.
+        let g = geometry(LatePolicy::Drop);
+        let mut s = EntityWindows::default();
+        let out = run(&mut s, &g, &(0..5).map(|k| (k * 10_000 + 300, k as f64)).collect::<Vec<_>>());
+        assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(1000, 1), (11_000, 1), (21_000, 1), (31_000, 1)]);
     }
 
     #[test]
