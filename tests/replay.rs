@@ -100,8 +100,8 @@ fn replay_is_deterministic_one_row_per_input_row_and_finds_the_spike() {
     let warmup = model_warmup();
     assert!(scores[warmup + 40].1 != "none", "scored after warm-up");
     // The first window holding the spike is closed by the spike's own row (on the replay's
-    // grid); the spike stays in the 32 windows (of 32 hops) from there: the highest scores are
-    // there.
+    // grid); the spike stays in the windows of the next 31 rows (32 median steps): the highest
+    // scores are there.
     let width = 32;
     let (argmax, max) = scores.iter().enumerate().fold((0, 0.0), |b, (i, s)| if s.0 > b.1 { (i, s.0) } else { b });
     assert!((spike..spike + width).contains(&argmax), "highest score at row {argmax} ({max}), spike at {spike}");

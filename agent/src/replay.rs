@@ -19,10 +19,11 @@
 //!   it is the newest reading of, so its row's score includes it; a reading between grid points
 //!   is scored in the row of the next one at or after the window's end. (An asset's window
 //!   closes at its end once every channel has a reading there, else with the first reading
-//!   after it: a row with an empty cell does not close its own.) Only windows holding a new
-//!   reading are emitted (as live, [`crate::pipeline::window`]); a reading after a gap can close
-//!   two: the window of the last reading before the gap, when that one was between grid points,
-//!   and its own. The row gets the highest of their scores (the live agent evaluates each, so a
+//!   after it: a row with an empty cell does not close its own.) An entity's windows are
+//!   emitted only when they hold a new reading (as live, [`crate::pipeline::window`]); a
+//!   reading after a gap can close two: the window of the last reading before the gap, when
+//!   that one was between grid points, and its own (if it is on the grid). An asset's windows
+//!   are emitted every hop while any reading is in view. The row gets the highest of their scores (the live agent evaluates each, so a
 //!   detection in any must show: the latest alone would hide a spike just before the gap). A
 //!   row that closed no window repeats its entity's latest result. Rows before an entity's first scored window
 //!   (the model's warm-up) get score 0 and band `none`.
@@ -36,7 +37,9 @@
 //!   whatever the sampling; the hop is the steps' resolution (their greatest common divisor:
 //!   the median step for a regular file) and the grid's phase (`offset`) the rows' common one,
 //!   so every reading closes the window ending at its own time — the only one emitted for it,
-//!   since windows without a new reading are not ([`crate::pipeline::window`]);
+//!   since windows without a new reading are not ([`crate::pipeline::window`]). Assets keep
+//!   hop = the median step on the rows' most common phase (their windows are emitted every
+//!   hop); see `auto_geometry`.
 //!   [`WindowChoice::Config`] keeps `pipeline.window`.
 //! * **Bad input is an error, never a panic:** a row with an unparsable timestamp or value, or
 //!   with a value the live sources would dead-letter (not finite, or beyond
@@ -275,7 +278,7 @@ impl Replayer {
             .collect();
         let geometry = match opts.window {
             WindowChoice::Config => Geometry::from(&self.config.pipeline.window),
-            WindowChoice::Auto => auto_geometry(rows.iter().map(|r| r.event_time_ms), slots),
+            WindowChoice::Auto => auto_geometry(rows.iter().map(|r| r.event_time_ms), slots, !multivariate),
         };
         let metrics = Arc::new(Metrics::default());
         let (jobs_tx, jobs_rx) = unbounded();
@@ -489,26 +492,40 @@ pub fn column_entity(pair: &str) -> Result<(String, String), String> {
 
 /// [`WindowChoice::Auto`]'s geometry for rows at `times` (file order) and a model of `slots`
 /// slots: size = `slots ×` the median positive step (1 s without one), so a slot holds about
-/// one reading; hop = the timestamps' resolution (the greatest common divisor of the positive
-/// steps: the median step itself for a regular file), so every reading is on the grid and
-/// closes the window ending at its own time (windows without a new reading are not emitted:
-/// one window per reading whatever the sampling); phase = the rows' common `time mod hop`;
-/// lateness 0.
-fn auto_geometry(times: impl Iterator<Item = i64> + Clone, slots: usize) -> Geometry {
-    let mut steps: Vec<i64> = times.clone().zip(times.clone().skip(1)).map(|(a, b)| b - a).filter(|d| *d > 0).collect();
+/// one reading; lateness 0. For entity windows (`per_reading`) the hop is the timestamps'
+/// resolution (the greatest common divisor of the steps, backwards ones too: the median step
+/// itself for a regular file) and the phase the rows' (every row is on that grid), so every
+/// reading closes the window ending at its own time, and — entity windows being emitted only
+/// with a new reading — that one window only. Asset windows are emitted every hop while any
+/// reading is in view: for them the hop stays the median step (a resolution of 1 ms would
+/// make thousands of windows per reading), on the rows' most common phase (the first row's on
+/// a tie).
+fn auto_geometry(times: impl Iterator<Item = i64> + Clone, slots: usize, per_reading: bool) -> Geometry {
+    let steps: Vec<i64> = times.clone().zip(times.clone().skip(1)).map(|(a, b)| b.saturating_sub(a)).collect();
+    let mut forward: Vec<i64> = steps.iter().copied().filter(|d| *d > 0).collect();
+    let Some(median) = (!forward.is_empty()).then(|| {
+        let mid = forward.len() / 2;
+        *forward.select_nth_unstable(mid).1
+    }) else {
+        return Geometry { size_ms: 1000 * slots as i64, hop_ms: 1000, offset_ms: 0, lateness_ms: 0, late_policy: LatePolicy::Drop };
+    };
     fn gcd(a: i64, b: i64) -> i64 {
         if b == 0 { a } else { gcd(b, a % b) }
     }
-    let hop = steps.iter().fold(0, |g, s| gcd(*s, g)).max(1);
-    let median = if steps.is_empty() {
-        1000
+    let first = times.clone().next().unwrap_or(0);
+    let (hop, offset_ms) = if per_reading {
+        let resolution = steps.iter().filter(|d| **d != 0).fold(0, |g, d| gcd(d.saturating_abs(), g));
+        // Steps are differences of two rows: every row is `first` + a multiple of it.
+        (resolution, first.rem_euclid(resolution))
     } else {
-        let mid = steps.len() / 2;
-        *steps.select_nth_unstable(mid).1
+        let mut phases: HashMap<i64, usize> = HashMap::new();
+        for t in times.clone() {
+            *phases.entry(t.rem_euclid(median)).or_default() += 1;
+        }
+        let first = first.rem_euclid(median);
+        // A total order over distinct phases: the choice does not depend on the map's order.
+        (median, phases.iter().map(|(p, n)| (*n, *p == first, *p)).max().map_or(first, |m| m.2))
     };
-    let hop = if steps.is_empty() { median } else { hop };
-    // Every row is on this grid: their times differ by multiples of the hop.
-    let offset_ms = times.clone().next().map_or(0, |t| t.rem_euclid(hop));
     Geometry { size_ms: median.saturating_mul(slots as i64), hop_ms: hop, offset_ms, lateness_ms: 0, late_policy: LatePolicy::Drop }
 }
 
@@ -541,18 +558,25 @@ mod tests {
 
     #[test]
     fn auto_geometry_follows_the_files_own_grid() {
-        // Every 5 minutes at :02, :07, …, one step missing, and the first row 2 minutes early:
-        // size 32 median steps; hop the steps' resolution (2 min early: gcd 1 min), phase 0.
+        // Every 5 minutes at :02, :07, …, one step missing: size 32 median steps, hop 5 min,
+        // phase 2 min.
         let mut times: Vec<i64> = (0..20).map(|k| 120_000 + k * 300_000).filter(|t| *t != 1_320_000).collect();
-        let g = auto_geometry(times.iter().copied(), 32);
+        let g = auto_geometry(times.iter().copied(), 32, true);
         assert_eq!((g.hop_ms, g.offset_ms, g.size_ms, g.lateness_ms), (300_000, 120_000, 9_600_000, 0));
+        // A first row 2 minutes early: entity windows on the 1-minute resolution, phase 0;
+        // asset windows keep the median step, on the rows' most common phase.
         times.insert(0, 0);
-        let g = auto_geometry(times.iter().copied(), 32);
+        let g = auto_geometry(times.iter().copied(), 32, true);
         assert_eq!((g.hop_ms, g.offset_ms, g.size_ms), (60_000, 0, 9_600_000));
-        // Irregular steps: the grid of their resolution holds every row.
-        let g = auto_geometry([500, 1000, 2000, 3500, 3750].into_iter(), 4);
-        assert_eq!((g.hop_ms, g.offset_ms, g.size_ms), (250, 0, 4 * 1000));
-        let g = auto_geometry(std::iter::empty(), 4);
+        let g = auto_geometry(times.iter().copied(), 32, false);
+        assert_eq!((g.hop_ms, g.offset_ms, g.size_ms), (300_000, 120_000, 9_600_000));
+        // A step backwards counts for the resolution: 1700 and 2700 are on the grid too.
+        let g = auto_geometry([0, 1000, 700, 1700, 2700].into_iter(), 4, true);
+        assert_eq!((g.hop_ms, g.offset_ms, g.size_ms), (100, 0, 4000));
+        // Asset windows, a tie of phases: the first row's.
+        let g = auto_geometry([500, 1000, 2000, 3500].into_iter(), 4, false);
+        assert_eq!((g.hop_ms, g.offset_ms), (1000, 500));
+        let g = auto_geometry(std::iter::empty(), 4, true);
         assert_eq!((g.hop_ms, g.offset_ms, g.size_ms), (1000, 0, 4000));
     }
 

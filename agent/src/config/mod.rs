@@ -573,13 +573,15 @@ pub struct WindowConfig {
     #[serde(default)]
     pub offset_ms: u64,
     /// Allowed lateness in milliseconds: an entity's watermark is its largest event time seen
-    /// minus this. A window `(end − size, end]` is emitted once the watermark reaches its end.
+    /// minus this. A window `(end − size, end]` is final once the watermark reaches its end, and
+    /// emitted then if it holds a new reading.
     #[serde(default = "defaults::allowed_lateness_ms")]
     pub allowed_lateness_ms: u64,
     /// What to do with a reading at or before the last window end its entity's watermark has
-    /// reached (emitted, or skipped as empty):
+    /// reached (emitted, or skipped for want of a new reading):
     /// `drop` (count it), `dlq` (count it and store it in the DLQ with reason `late`) or
-    /// `process` (count it and add it to the windows not emitted yet).
+    /// `process` (count it and add it to the windows not emitted yet: it is scored with the
+    /// next one that also holds a new reading).
     #[serde(default)]
     pub late_policy: LatePolicy,
 }
@@ -728,10 +730,12 @@ pub struct AlertsConfig {
     /// Score at or above which a window is in the alert band. Default: the model manifest's.
     #[serde(default)]
     pub alert_threshold: Option<f64>,
-    /// Raise an alert after this many consecutive alert-band windows.
+    /// Raise an alert after this many consecutive alert-band windows (emitted windows: one per
+    /// hop, or per reading for a sensor slower than the hop).
     #[serde(default = "defaults::raise_after")]
     pub raise_after: u32,
-    /// Clear a raised alert after this many consecutive windows below the alert band.
+    /// Clear a raised alert after this many consecutive windows below the alert band (counted
+    /// as for `raise_after`).
     #[serde(default = "defaults::clear_after")]
     pub clear_after: u32,
     /// After a clear, do not raise again for this entity for this many seconds (event time).

@@ -4,14 +4,16 @@
 //! (`pipeline.window.offset_ms`, default 0): a window
 //! holds the reading at its end, as a Prometheus range vector does. An entity's watermark is its
 //! largest event time seen minus `allowed_lateness`; every window whose end is at or below the
-//! watermark is final and is emitted, in end order, exactly once. With a sensor sampled on the
+//! watermark is final, and is emitted, in end order, exactly once if it holds a new reading
+//! (below). With a sensor sampled on the
 //! grid and lateness 0, a reading therefore closes the window it is the newest reading of at
 //! once — not one sampling period later, when the next reading arrives (a 5-minute sensor's
 //! alert comes 5 minutes sooner). A reading at or before the last window end the watermark has
-//! reached (the window emitted, or skipped as empty: `closed_through_ms`) is *late*; the
-//! [`LatePolicy`] decides whether it is dropped, dead-lettered (both counted) or still added to
-//! the windows not emitted yet. (With lateness 0 that includes a second, different reading at
-//! the same millisecond as one that closed a window; an exact redelivery is recognised as such.)
+//! reached (the window emitted, or skipped: `closed_through_ms`) is *late*; the [`LatePolicy`]
+//! decides whether it is dropped, dead-lettered (both counted) or still added to the windows
+//! not emitted yet (`process`: it is scored with the next window that also holds a new reading,
+//! if it still fits in it). (With lateness 0 late includes a second, different reading at the
+//! same millisecond as one that closed a window; an exact redelivery is recognised as such.)
 //!
 //! [`Geometry`] holds these rules ([`Geometry::holds`], [`Geometry::first_end_holding`]); the
 //! asset join ([`super::asset`]) uses the same ones.
@@ -21,7 +23,10 @@
 //! one: after a sensor was offline for an hour the agent does not score the windows of its last
 //! readings sliding out of view (stale data, mostly gap), and a sensor slower than the hop gets
 //! one window per reading, the one ending at or after it, instead of one per hop. The next
-//! emitted window is the first that holds a new reading.
+//! emitted window is the first that holds a new reading. What counts windows downstream —
+//! `alerts.raise_after` / `clear_after`, the error history's warm-up, `novelty_horizon` —
+//! therefore counts readings for a sensor slower than the hop (before, the 32 near-identical
+//! windows of one 60 s reading with a 1 s hop met `raise_after = 2` by themselves).
 //!
 //! The state is plain data ([`EntityWindows`]) so it can be checkpointed to redb and restored:
 //! feeding the same readings to a restored state emits the same windows as an uninterrupted run.
@@ -197,14 +202,14 @@ impl EntityWindows {
         };
         let watermark = max_event - g.lateness_ms;
         while next_end <= watermark {
-            let before = self.closed_through_ms;
-            for &(_, v) in self.buffer.iter().filter(|(t, _)| *t > before && *t <= next_end) {
+            // The readings after the last end reached are new to this window (one after it, ≥
+            // `next_end − hop`, is inside): folded into the EWMA now, and they make it fresh.
+            let mut fresh = false;
+            for &(_, v) in self.buffer.iter().filter(|(t, _)| *t > self.closed_through_ms && *t <= next_end) {
                 self.ewma.update(v, alpha);
+                fresh = true;
             }
-            self.closed_through_ms = before.max(next_end);
-            // A reading after the last end reached is new to this window (`buffer` is sorted, so
-            // those are at its back; and one after `before` ≥ `next_end − hop` is in the window).
-            let fresh = self.buffer.iter().rev().take_while(|(t, _)| *t > before).any(|(t, _)| *t <= next_end);
+            self.closed_through_ms = self.closed_through_ms.max(next_end);
             let points: Vec<(i64, f64)> = if fresh { self.buffer.iter().copied().filter(|(t, _)| g.holds(next_end, *t)).collect() } else { Vec::new() };
             if points.is_empty() {
                 // No new reading (none at all, or only ones earlier windows held): skip straight
@@ -229,7 +234,7 @@ impl EntityWindows {
         }
         self.next_end_ms = Some(next_end);
         // Every end before `next_end` is at or below the watermark (a skip stops at the first
-        // one above it, and the windows it skips hold no reading, so none is left unfolded);
+        // one above it, and the windows it skips hold no new reading, so none is left unfolded);
         // never lower than before (after a grid change the new grid's previous end can lie
         // before the old grid's last one).
         self.closed_through_ms = self.closed_through_ms.max(next_end - g.hop_ms);
