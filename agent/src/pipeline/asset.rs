@@ -156,7 +156,7 @@ pub struct AssetWindows {
     pub max_event_ms: Option<i64>,
     /// End of the next window to emit.
     pub next_end_ms: Option<i64>,
-    /// The last window end the asset's windows have reached (emitted, or skipped as empty):
+    /// The last window end the asset's windows have reached (emitted, or skipped with no reading):
     /// readings at or before it are late, and folded into the baselines; like
     /// [`super::window::EntityWindows::closed_through_ms`] (written as `baseline_through_ms`
     /// before windows held their end).

@@ -1,14 +1,13 @@
 //! Per-entity event-time sliding windows with a watermark and an explicit lateness bound.
 //!
 //! Windows are `(end − size, end]` with ends on `offset` + multiples of `hop` since the epoch
-//! (`pipeline.window.offset_ms`, default 0): a window
-//! holds the reading at its end, as a Prometheus range vector does. An entity's watermark is its
-//! largest event time seen minus `allowed_lateness`; every window whose end is at or below the
-//! watermark is final, and is emitted, in end order, exactly once if it holds a new reading
-//! (below). With a sensor sampled on the
-//! grid and lateness 0, a reading therefore closes the window it is the newest reading of at
-//! once — not one sampling period later, when the next reading arrives (a 5-minute sensor's
-//! alert comes 5 minutes sooner). A reading at or before the last window end the watermark has
+//! (`pipeline.window.offset_ms`, default 0): a window holds the reading at its end, as a
+//! Prometheus range vector does. An entity's watermark is its largest event time seen minus
+//! `allowed_lateness`; every window whose end is at or below the watermark is final, and is
+//! emitted, in end order, exactly once if it holds a new reading (below). With a sensor sampled
+//! on the grid and lateness 0, a reading therefore closes the window it is the newest reading
+//! of at once — not one sampling period later, when the next reading arrives (a 5-minute
+//! sensor's alert comes 5 minutes sooner). A reading at or before the last window end the watermark has
 //! reached (the window emitted, or skipped: `closed_through_ms`) is *late*; the [`LatePolicy`]
 //! decides whether it is dropped, dead-lettered (both counted) or still added to the windows
 //! not emitted yet (`process`: it is scored with the next window that also holds a new reading,
@@ -110,8 +109,8 @@ pub struct EntityWindows {
     pub buffer: VecDeque<(i64, f64)>,
     /// Normalisation statistics: all readings with event time ≤ `closed_through_ms`.
     pub ewma: Ewma,
-    /// The last window end the watermark has reached (the window emitted, or skipped as
-    /// empty): readings at or before it are late, and in `ewma`. From the first reading on
+    /// The last window end the watermark has reached (the window emitted, or skipped for want
+    /// of a new reading): readings at or before it are late, and in `ewma`. From the first reading on
     /// (before it, `next_end_ms` is `None`); grid-independent, so a changed `offset_ms` or
     /// `hop_ms` resumes after it ([`Geometry::next_end_after`]). Written as `ewma_through_ms`
     /// before windows held their end (then exclusive: one reading at that instant differs).
