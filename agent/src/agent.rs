@@ -213,18 +213,22 @@ pub fn run(config: Config) -> Result<Arc<Metrics>, AgentError> {
     let mut entity_states: Vec<HashMap<Arc<str>, Box<EntityWindows>>> = vec![HashMap::new(); workers_n];
     let mut asset_states: Vec<HashMap<Arc<str>, AssetWindows>> = vec![HashMap::new(); workers_n];
     let mut alert_states: HashMap<Arc<str>, Box<EntityAlertState>> = HashMap::new();
+    // Restored states continue on the configured grid (it may have changed since they were written).
+    let geometry = Geometry::from(&config.pipeline.window);
     {
         let txn = db.begin_read().doing("restoring state")?;
         let t = txn.open_table(store::ENTITY_STATE).doing("restoring state")?;
         for row in t.iter().doing("restoring state")? {
             let (k, v) = row.doing("restoring state")?;
-            let state: Box<EntityWindows> = store::from_cbor("entity_state", k.value(), v.value())?;
+            let mut state: Box<EntityWindows> = store::from_cbor("entity_state", k.value(), v.value())?;
+            state.resume(&geometry);
             entity_states[routing.worker_of(k.value(), workers_n)].insert(Arc::from(k.value()), state);
         }
         let t = txn.open_table(store::ASSET_STATE).doing("restoring state")?;
         for row in t.iter().doing("restoring state")? {
             let (k, v) = row.doing("restoring state")?;
-            let state: AssetWindows = store::from_cbor("asset_state", k.value(), v.value())?;
+            let mut state: AssetWindows = store::from_cbor("asset_state", k.value(), v.value())?;
+            state.resume(&geometry);
             // Only assets still configured, with the same channel count, continue.
             if routing.channels(k.value()) == Some(state.channels.len()) {
                 asset_states[partition_of(k.value(), workers_n)].insert(Arc::from(k.value()), state);

@@ -455,8 +455,7 @@ pub fn eval_nab(
         );
     }
     if details {
-        let threshold = r.scores.first().map_or(1.1, |s| s.threshold);
-        println!("per file at the standard threshold {threshold:.6} (a hit's reward: 1 at its window's first row, 0.86 at the middle, 0 at the last; a miss's highest score; false-positive data rows, 0-based):");
+        println!("per file at the standard threshold {:.6} (a hit's reward: 1 at its window's first row, 0.86 at the middle, 0 at the last; a miss's highest score; false-positive data rows, 0-based):", r.details_threshold);
         for f in &r.details {
             let windows: Vec<String> = f
                 .windows

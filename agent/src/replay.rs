@@ -23,9 +23,10 @@
 //!   emitted only when they hold a new reading (as live, [`crate::pipeline::window`]); a
 //!   reading after a gap can close two: the window of the last reading before the gap, when
 //!   that one was between grid points, and its own (if it is on the grid). An asset's windows
-//!   are emitted every hop while any reading is in view. The row gets the highest of their scores (the live agent evaluates each, so a
-//!   detection in any must show: the latest alone would hide a spike just before the gap). A
-//!   row that closed no window repeats its entity's latest result. Rows before an entity's first scored window
+//!   are emitted every hop while any reading is in view. The row gets the highest of their
+//!   scores (the live agent evaluates each, so a detection in any must show: the latest alone
+//!   would hide a spike just before the gap). A row that closed no window repeats its
+//!   entity's latest result. Rows before an entity's first scored window
 //!   (the model's warm-up) get score 0 and band `none`.
 //! * **Assets.** With a multivariate model (manifest `kind = "multivariate"`) the value
 //!   columns are the channels of the assets in `pipeline.assets` (column name = channel entity

@@ -48,8 +48,10 @@ pub struct NabReport {
     /// Time spent replaying (model load excluded).
     pub replay_time: Duration,
     pub scores: Vec<nab::ProfileScore>,
-    /// Per file, at the standard profile's threshold: found and missed windows, false positives.
+    /// Per file, at `details_threshold`: found and missed windows, false positives.
     pub details: Vec<nab::FileDetail>,
+    /// The standard profile's threshold.
+    pub details_threshold: f64,
 }
 
 /// Replays every file named in `<data>/labels/combined_windows.json` (from `<data>/data/`; with
@@ -63,7 +65,7 @@ pub fn run_nab(config: &Config, data: &Path, out: Option<&Path>, window: WindowC
         serde_json::from_str(&text).map_err(|e| EvalError::Labels { path: labels_path.clone(), reason: e.to_string() })?;
     let mut replayer = Replayer::new(config)?;
     let mut files = Vec::with_capacity(labels.len());
-    let mut report = NabReport { files: 0, rows: 0, windows_scored: 0, replay_time: Duration::ZERO, scores: Vec::new(), details: Vec::new() };
+    let mut report = NabReport { files: 0, rows: 0, windows_scored: 0, replay_time: Duration::ZERO, scores: Vec::new(), details: Vec::new(), details_threshold: 1.1 };
     let chosen = labels.iter().enumerate().filter(|(i, _)| match half {
         None => true,
         Some(Half::Even) => i % 2 == 0,
@@ -122,7 +124,7 @@ pub fn run_nab(config: &Config, data: &Path, out: Option<&Path>, window: WindowC
         report.scores.push(nab::score_corpus(&files, profile)?);
     }
     // PROFILES[0] is the standard profile, scored first.
-    let threshold = report.scores.first().map_or(1.1, |s| s.threshold);
-    report.details = files.iter().map(|f| nab::details(f, threshold)).collect::<Result<_, _>>()?;
+    report.details_threshold = report.scores.first().map_or(1.1, |s| s.threshold);
+    report.details = files.iter().map(|f| nab::details(f, report.details_threshold)).collect::<Result<_, _>>()?;
     Ok(report)
 }

@@ -190,11 +190,16 @@ impl AssetWindows {
         AssetWindows { channels: vec![Channel::default(); channels], ..Default::default() }
     }
 
+    /// Puts a state loaded from a checkpoint on `g`'s grid, as an entity's
+    /// ([`super::window::EntityWindows::resume`]).
+    pub fn resume(&mut self, g: &Geometry) {
+        self.next_end_ms = g.resume(self.next_end_ms, self.closed_through_ms);
+    }
+
     /// Adds one reading of channel `channel`. Returns `false` when it was not added (a late
     /// reading not kept, a redelivery, or a channel index out of range).
     pub fn admit(&mut self, channel: usize, event_ms: i64, value: f64, g: &Geometry) -> bool {
         let closed = self.next_end_ms.map(|_| self.closed_through_ms);
-        self.next_end_ms = closed.map(|c| g.next_end_after(c));
         let Some(ch) = self.channels.get_mut(channel) else { return false };
         if ch.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
             return false;

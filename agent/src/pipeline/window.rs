@@ -69,11 +69,12 @@ impl Geometry {
         self.first_end_holding(t.saturating_sub(self.lateness_ms))
     }
 
-    /// The next window end after `closed_through` on this grid: a state's `next_end_ms` as it
-    /// was when the grid is unchanged, else the first end of the new grid after the last one
-    /// reached (`pipeline.window.offset_ms` or `hop_ms` changed since the state was written).
-    pub fn next_end_after(&self, closed_through: i64) -> i64 {
-        self.first_end_holding(closed_through.saturating_add(1))
+    /// The next window end of a state restored under this geometry, from its `next_end_ms`
+    /// and `closed_through_ms`: unchanged when the grid is, else the first end of the new grid
+    /// after the last one reached (`pipeline.window.offset_ms` or `hop_ms` changed since the
+    /// state was written). `None` before the state's first reading.
+    pub fn resume(&self, next_end_ms: Option<i64>, closed_through_ms: i64) -> Option<i64> {
+        next_end_ms.map(|_| self.first_end_holding(closed_through_ms.saturating_add(1)))
     }
 
     /// Whether a reading at `t` is late: at or before `closed_through`.
@@ -112,7 +113,7 @@ pub struct EntityWindows {
     /// The last window end the watermark has reached (the window emitted, or skipped for want
     /// of a new reading): readings at or before it are late, and in `ewma`. From the first reading on
     /// (before it, `next_end_ms` is `None`); grid-independent, so a changed `offset_ms` or
-    /// `hop_ms` resumes after it ([`Geometry::next_end_after`]). Written as `ewma_through_ms`
+    /// `hop_ms` resumes after it ([`Geometry::resume`]). Written as `ewma_through_ms`
     /// before windows held their end (then exclusive: one reading at that instant differs).
     #[serde(alias = "ewma_through_ms")]
     pub closed_through_ms: i64,
@@ -152,10 +153,15 @@ pub struct ClosedWindow {
 }
 
 impl EntityWindows {
+    /// Puts a state loaded from a checkpoint on `g`'s grid ([`Geometry::resume`]): call once
+    /// when it is restored, before its next reading.
+    pub fn resume(&mut self, g: &Geometry) {
+        self.next_end_ms = g.resume(self.next_end_ms, self.closed_through_ms);
+    }
+
     /// Adds one reading. Late readings are reported, never silently merged.
     pub fn admit(&mut self, event_ms: i64, value: f64, g: &Geometry, alpha: f64) -> Admission {
         let closed = self.next_end_ms.map(|_| self.closed_through_ms);
-        self.next_end_ms = closed.map(|c| g.next_end_after(c));
         if self.buffer.iter().rev().take_while(|(t, _)| *t >= event_ms).any(|&(t, v)| t == event_ms && v == value) {
             return Admission::Duplicate;
         }
@@ -316,6 +322,7 @@ mod tests {
         // `offset_ms = 300` after a restart: the next windows end on x300, from the first after
         // the last emitted end (2000) on.
         let new = Geometry { offset_ms: 300, ..old };
+        s.resume(&new);
         let out = run(&mut s, &new, &[(2300, 3.0), (3300, 4.0)]);
         assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(2300, 3), (3300, 4)]);
         // A reading the old grid had closed is still late.
@@ -345,12 +352,14 @@ mod tests {
         // A smaller hop: window 2000 was the last; 3000 is the next, and a reading there is in time.
         let mut s = EntityWindows::default();
         assert_eq!(run(&mut s, &g2, &[(1000, 1.0), (2000, 2.0)]).iter().map(|w| w.0).collect::<Vec<_>>(), vec![2000]);
+        s.resume(&g1);
         assert_eq!(s.admit(3000, 3.0, &g1, 0.1), Admission::Accepted);
         let out = run(&mut s, &g1, &[(4000, 4.0)]);
         assert_eq!(out.iter().map(|w| (w.0, w.1.len())).collect::<Vec<_>>(), vec![(3000, 3), (4000, 4)]);
         // A larger hop: windows 1000 and 2000 were emitted; none is emitted again, and 1500 is late.
         let mut s = EntityWindows::default();
         assert_eq!(run(&mut s, &g1, &[(1000, 1.0), (2000, 2.0)]).iter().map(|w| w.0).collect::<Vec<_>>(), vec![1000, 2000]);
+        s.resume(&g2);
         assert_eq!(s.admit(1500, 9.0, &g2, 0.1), Admission::Late { kept: false });
         let out = run(&mut s, &g2, &[(3000, 3.0), (4000, 4.0)]);
         assert_eq!(out.iter().map(|w| w.0).collect::<Vec<_>>(), vec![4000]);
